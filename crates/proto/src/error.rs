@@ -1,0 +1,111 @@
+//! Error codes carried by `error` events, and WebSocket close codes.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a request failed. Serialised in kebab-case (`"name-taken"`), stable across versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// The frame is not valid JSON, or not a JSON object, or a field has the wrong type.
+    BadJson,
+    /// A binary frame: the protocol uses text frames only.
+    BinaryFrame,
+    /// The `type` is not one this dialect knows.
+    UnknownType,
+    /// A required field is missing or a field value is out of range.
+    BadRequest,
+    /// The request needs a login first.
+    NotLoggedIn,
+    /// A second login on the same connection.
+    AlreadyLoggedIn,
+    /// The requested protocol version is not supported.
+    UnsupportedProtocol,
+    /// The user name breaks the naming rules.
+    InvalidName,
+    /// The user name is held by another live session.
+    NameTaken,
+    /// The resume token is unknown or its grace period is over.
+    ResumeFailed,
+    /// No user of that name is online.
+    UnknownPeer,
+    /// The target was addressed while disconnected and did not come back in time, or its queue was full.
+    Undeliverable,
+    /// The frame or one of its payloads is larger than the server accepts.
+    TooLarge,
+    /// Too many messages: slow down.
+    RateLimited,
+    /// The callee is in another call or is being called.
+    Busy,
+    /// The caller is already in a call.
+    AlreadyInCall,
+    /// No call with that id involves this user in a state that allows the request.
+    UnknownCall,
+    /// The room name breaks the naming rules.
+    InvalidRoom,
+    /// The room has reached its member limit.
+    RoomFull,
+    /// The user is not a member of that room (or the target is not).
+    NotInRoom,
+    /// The user has joined as many rooms as allowed.
+    TooManyRooms,
+    /// The request is not available in this dialect.
+    NotSupported,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadJson => "bad-json",
+            Self::BinaryFrame => "binary-frame",
+            Self::UnknownType => "unknown-type",
+            Self::BadRequest => "bad-request",
+            Self::NotLoggedIn => "not-logged-in",
+            Self::AlreadyLoggedIn => "already-logged-in",
+            Self::UnsupportedProtocol => "unsupported-protocol",
+            Self::InvalidName => "invalid-name",
+            Self::NameTaken => "name-taken",
+            Self::ResumeFailed => "resume-failed",
+            Self::UnknownPeer => "unknown-peer",
+            Self::Undeliverable => "undeliverable",
+            Self::TooLarge => "too-large",
+            Self::RateLimited => "rate-limited",
+            Self::Busy => "busy",
+            Self::AlreadyInCall => "already-in-call",
+            Self::UnknownCall => "unknown-call",
+            Self::InvalidRoom => "invalid-room",
+            Self::RoomFull => "room-full",
+            Self::NotInRoom => "not-in-room",
+            Self::TooManyRooms => "too-many-rooms",
+            Self::NotSupported => "not-supported",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// WebSocket close codes the server uses (RFC 6455 section 7.4; 4000-4999 are ours).
+pub mod close_code {
+    /// Server shutting down; reconnect (and resume) elsewhere or later.
+    pub const GOING_AWAY: u16 = 1001;
+    /// WebSocket protocol violation by the client.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The client kept misbehaving (too many errors in a row).
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A frame beyond the hard transport limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// Another connection took over this session (resume from elsewhere, or the `replace` name policy).
+    pub const REPLACED: u16 = 4001;
+    /// The client read too slowly and its outbound queue overflowed.
+    pub const SLOW_CONSUMER: u16 = 4002;
+    /// No traffic (not even a pong) for two heartbeat intervals.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4003;
+    /// The client logged out.
+    pub const LOGGED_OUT: u16 = 4004;
+}

@@ -1,0 +1,348 @@
+//! Frames that clients send, in both dialects.
+//!
+//! A frame is parsed once into the flat, borrowing [`Envelope`] (every field of every message is optional there), then
+//! [`Envelope::into_request`] checks the fields that the `type` needs. Two reasons for this shape instead of a
+//! `#[serde(tag = "type")]` enum: serde's internally tagged enums buffer the whole object and cannot hold a borrowed
+//! [`RawValue`], and the relayed payloads (SDP, candidates) must pass through as the client wrote them, unparsed.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::ErrorCode;
+
+/// Which protocol a connection speaks; fixed by its first frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// Switchboard's own protocol, version [`crate::PROTOCOL_VERSION`].
+    V1,
+    /// The classic tutorial protocol (`shared/seed-protocol.md`).
+    Tutorial,
+}
+
+/// Longest request id the server echoes, in bytes of its JSON form.
+pub const MAX_REQUEST_ID_BYTES: usize = 64;
+
+/// Every field any client message may carry. Unknown fields are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[allow(missing_docs)]
+pub struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub to: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub room: Option<Cow<'a, str>>,
+    #[serde(rename = "callId", borrow)]
+    pub call_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub resume: Option<Cow<'a, str>>,
+    pub protocol: Option<u32>,
+    #[serde(borrow)]
+    pub sdp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub candidate: Option<&'a RawValue>,
+    #[serde(rename = "UserName", borrow)]
+    pub user_name: Option<Cow<'a, str>>,
+    #[serde(rename = "TargetUserName", borrow)]
+    pub target_user_name: Option<Cow<'a, str>>,
+}
+
+/// The relayed signaling payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayKind {
+    /// SDP offer (`sdp` payload).
+    Offer,
+    /// SDP answer (`sdp` payload).
+    Answer,
+    /// One trickled ICE candidate (`candidate` payload).
+    Candidate,
+    /// The sender has no more candidates (no payload).
+    EndOfCandidates,
+}
+
+impl RelayKind {
+    /// The v1 `type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Offer => "offer",
+            Self::Answer => "answer",
+            Self::Candidate => "candidate",
+            Self::EndOfCandidates => "end-of-candidates",
+        }
+    }
+}
+
+/// A typed client request.
+#[derive(Debug)]
+#[allow(missing_docs)]
+pub enum Request<'a> {
+    /// v1 login by name, or resumption by token.
+    Login { name: Option<Cow<'a, str>>, resume: Option<Cow<'a, str>>, protocol: Option<u32> },
+    /// v1 logout: ends the session at once, no grace period.
+    Logout,
+    /// v1: the full list of online users.
+    Users,
+    /// v1 application-level keep-alive.
+    Ping,
+    /// Offer, answer or candidate for `to`; from a tutorial client too.
+    Relay {
+        kind: RelayKind,
+        to: Cow<'a, str>,
+        room: Option<Cow<'a, str>>,
+        call_id: Option<Cow<'a, str>>,
+        payload: Option<&'a RawValue>,
+    },
+    Call { to: Cow<'a, str> },
+    Accept { call_id: Cow<'a, str> },
+    Reject { call_id: Cow<'a, str> },
+    Cancel { call_id: Cow<'a, str> },
+    Hangup { call_id: Cow<'a, str> },
+    Join { room: Cow<'a, str> },
+    Leave { room: Cow<'a, str> },
+    /// The tutorial's `Login`.
+    TutorialLogin { user_name: Cow<'a, str> },
+}
+
+/// A parsed frame: the request and the client's request id, if it gave one.
+#[derive(Debug)]
+pub struct Parsed<'a> {
+    /// Echoed in the reply or error; always a JSON number or string of at most [`MAX_REQUEST_ID_BYTES`].
+    pub id: Option<&'a RawValue>,
+    /// What the client asked for.
+    pub request: Request<'a>,
+}
+
+/// A frame that could not be turned into a request; `id` is set when the frame got far enough to show one.
+#[derive(Debug, Clone)]
+pub struct RequestError<'a> {
+    /// The client's request id, when readable.
+    pub id: Option<&'a RawValue>,
+    /// Which error.
+    pub code: ErrorCode,
+    /// A human-readable explanation.
+    pub message: Cow<'static, str>,
+}
+
+impl<'a> RequestError<'a> {
+    fn new(id: Option<&'a RawValue>, code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self { id, code, message: message.into() }
+    }
+}
+
+impl<'a> Envelope<'a> {
+    /// Parses one text frame. Errors carry `bad-json` (the frame is not a JSON object of the expected field types).
+    pub fn parse(text: &'a str) -> Result<Self, RequestError<'a>> {
+        serde_json::from_str(text).map_err(|e| {
+            RequestError::new(None, ErrorCode::BadJson, format!("the frame is not a valid message: {e}"))
+        })
+    }
+
+    /// Whether this is the tutorial's `Login`, which makes a fresh connection speak the tutorial dialect.
+    pub fn is_tutorial_login(&self) -> bool {
+        self.kind.as_deref() == Some("Login")
+    }
+
+    /// Checks the fields that the `type` needs in `dialect` and returns the typed request.
+    pub fn into_request(self, dialect: Dialect) -> Result<Parsed<'a>, RequestError<'a>> {
+        let id = match self.id {
+            Some(raw) if !valid_request_id(raw) => {
+                return Err(RequestError::new(
+                    None,
+                    ErrorCode::BadRequest,
+                    "`id` must be a number or a string of at most 64 bytes",
+                ))
+            }
+            id => id,
+        };
+        let Some(kind) = self.kind.as_deref() else {
+            return Err(RequestError::new(id, ErrorCode::BadRequest, "missing `type`"));
+        };
+        for payload in [self.sdp, self.candidate].into_iter().flatten() {
+            if !depth_within(payload.get(), MAX_PAYLOAD_DEPTH) {
+                return Err(RequestError::new(
+                    id,
+                    ErrorCode::BadJson,
+                    format!("payload nested deeper than {MAX_PAYLOAD_DEPTH} levels"),
+                ));
+            }
+        }
+        let missing = |field: &'static str| {
+            RequestError::new(id, ErrorCode::BadRequest, format!("`{kind}` needs the field `{field}`"))
+        };
+        let request = match dialect {
+            Dialect::V1 => match kind {
+                "login" => {
+                    if self.name.is_none() && self.resume.is_none() {
+                        return Err(missing("name"));
+                    }
+                    Request::Login { name: self.name, resume: self.resume, protocol: self.protocol }
+                }
+                "logout" => Request::Logout,
+                "users" => Request::Users,
+                "ping" => Request::Ping,
+                "offer" | "answer" | "candidate" | "end-of-candidates" => {
+                    let (relay_kind, payload) = match kind {
+                        "offer" => (RelayKind::Offer, Some(self.sdp.ok_or_else(|| missing("sdp"))?)),
+                        "answer" => (RelayKind::Answer, Some(self.sdp.ok_or_else(|| missing("sdp"))?)),
+                        "candidate" => (RelayKind::Candidate, Some(self.candidate.ok_or_else(|| missing("candidate"))?)),
+                        _ => (RelayKind::EndOfCandidates, None),
+                    };
+                    Request::Relay {
+                        kind: relay_kind,
+                        to: self.to.ok_or_else(|| missing("to"))?,
+                        room: self.room,
+                        call_id: self.call_id,
+                        payload,
+                    }
+                }
+                "call" => Request::Call { to: self.to.ok_or_else(|| missing("to"))? },
+                "accept" => Request::Accept { call_id: self.call_id.ok_or_else(|| missing("callId"))? },
+                "reject" => Request::Reject { call_id: self.call_id.ok_or_else(|| missing("callId"))? },
+                "cancel" => Request::Cancel { call_id: self.call_id.ok_or_else(|| missing("callId"))? },
+                "hangup" => Request::Hangup { call_id: self.call_id.ok_or_else(|| missing("callId"))? },
+                "join" => Request::Join { room: self.room.ok_or_else(|| missing("room"))? },
+                "leave" => Request::Leave { room: self.room.ok_or_else(|| missing("room"))? },
+                other => return Err(unknown_type(id, other)),
+            },
+            Dialect::Tutorial => match kind {
+                "Login" => Request::TutorialLogin { user_name: self.user_name.ok_or_else(|| missing("UserName"))? },
+                "offer" | "answer" | "ICE" => {
+                    let (relay_kind, payload) = match kind {
+                        "offer" => (RelayKind::Offer, self.sdp.ok_or_else(|| missing("sdp"))?),
+                        "answer" => (RelayKind::Answer, self.sdp.ok_or_else(|| missing("sdp"))?),
+                        _ => (RelayKind::Candidate, self.candidate.ok_or_else(|| missing("candidate"))?),
+                    };
+                    Request::Relay {
+                        kind: relay_kind,
+                        to: self.target_user_name.ok_or_else(|| missing("TargetUserName"))?,
+                        room: None,
+                        call_id: None,
+                        payload: Some(payload),
+                    }
+                }
+                other => return Err(unknown_type(id, other)),
+            },
+        };
+        Ok(Parsed { id, request })
+    }
+}
+
+fn unknown_type<'a>(id: Option<&'a RawValue>, kind: &str) -> RequestError<'a> {
+    let shown: String = kind.chars().take(32).collect();
+    RequestError::new(id, ErrorCode::UnknownType, format!("unknown message type {shown:?}"))
+}
+
+/// Deepest nesting of arrays and objects allowed inside a relayed payload. serde_json checks depth while it parses
+/// typed fields, but a [`RawValue`] is only skimmed, so relayed payloads get this separate, linear check; real SDP and
+/// candidate objects are 1 or 2 levels deep.
+pub const MAX_PAYLOAD_DEPTH: usize = 16;
+
+/// Whether the JSON text `raw` (already known to be valid) nests arrays and objects no deeper than `max`.
+fn depth_within(raw: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in raw.bytes() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+fn valid_request_id(raw: &RawValue) -> bool {
+    let text = raw.get();
+    text.len() <= MAX_REQUEST_ID_BYTES
+        && matches!(text.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'))
+}
+
+/// Parses a frame of a connection whose dialect is known.
+pub fn parse(text: &str, dialect: Dialect) -> Result<Parsed<'_>, RequestError<'_>> {
+    Envelope::parse(text)?.into_request(dialect)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_payload_stays_raw() {
+        let text = r#"{"type":"offer","to":"bob","id":7,"sdp":{"type":"offer","sdp":"v=0\r\n"}}"#;
+        let parsed = parse(text, Dialect::V1).unwrap();
+        assert_eq!(parsed.id.unwrap().get(), "7");
+        match parsed.request {
+            Request::Relay { kind: RelayKind::Offer, to, payload: Some(sdp), .. } => {
+                assert_eq!(to, "bob");
+                assert_eq!(sdp.get(), r#"{"type":"offer","sdp":"v=0\r\n"}"#);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tutorial_messages_parse_with_their_field_names() {
+        let login = Envelope::parse(r#"{"type":"Login","UserName":"alice"}"#).unwrap();
+        assert!(login.is_tutorial_login());
+        assert!(matches!(
+            login.into_request(Dialect::Tutorial).unwrap().request,
+            Request::TutorialLogin { user_name } if user_name == "alice"
+        ));
+        let ice = r#"{"type":"ICE","candidate":{"candidate":"candidate:1","sdpMid":"0","sdpMLineIndex":0},"TargetUserName":"bob"}"#;
+        assert!(matches!(
+            parse(ice, Dialect::Tutorial).unwrap().request,
+            Request::Relay { kind: RelayKind::Candidate, to, .. } if to == "bob"
+        ));
+    }
+
+    #[test]
+    fn errors_are_typed_and_keep_the_id() {
+        assert_eq!(parse("{", Dialect::V1).unwrap_err().code, ErrorCode::BadJson);
+        assert_eq!(parse("[1,2]", Dialect::V1).unwrap_err().code, ErrorCode::BadJson);
+        assert_eq!(parse(r#"{"type":5}"#, Dialect::V1).unwrap_err().code, ErrorCode::BadJson);
+        let err = parse(r#"{"type":"dance","id":"r1"}"#, Dialect::V1).unwrap_err();
+        assert_eq!((err.code, err.id.map(RawValue::get)), (ErrorCode::UnknownType, Some(r#""r1""#)));
+        let err = parse(r#"{"type":"offer","id":2,"to":"bob"}"#, Dialect::V1).unwrap_err();
+        assert_eq!((err.code, err.id.map(RawValue::get)), (ErrorCode::BadRequest, Some("2")));
+        let err = parse(r#"{"type":"ping","id":{"a":1}}"#, Dialect::V1).unwrap_err();
+        assert_eq!((err.code, err.id.is_none()), (ErrorCode::BadRequest, true));
+    }
+
+    #[test]
+    fn deep_nesting_is_a_json_error_not_a_crash() {
+        let deep = format!(r#"{{"type":"offer","to":"b","sdp":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(parse(&deep, Dialect::V1), Err(RequestError { code: ErrorCode::BadJson, .. })));
+        let deep_field = format!(r#"{{"type":"call","to":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(parse(&deep_field, Dialect::V1), Err(RequestError { code: ErrorCode::BadJson, .. })));
+        let tricky = r#"{"type":"offer","to":"b","sdp":{"sdp":"[[[[[[[[[[[[[[[[[[[[[[\\\"{{{{{{{{{{{{{{{{{{"}}"#;
+        assert!(parse(tricky, Dialect::V1).is_ok(), "brackets inside strings do not count");
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let parsed = parse(r#"{"type":"call","to":"b\u006fb"}"#, Dialect::V1).unwrap();
+        assert!(matches!(parsed.request, Request::Call { to } if to == "bob"));
+    }
+}

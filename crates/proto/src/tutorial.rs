@@ -1,0 +1,65 @@
+//! Messages the server sends to clients of the classic tutorial dialect (`shared/seed-protocol.md`), with its exact
+//! field names. Relayed payloads are `P`, as in [`crate::event`].
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// A server-to-client message of the tutorial dialect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type")]
+#[allow(missing_docs)]
+pub enum TutorialEvent<'a, P = &'a RawValue> {
+    /// The full list of online names; the page replaces its list.
+    RenderUserList { userlist: Vec<Cow<'a, str>> },
+    /// `name` is the sender as the server knows it, never what the sender claimed.
+    #[serde(rename = "offer")]
+    Offer {
+        name: Cow<'a, str>,
+        #[serde(rename = "TargetUserName")]
+        target_user_name: Cow<'a, str>,
+        sdp: P,
+    },
+    #[serde(rename = "answer")]
+    Answer {
+        name: Cow<'a, str>,
+        #[serde(rename = "TargetUserName")]
+        target_user_name: Cow<'a, str>,
+        sdp: P,
+    },
+    #[serde(rename = "ICE")]
+    Ice {
+        candidate: P,
+        #[serde(rename = "TargetUserName")]
+        target_user_name: Cow<'a, str>,
+    },
+}
+
+impl<P: Serialize> TutorialEvent<'_, P> {
+    /// The message as one JSON text frame.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        if serde_json::to_writer(&mut out, self).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_match_the_tutorial() {
+        let candidate: &RawValue = serde_json::from_str(r#"{"candidate":"candidate:1","sdpMid":"0"}"#).unwrap();
+        let ice: TutorialEvent<'_> = TutorialEvent::Ice { candidate, target_user_name: "bob".into() };
+        assert_eq!(
+            std::str::from_utf8(&ice.to_json()).unwrap(),
+            r#"{"type":"ICE","candidate":{"candidate":"candidate:1","sdpMid":"0"},"TargetUserName":"bob"}"#
+        );
+        let list: TutorialEvent<'_> = TutorialEvent::RenderUserList { userlist: vec!["a".into(), "b".into()] };
+        assert_eq!(std::str::from_utf8(&list.to_json()).unwrap(), r#"{"type":"RenderUserList","userlist":["a","b"]}"#);
+    }
+}
