@@ -271,8 +271,7 @@ mod tests {
     #[test]
     fn relay_event_writes_payload_verbatim() {
         let sdp: &RawValue = serde_json::from_str(r#"{"type":"offer", "sdp":"v=0"}"#).unwrap();
-        let event: Event<'_> =
-            Event::Offer { from: "alice".into(), room: None, call_id: Some("c1".into()), sdp };
+        let event: Event<'_> = Event::Offer { from: "alice".into(), room: None, call_id: Some("c1".into()), sdp };
         assert_eq!(
             String::from_utf8(event.to_json()).unwrap(),
             r#"{"type":"offer","from":"alice","callId":"c1","sdp":{"type":"offer", "sdp":"v=0"}}"#
@@ -281,19 +280,19 @@ mod tests {
 
     #[test]
     fn events_round_trip_into_owned_values() {
-        let event: Event<'_> = Event::Joined {
-            id: None,
-            room: RoomSnapshot { room: "r".into(), members: vec!["a".into(), "b".into()] },
-        };
+        let event: Event<'_> =
+            Event::Joined { id: None, room: RoomSnapshot { room: "r".into(), members: vec!["a".into(), "b".into()] } };
         let json = event.to_json();
         assert_eq!(std::str::from_utf8(&json).unwrap(), r#"{"type":"joined","room":"r","members":["a","b"]}"#);
         let back: Event<'static, Value> = serde_json::from_slice(&json).unwrap();
         assert!(matches!(back, Event::Joined { room, .. } if room.members.len() == 2));
-        let error: Event<'_> =
-            Event::Error { id: None, code: ErrorCode::NameTaken, message: "taken".into(), to: None };
+        let error: Event<'_> = Event::Error { id: None, code: ErrorCode::NameTaken, message: "taken".into(), to: None };
         assert_eq!(
             std::str::from_utf8(&error.to_json()).unwrap(),
             r#"{"type":"error","code":"name-taken","message":"taken"}"#
         );
     }
 }
+
+/// [`Event`] as the server builds it: relayed payloads are borrowed raw JSON.
+pub type OutEvent<'a> = Event<'a, &'a RawValue>;

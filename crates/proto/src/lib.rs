@@ -19,7 +19,7 @@ pub mod request;
 pub mod tutorial;
 
 pub use error::{close_code, ErrorCode};
-pub use event::{Event, IceServer, Limits, UserEntry, UserStatus};
+pub use event::{Event, IceServer, Limits, OutEvent, UserEntry, UserStatus};
 pub use request::{Dialect, Envelope, Parsed, RelayKind, Request};
 
 /// The protocol version this crate speaks; stated in the `hello` event, the first server message of a v1 connection.

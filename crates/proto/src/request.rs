@@ -83,7 +83,11 @@ impl RelayKind {
 #[allow(missing_docs)]
 pub enum Request<'a> {
     /// v1 login by name, or resumption by token.
-    Login { name: Option<Cow<'a, str>>, resume: Option<Cow<'a, str>>, protocol: Option<u32> },
+    Login {
+        name: Option<Cow<'a, str>>,
+        resume: Option<Cow<'a, str>>,
+        protocol: Option<u32>,
+    },
     /// v1 logout: ends the session at once, no grace period.
     Logout,
     /// v1: the full list of online users.
@@ -98,15 +102,31 @@ pub enum Request<'a> {
         call_id: Option<Cow<'a, str>>,
         payload: Option<&'a RawValue>,
     },
-    Call { to: Cow<'a, str> },
-    Accept { call_id: Cow<'a, str> },
-    Reject { call_id: Cow<'a, str> },
-    Cancel { call_id: Cow<'a, str> },
-    Hangup { call_id: Cow<'a, str> },
-    Join { room: Cow<'a, str> },
-    Leave { room: Cow<'a, str> },
+    Call {
+        to: Cow<'a, str>,
+    },
+    Accept {
+        call_id: Cow<'a, str>,
+    },
+    Reject {
+        call_id: Cow<'a, str>,
+    },
+    Cancel {
+        call_id: Cow<'a, str>,
+    },
+    Hangup {
+        call_id: Cow<'a, str>,
+    },
+    Join {
+        room: Cow<'a, str>,
+    },
+    Leave {
+        room: Cow<'a, str>,
+    },
     /// The tutorial's `Login`.
-    TutorialLogin { user_name: Cow<'a, str> },
+    TutorialLogin {
+        user_name: Cow<'a, str>,
+    },
 }
 
 /// A parsed frame: the request and the client's request id, if it gave one.
@@ -138,9 +158,8 @@ impl<'a> RequestError<'a> {
 impl<'a> Envelope<'a> {
     /// Parses one text frame. Errors carry `bad-json` (the frame is not a JSON object of the expected field types).
     pub fn parse(text: &'a str) -> Result<Self, RequestError<'a>> {
-        serde_json::from_str(text).map_err(|e| {
-            RequestError::new(None, ErrorCode::BadJson, format!("the frame is not a valid message: {e}"))
-        })
+        serde_json::from_str(text)
+            .map_err(|e| RequestError::new(None, ErrorCode::BadJson, format!("the frame is not a valid message: {e}")))
     }
 
     /// Whether this is the tutorial's `Login`, which makes a fresh connection speak the tutorial dialect.
@@ -190,7 +209,9 @@ impl<'a> Envelope<'a> {
                     let (relay_kind, payload) = match kind {
                         "offer" => (RelayKind::Offer, Some(self.sdp.ok_or_else(|| missing("sdp"))?)),
                         "answer" => (RelayKind::Answer, Some(self.sdp.ok_or_else(|| missing("sdp"))?)),
-                        "candidate" => (RelayKind::Candidate, Some(self.candidate.ok_or_else(|| missing("candidate"))?)),
+                        "candidate" => {
+                            (RelayKind::Candidate, Some(self.candidate.ok_or_else(|| missing("candidate"))?))
+                        }
                         _ => (RelayKind::EndOfCandidates, None),
                     };
                     Request::Relay {
@@ -275,8 +296,7 @@ fn depth_within(raw: &str, max: usize) -> bool {
 
 fn valid_request_id(raw: &RawValue) -> bool {
     let text = raw.get();
-    text.len() <= MAX_REQUEST_ID_BYTES
-        && matches!(text.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'))
+    text.len() <= MAX_REQUEST_ID_BYTES && matches!(text.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'))
 }
 
 /// Parses a frame of a connection whose dialect is known.

@@ -1,0 +1,26 @@
+//! Switchboard's signaling core: a sans-IO state machine.
+//!
+//! It never touches a socket or a clock. The server feeds it [`Input`]s with the current time through
+//! [`Signaling::handle_input`], calls [`Signaling::handle_timeout`] when [`Signaling::poll_timeout`] says so, and
+//! drains [`Output`]s (frames to send, connections to close) with [`Signaling::poll_output`]. Tests drive it the same
+//! way with simulated time: no sleeps, no sockets, deterministic.
+//!
+//! Layout:
+//! - [`signaling`]: the [`Signaling`] state machine: connections, sessions, login, resume, relay, delivery.
+//! - `calls.rs`, `rooms.rs`: call control and rooms, as further `impl Signaling` blocks.
+//! - [`presence`]: coalescing of presence changes and the cached user-list snapshot.
+//! - [`rate`]: token buckets (message rate, error strikes).
+//! - [`config`]: settings.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod calls;
+pub mod config;
+pub mod presence;
+pub mod rate;
+mod rooms;
+pub mod signaling;
+mod timers;
+
+pub use config::{Config, NamePolicy};
+pub use signaling::{ConnId, Input, Output, Signaling, Stats};

@@ -1,0 +1,221 @@
+//! Presence coalescing.
+//!
+//! Logins, leaves and status changes are recorded into a [`PresenceBatch`]; once per presence tick the batch becomes
+//! one `presence` event, serialised once and shared by every v1 connection, so a burst of N logins costs one frame per
+//! client per tick instead of a frame per pair. The same tick refreshes the [`Snapshot`]: the serialised list of
+//! online users that `welcome`, `users` and the tutorial's `RenderUserList` reuse instead of walking every session for
+//! every login (which would make a login storm cost O(N^2) serialisation).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use switchboard_proto::{event::UserEntry, tutorial::OutTutorialEvent, OutEvent, UserStatus};
+
+#[derive(Debug)]
+struct Change {
+    name: Arc<str>,
+    /// Online when the previous batch was sent.
+    was_online: bool,
+    online: bool,
+    status: UserStatus,
+    status_changed: bool,
+}
+
+/// Presence changes since the last tick, keyed by name key so that one user's changes within a tick fold into one.
+#[derive(Debug, Default)]
+pub struct PresenceBatch {
+    index: HashMap<Arc<str>, usize>,
+    changes: Vec<Change>,
+    /// Someone joined or left: tutorial clients need a new full list (status changes do not show there).
+    membership_changed: bool,
+}
+
+impl PresenceBatch {
+    /// Whether anything is waiting for the next tick.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    fn entry(&mut self, key: &Arc<str>, name: &Arc<str>, was_online: bool, status: UserStatus) -> &mut Change {
+        let index = *self.index.entry(key.clone()).or_insert_with(|| {
+            self.changes.push(Change {
+                name: name.clone(),
+                was_online,
+                online: was_online,
+                status,
+                status_changed: false,
+            });
+            self.changes.len() - 1
+        });
+        &mut self.changes[index]
+    }
+
+    /// `name` came online.
+    pub fn joined(&mut self, key: &Arc<str>, name: &Arc<str>, status: UserStatus) {
+        let change = self.entry(key, name, false, status);
+        change.name = name.clone();
+        change.online = true;
+        change.status = status;
+        self.membership_changed = true;
+    }
+
+    /// `name` went offline.
+    pub fn left(&mut self, key: &Arc<str>, name: &Arc<str>) {
+        let change = self.entry(key, name, true, UserStatus::Idle);
+        change.online = false;
+        self.membership_changed = true;
+    }
+
+    /// `name`, online, changed status.
+    pub fn status(&mut self, key: &Arc<str>, name: &Arc<str>, status: UserStatus) {
+        let change = self.entry(key, name, true, status);
+        change.status = status;
+        change.status_changed = true;
+    }
+
+    /// Turns the batch into the v1 `presence` frame (None when there is nothing to say) and tells whether the
+    /// membership changed, then empties it.
+    pub fn take(&mut self) -> (Option<Vec<u8>>, bool) {
+        let mut joined = Vec::new();
+        let mut left = Vec::new();
+        let mut changed = Vec::new();
+        for change in &self.changes {
+            let entry = || UserEntry { name: change.name.as_ref().into(), status: change.status };
+            match (change.was_online, change.online) {
+                (false, true) => joined.push(entry()),
+                // A user who came and went within one tick is still reported as left: a client that logged in
+                // during the tick has them in its welcome snapshot.
+                (_, false) => left.push(change.name.as_ref().into()),
+                (true, true) if change.status_changed => changed.push(entry()),
+                (true, true) => {}
+            }
+        }
+        let membership_changed = self.membership_changed;
+        let frame = if joined.is_empty() && left.is_empty() && changed.is_empty() {
+            None
+        } else {
+            Some(OutEvent::Presence { joined, left, changed }.to_json())
+        };
+        self.changes.clear();
+        self.index.clear();
+        self.membership_changed = false;
+        (frame, membership_changed)
+    }
+}
+
+/// Serialised lists of who is online, as of the last presence tick.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// `[{"name":..,"status":..},...]`
+    users: Vec<u8>,
+    /// `["alice","bob",...]`, the tutorial's `userlist`.
+    names: Vec<u8>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Self { users: b"[]".to_vec(), names: b"[]".to_vec() }
+    }
+}
+
+impl Snapshot {
+    /// Rebuilds both lists from the users online now.
+    pub fn rebuild<'a>(&mut self, online: impl Iterator<Item = (&'a str, UserStatus)> + Clone) {
+        let entries: Vec<UserEntry<'_>> =
+            online.clone().map(|(name, status)| UserEntry { name: name.into(), status }).collect();
+        let names: Vec<&str> = online.map(|(name, _)| name).collect();
+        self.users = serde_json::to_vec(&entries).unwrap_or_else(|_| b"[]".to_vec());
+        self.names = serde_json::to_vec(&names).unwrap_or_else(|_| b"[]".to_vec());
+    }
+
+    /// Completes `frame`, a serialised JSON object without a `users` field, with `"users":[snapshot + extra]`.
+    pub fn splice_users(&self, frame: Vec<u8>, extra: Option<UserEntry<'_>>) -> Vec<u8> {
+        let extra = extra.and_then(|entry| serde_json::to_vec(&entry).ok());
+        splice(frame, "users", &self.users, extra.as_deref())
+    }
+
+    /// The tutorial's `RenderUserList`, with `extra` (a name just logged in) appended.
+    pub fn render_user_list(&self, extra: Option<&str>) -> Vec<u8> {
+        let frame = OutTutorialEvent::RenderUserList { userlist: Vec::new() }.to_json();
+        // The serialised form ends with `"userlist":[]}`; cut the empty list and splice the snapshot in.
+        let cut = frame.len().saturating_sub(br#","userlist":[]}"#.len());
+        let mut head = frame;
+        head.truncate(cut);
+        head.push(b'}');
+        let extra = extra.and_then(|name| serde_json::to_vec(name).ok());
+        splice(head, "userlist", &self.names, extra.as_deref())
+    }
+}
+
+/// Appends `,"field":list` (with `extra`, a serialised JSON value, added to the end of `list`) to the JSON object in
+/// `frame`. `list` is a serialised array.
+fn splice(mut frame: Vec<u8>, field: &str, list: &[u8], extra: Option<&[u8]>) -> Vec<u8> {
+    let Some(b'}') = frame.pop() else {
+        return frame;
+    };
+    frame.reserve(field.len() + list.len() + extra.map_or(0, <[u8]>::len) + 8);
+    frame.extend_from_slice(b",\"");
+    frame.extend_from_slice(field.as_bytes());
+    frame.extend_from_slice(b"\":");
+    match extra {
+        None => frame.extend_from_slice(list),
+        Some(extra) => {
+            let body = &list[..list.len().saturating_sub(1)];
+            frame.extend_from_slice(body);
+            if body.len() > 1 {
+                frame.push(b',');
+            }
+            frame.extend_from_slice(extra);
+            frame.push(b']');
+        }
+    }
+    frame.push(b'}');
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn arc(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    #[test]
+    fn coalesces_changes_per_name() {
+        let mut batch = PresenceBatch::default();
+        let (a, b, c) = (arc("a"), arc("b"), arc("c"));
+        batch.joined(&a, &a, UserStatus::Idle);
+        batch.status(&a, &a, UserStatus::InCall);
+        batch.joined(&b, &b, UserStatus::Idle);
+        batch.left(&b, &b);
+        batch.status(&c, &c, UserStatus::InCall);
+        let (frame, membership) = batch.take();
+        assert!(membership);
+        let value: Value = serde_json::from_slice(&frame.unwrap()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type":"presence","joined":[{"name":"a","status":"in-call"}],"left":["b"],
+                "changed":[{"name":"c","status":"in-call"}]})
+        );
+        assert!(batch.is_empty());
+        assert_eq!(batch.take(), (None, false));
+    }
+
+    #[test]
+    fn splices_lists_into_frames() {
+        let mut snapshot = Snapshot::default();
+        let frame = snapshot.splice_users(br#"{"type":"users"}"#.to_vec(), None);
+        assert_eq!(frame, br#"{"type":"users","users":[]}"#);
+        let me = UserEntry { name: "me".into(), status: UserStatus::Idle };
+        let frame = snapshot.splice_users(br#"{"type":"users"}"#.to_vec(), Some(me.clone()));
+        assert_eq!(frame, br#"{"type":"users","users":[{"name":"me","status":"idle"}]}"#);
+        snapshot.rebuild([("a", UserStatus::Idle), ("b\"", UserStatus::InCall)].into_iter());
+        let frame = snapshot.splice_users(br#"{"type":"users"}"#.to_vec(), Some(me));
+        let value: Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(value["users"].as_array().unwrap().len(), 3);
+        assert_eq!(value["users"][1]["name"], "b\"");
+        assert_eq!(snapshot.render_user_list(Some("me")), br#"{"type":"RenderUserList","userlist":["a","b\"","me"]}"#);
+    }
+}

@@ -1,0 +1,110 @@
+//! Rooms for group (mesh) calls: membership, member events, limits.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use switchboard_proto::{
+    event::LeaveReason,
+    names::{name_key, normalize_name},
+    Dialect, ErrorCode, OutEvent,
+};
+
+use crate::signaling::{ConnId, SessionId, Signaling};
+
+/// A room with at least one member.
+#[derive(Debug)]
+pub(crate) struct Room {
+    pub(crate) name: Arc<str>,
+    /// In join order.
+    pub(crate) members: Vec<SessionId>,
+}
+
+impl Signaling {
+    pub(crate) fn join(&mut self, now: Instant, conn: ConnId, session: SessionId, id: Option<&RawValue>, raw: &str) {
+        if self.sessions.get(&session).is_some_and(|s| s.dialect != Dialect::V1) {
+            return self.fail(now, conn, id, ErrorCode::NotSupported, "rooms need protocol v1".into());
+        }
+        let name = match normalize_name(raw) {
+            Ok(name) => name,
+            Err(error) => return self.fail(now, conn, id, ErrorCode::InvalidRoom, error.to_string().into()),
+        };
+        let key: Arc<str> = Arc::from(name_key(&name).as_ref());
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        let member_name = state.name.clone();
+        let already_member = state.rooms.contains(&key);
+        if !already_member {
+            if state.rooms.len() >= self.config.max_rooms_per_user {
+                let message = format!("you are in {} rooms, the most allowed", state.rooms.len());
+                return self.fail(now, conn, id, ErrorCode::TooManyRooms, message.into());
+            }
+            let full = self.rooms.get(&key).is_some_and(|r| r.members.len() >= self.config.max_room_size);
+            if full {
+                let message = format!("room {name:?} has {} members, the most allowed", self.config.max_room_size);
+                return self.fail(now, conn, id, ErrorCode::RoomFull, message.into());
+            }
+            let room = self
+                .rooms
+                .entry(key.clone())
+                .or_insert_with(|| Room { name: Arc::from(name.as_str()), members: Vec::new() });
+            room.members.push(session);
+            let others: Vec<SessionId> = room.members.iter().copied().filter(|&m| m != session).collect();
+            let room_name = room.name.clone();
+            if let Some(state) = self.sessions.get_mut(&session) {
+                state.rooms.push(key.clone());
+            }
+            let event = OutEvent::MemberJoined { room: room_name.as_ref().into(), name: member_name.as_ref().into() };
+            self.tell_live(&others, Bytes::from(event.to_json()));
+        }
+        if let Some(room) = self.room_snapshot(&key) {
+            let frame = OutEvent::Joined { id, room }.to_json();
+            self.send(conn, frame);
+        }
+    }
+
+    pub(crate) fn leave(&mut self, now: Instant, conn: ConnId, session: SessionId, id: Option<&RawValue>, raw: &str) {
+        let key = name_key(raw);
+        let Some(room_name) =
+            self.rooms.get(key.as_ref()).filter(|r| r.members.contains(&session)).map(|r| r.name.clone())
+        else {
+            let shown: String = raw.chars().take(32).collect();
+            return self.fail(now, conn, id, ErrorCode::NotInRoom, format!("you are not in room {shown:?}").into());
+        };
+        let key: Arc<str> = Arc::from(key.as_ref());
+        self.remove_from_room(session, &key, LeaveReason::Left);
+        self.send(conn, OutEvent::Left { id, room: room_name.as_ref().into() }.to_json());
+    }
+
+    /// Takes `session` out of the room `key` and tells the other members.
+    pub(crate) fn remove_from_room(&mut self, session: SessionId, key: &Arc<str>, reason: LeaveReason) {
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        state.rooms.retain(|r| r != key);
+        let name = state.name.clone();
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        room.members.retain(|&m| m != session);
+        let (room_name, others) = (room.name.clone(), room.members.clone());
+        if others.is_empty() {
+            self.rooms.remove(key);
+            return;
+        }
+        let event = OutEvent::MemberLeft { room: room_name.as_ref().into(), name: name.as_ref().into(), reason };
+        self.tell_live(&others, Bytes::from(event.to_json()));
+    }
+
+    /// Sends `frame` to those of `sessions` that are connected; a resuming session learns the room's state from its
+    /// `welcome` instead.
+    fn tell_live(&mut self, sessions: &[SessionId], frame: Bytes) {
+        for session in sessions {
+            if self.sessions.get(session).is_some_and(|s| s.conn.is_some()) {
+                self.deliver(*session, frame.clone(), None);
+            }
+        }
+    }
+}

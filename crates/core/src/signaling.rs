@@ -1,0 +1,768 @@
+//! The signaling state machine: connections, sessions, login and resume, relay and delivery.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine;
+use bytes::Bytes;
+use rand::{rngs::StdRng, RngCore, SeedableRng};
+use serde_json::value::RawValue;
+use switchboard_proto::{
+    close_code,
+    event::{CallSnapshot, CallState, LeaveReason, RoomSnapshot, UserEntry},
+    names::{name_key, normalize_name},
+    request::{Envelope, RequestError},
+    tutorial::TutorialEvent,
+    Dialect, ErrorCode, Event, OutEvent, RelayKind, Request, UserStatus, PROTOCOL_VERSION,
+};
+
+use crate::calls::Call;
+use crate::presence::{PresenceBatch, Snapshot};
+use crate::rate::TokenBucket;
+use crate::rooms::Room;
+use crate::timers::{Timer, Timers};
+use crate::Config;
+
+/// A transport connection, numbered by the IO layer. Never reused within one [`Signaling`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Something that happened on a connection.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A WebSocket connection was accepted.
+    Connected(ConnId),
+    /// A complete text message arrived.
+    Text(ConnId, &'a str),
+    /// A binary message arrived (the protocol has none).
+    Binary(ConnId),
+    /// A message longer than `max_message_bytes` arrived and was discarded by the transport; its length.
+    TooLarge(ConnId, usize),
+    /// The connection is gone (closed by either side, or failed).
+    Disconnected(ConnId),
+}
+
+/// Work for the IO layer, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send one text frame.
+    Send {
+        /// To whom.
+        conn: ConnId,
+        /// A complete JSON text; shared between connections when the same frame goes to many.
+        frame: Bytes,
+    },
+    /// Send a close frame with this code after the frames queued before it, then drop the connection. The core has
+    /// already forgotten the connection: further input for it is ignored.
+    Close {
+        /// Which connection.
+        conn: ConnId,
+        /// WebSocket close code (see `switchboard_proto::close_code`).
+        code: u16,
+        /// Short reason for the close frame.
+        reason: &'static str,
+    },
+}
+
+/// Counters for tests, metrics and the admin view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections the core knows.
+    pub connections: usize,
+    /// Sessions, including those waiting for a resume.
+    pub sessions: usize,
+    /// Calls ringing or active.
+    pub calls: usize,
+    /// Rooms with at least one member.
+    pub rooms: usize,
+}
+
+pub(crate) type SessionId = u64;
+
+#[derive(Debug)]
+pub(crate) struct Conn {
+    dialect: Option<Dialect>,
+    pub(crate) session: Option<SessionId>,
+    rate: Option<TokenBucket>,
+    strikes: TokenBucket,
+}
+
+/// A message waiting for a dropped session to resume.
+#[derive(Debug)]
+struct Pending {
+    frame: Bytes,
+    /// Who sent it and under which request id, to report `undeliverable`.
+    origin: Option<(SessionId, Option<Box<RawValue>>)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) name: Arc<str>,
+    pub(crate) key: Arc<str>,
+    pub(crate) dialect: Dialect,
+    pub(crate) conn: Option<ConnId>,
+    resume_token: Option<String>,
+    grace_deadline: Option<Instant>,
+    pending: VecDeque<Pending>,
+    pending_bytes: usize,
+    pub(crate) call: Option<Arc<str>>,
+    pub(crate) rooms: Vec<Arc<str>>,
+    pub(crate) status: UserStatus,
+}
+
+/// Where a frame addressed to a session came from, for `undeliverable` reports.
+pub(crate) type Origin<'a> = Option<(SessionId, Option<&'a RawValue>)>;
+
+/// The signaling state machine. See the crate documentation.
+#[derive(Debug)]
+pub struct Signaling {
+    pub(crate) config: Config,
+    rng: StdRng,
+    pub(crate) conns: HashMap<ConnId, Conn>,
+    pub(crate) sessions: HashMap<SessionId, Session>,
+    next_session: SessionId,
+    /// Name key -> session.
+    pub(crate) names: HashMap<Arc<str>, SessionId>,
+    resume_tokens: HashMap<String, SessionId>,
+    pub(crate) calls: HashMap<Arc<str>, Call>,
+    pub(crate) rooms: HashMap<Arc<str>, Room>,
+    presence: PresenceBatch,
+    snapshot: Snapshot,
+    flush_scheduled: bool,
+    pub(crate) timers: Timers,
+    out: VecDeque<Output>,
+}
+
+impl Signaling {
+    /// A core with no connections. `seed` feeds the CSPRNG behind resume tokens and call ids; the server passes
+    /// OS randomness, tests a constant.
+    pub fn new(config: Config, seed: [u8; 32]) -> Self {
+        Self {
+            config,
+            rng: StdRng::from_seed(seed),
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            next_session: 1,
+            names: HashMap::new(),
+            resume_tokens: HashMap::new(),
+            calls: HashMap::new(),
+            rooms: HashMap::new(),
+            presence: PresenceBatch::default(),
+            snapshot: Snapshot::default(),
+            flush_scheduled: false,
+            timers: Timers::default(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Current counts.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.conns.len(),
+            sessions: self.sessions.len(),
+            calls: self.calls.len(),
+            rooms: self.rooms.len(),
+        }
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Processes one input.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::Connected(conn) => {
+                let strikes = TokenBucket::new(now, self.config.strike_burst, 1);
+                let rate = (self.config.rate_per_second > 0)
+                    .then(|| TokenBucket::new(now, self.config.rate_burst, self.config.rate_per_second));
+                self.conns.insert(conn, Conn { dialect: None, session: None, rate, strikes });
+            }
+            Input::Text(conn, text) => self.handle_text(now, conn, text),
+            Input::Binary(conn) => {
+                if self.admit(now, conn) {
+                    self.fail(
+                        now,
+                        conn,
+                        None,
+                        ErrorCode::BinaryFrame,
+                        "binary frames are not part of the protocol".into(),
+                    );
+                }
+            }
+            Input::TooLarge(conn, len) => {
+                if self.admit(now, conn) {
+                    let limit = self.config.max_message_bytes;
+                    self.fail(
+                        now,
+                        conn,
+                        None,
+                        ErrorCode::TooLarge,
+                        format!("{len} bytes is over the {limit} byte limit").into(),
+                    );
+                }
+            }
+            Input::Disconnected(conn) => self.handle_disconnect(now, conn),
+        }
+    }
+
+    /// Fires every deadline due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((deadline, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::PresenceFlush => self.flush_presence(),
+                Timer::Grace(session) => {
+                    let expired = self
+                        .sessions
+                        .get(&session)
+                        .is_some_and(|s| s.conn.is_none() && s.grace_deadline == Some(deadline));
+                    if expired {
+                        self.end_session(now, session, LeaveReason::Disconnected);
+                    }
+                }
+                Timer::Ring(call_id) => self.ring_timeout(now, &call_id, deadline),
+            }
+        }
+    }
+
+    /// Checks the connection exists and the message fits its rate limit.
+    fn admit(&mut self, now: Instant, conn: ConnId) -> bool {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        let within_rate = state.rate.as_mut().is_none_or(|rate| rate.take(now));
+        if !within_rate {
+            self.fail(now, conn, None, ErrorCode::RateLimited, "too many messages; slow down".into());
+        }
+        within_rate
+    }
+
+    fn handle_text(&mut self, now: Instant, conn: ConnId, text: &str) {
+        if !self.admit(now, conn) {
+            return;
+        }
+        if text.len() > self.config.max_message_bytes {
+            let limit = self.config.max_message_bytes;
+            let len = text.len();
+            self.fail(
+                now,
+                conn,
+                None,
+                ErrorCode::TooLarge,
+                format!("{len} bytes is over the {limit} byte limit").into(),
+            );
+            return;
+        }
+        let envelope = match Envelope::parse(text) {
+            Ok(envelope) => envelope,
+            Err(error) => return self.reject(now, conn, error),
+        };
+        let dialect = match self.conns.get(&conn).and_then(|c| c.dialect) {
+            Some(dialect) => dialect,
+            None => {
+                let dialect = if envelope.is_tutorial_login() { Dialect::Tutorial } else { Dialect::V1 };
+                if let Some(state) = self.conns.get_mut(&conn) {
+                    state.dialect = Some(dialect);
+                }
+                if dialect == Dialect::V1 {
+                    let hello =
+                        OutEvent::Hello { protocol: PROTOCOL_VERSION, server: self.config.server_id.as_str().into() };
+                    self.send(conn, hello.to_json());
+                }
+                dialect
+            }
+        };
+        let parsed = match envelope.into_request(dialect) {
+            Ok(parsed) => parsed,
+            Err(error) => return self.reject(now, conn, error),
+        };
+        let id = parsed.id;
+        let session = self.conns.get(&conn).and_then(|c| c.session);
+        match (parsed.request, session) {
+            (Request::Login { name, resume, protocol }, None) => self.login(now, conn, id, name, resume, protocol),
+            (Request::TutorialLogin { user_name }, None) => self.tutorial_login(now, conn, id, &user_name),
+            (Request::Login { .. } | Request::TutorialLogin { .. }, Some(_)) => {
+                self.fail(now, conn, id, ErrorCode::AlreadyLoggedIn, "this connection is logged in already".into())
+            }
+            (Request::Ping, _) => self.send(conn, OutEvent::Pong { id }.to_json()),
+            (_, None) => self.fail(now, conn, id, ErrorCode::NotLoggedIn, "log in first".into()),
+            (Request::Logout, Some(session)) => {
+                if let Some(id) = id {
+                    self.send(conn, OutEvent::Ack { id }.to_json());
+                }
+                self.end_session(now, session, LeaveReason::Left);
+                self.close(conn, close_code::LOGGED_OUT, "logged out");
+            }
+            (Request::Users, Some(_)) => {
+                let head = OutEvent::Users { id, users: Vec::new() }.to_json();
+                let frame = self.snapshot.splice_users(head, None);
+                self.send(conn, frame);
+            }
+            (Request::Relay { kind, to, room, call_id, payload }, Some(session)) => {
+                self.relay(now, conn, session, id, kind, &to, room.as_deref(), call_id.as_deref(), payload)
+            }
+            (Request::Call { to }, Some(session)) => self.call(now, conn, session, id, &to),
+            (Request::Accept { call_id }, Some(session)) => self.accept(now, conn, session, id, &call_id),
+            (Request::Reject { call_id }, Some(session)) => self.reject_call(now, conn, session, id, &call_id),
+            (Request::Cancel { call_id }, Some(session)) => self.cancel(now, conn, session, id, &call_id),
+            (Request::Hangup { call_id }, Some(session)) => self.hangup(now, conn, session, id, &call_id),
+            (Request::Join { room }, Some(session)) => self.join(now, conn, session, id, &room),
+            (Request::Leave { room }, Some(session)) => self.leave(now, conn, session, id, &room),
+        }
+    }
+
+    fn reject(&mut self, now: Instant, conn: ConnId, error: RequestError<'_>) {
+        self.fail(now, conn, error.id, error.code, error.message);
+    }
+
+    /// Sends an `error` and charges a strike; a connection out of strikes is closed with 1008.
+    pub(crate) fn fail(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: Option<&RawValue>,
+        code: ErrorCode,
+        message: Cow<'_, str>,
+    ) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let out_of_strikes = !state.strikes.take(now);
+        self.send(conn, OutEvent::Error { id, code, message, to: None }.to_json());
+        if out_of_strikes {
+            self.handle_disconnect(now, conn);
+            self.push_close(conn, close_code::POLICY_VIOLATION, "too many errors");
+        }
+    }
+
+    pub(crate) fn send(&mut self, conn: ConnId, frame: Vec<u8>) {
+        self.out.push_back(Output::Send { conn, frame: Bytes::from(frame) });
+    }
+
+    fn send_bytes(&mut self, conn: ConnId, frame: Bytes) {
+        self.out.push_back(Output::Send { conn, frame });
+    }
+
+    fn push_close(&mut self, conn: ConnId, code: u16, reason: &'static str) {
+        self.out.push_back(Output::Close { conn, code, reason });
+    }
+
+    /// Forgets `conn` and tells the IO layer to close it.
+    fn close(&mut self, conn: ConnId, code: u16, reason: &'static str) {
+        self.conns.remove(&conn);
+        self.push_close(conn, code, reason);
+    }
+
+    /// Delivers `frame` to a session: now if it is connected, queued if it waits for a resume, otherwise (queue
+    /// full) reported back to its origin as `undeliverable`.
+    pub(crate) fn deliver(&mut self, session: SessionId, frame: Bytes, origin: Origin<'_>) {
+        let Some(target) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if let Some(conn) = target.conn {
+            self.send_bytes(conn, frame);
+            return;
+        }
+        let fits = target.pending.len() < self.config.resume_queue_messages
+            && target.pending_bytes + frame.len() <= self.config.resume_queue_bytes;
+        if fits {
+            target.pending_bytes += frame.len();
+            target.pending.push_back(Pending { frame, origin: origin.map(|(s, id)| (s, id.map(RawValue::to_owned))) });
+        } else if let Some((sender, id)) = origin {
+            let name = target.name.clone();
+            self.undeliverable(sender, id, &name);
+        }
+    }
+
+    fn undeliverable(&mut self, sender: SessionId, id: Option<&RawValue>, target: &str) {
+        let Some(conn) = self.sessions.get(&sender).and_then(|s| s.conn) else {
+            return;
+        };
+        let message = format!("{target} disconnected and did not come back in time");
+        let error =
+            OutEvent::Error { id, code: ErrorCode::Undeliverable, message: message.into(), to: Some(target.into()) };
+        self.send(conn, error.to_json());
+    }
+
+    pub(crate) fn session_by_name(&self, name: &str) -> Option<SessionId> {
+        self.names.get(name_key(name).as_ref()).copied()
+    }
+
+    fn random_token(&mut self, bytes: usize) -> String {
+        let mut buf = [0u8; 32];
+        let len = bytes.min(buf.len());
+        self.rng.fill_bytes(&mut buf[..len]);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&buf[..len])
+    }
+
+    pub(crate) fn random_id(&mut self) -> Arc<str> {
+        Arc::from(format!("{:016x}", self.rng.next_u64()))
+    }
+
+    // ---- login, resume, logout ----
+
+    fn login(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: Option<&RawValue>,
+        name: Option<Cow<'_, str>>,
+        resume: Option<Cow<'_, str>>,
+        protocol: Option<u32>,
+    ) {
+        if protocol.is_some_and(|p| p != PROTOCOL_VERSION) {
+            let message = format!("this server speaks protocol {PROTOCOL_VERSION}");
+            return self.fail(now, conn, id, ErrorCode::UnsupportedProtocol, message.into());
+        }
+        if let Some(token) = resume {
+            return self.resume(now, conn, id, &token);
+        }
+        let Some(session) = self.claim_name(now, conn, id, name.as_deref().unwrap_or_default(), Dialect::V1) else {
+            return;
+        };
+        self.welcome(conn, session, id, false);
+    }
+
+    fn tutorial_login(&mut self, now: Instant, conn: ConnId, id: Option<&RawValue>, user_name: &str) {
+        let Some(session) = self.claim_name(now, conn, id, user_name, Dialect::Tutorial) else {
+            return;
+        };
+        let name = self.sessions.get(&session).map(|s| s.name.clone()).unwrap_or_else(|| Arc::from(""));
+        let frame = self.snapshot.render_user_list(Some(&name));
+        self.send(conn, frame);
+    }
+
+    /// Validates the name, applies the name policy and creates the session.
+    fn claim_name(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: Option<&RawValue>,
+        raw: &str,
+        dialect: Dialect,
+    ) -> Option<SessionId> {
+        let name = match normalize_name(raw) {
+            Ok(name) => name,
+            Err(error) => {
+                self.fail(now, conn, id, ErrorCode::InvalidName, error.to_string().into());
+                return None;
+            }
+        };
+        let key: Arc<str> = Arc::from(name_key(&name).as_ref());
+        if let Some(&holder) = self.names.get(&key) {
+            match self.config.name_policy {
+                crate::NamePolicy::Reject => {
+                    let message = format!("{name:?} is taken");
+                    self.fail(now, conn, id, ErrorCode::NameTaken, message.into());
+                    return None;
+                }
+                crate::NamePolicy::Replace => {
+                    let old_conn = self.sessions.get(&holder).and_then(|s| s.conn);
+                    self.end_session(now, holder, LeaveReason::Disconnected);
+                    if let Some(old_conn) = old_conn {
+                        self.close(old_conn, close_code::REPLACED, "name taken over by a new login");
+                    }
+                }
+            }
+        }
+        let session = self.next_session;
+        self.next_session += 1;
+        let name: Arc<str> = Arc::from(name);
+        let resume_token = (dialect == Dialect::V1).then(|| self.random_token(18));
+        if let Some(token) = &resume_token {
+            self.resume_tokens.insert(token.clone(), session);
+        }
+        self.names.insert(key.clone(), session);
+        self.sessions.insert(
+            session,
+            Session {
+                name: name.clone(),
+                key: key.clone(),
+                dialect,
+                conn: Some(conn),
+                resume_token,
+                grace_deadline: None,
+                pending: VecDeque::new(),
+                pending_bytes: 0,
+                call: None,
+                rooms: Vec::new(),
+                status: UserStatus::Idle,
+            },
+        );
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.session = Some(session);
+        }
+        self.presence.joined(&key, &name, UserStatus::Idle);
+        self.schedule_flush(now);
+        Some(session)
+    }
+
+    fn resume(&mut self, now: Instant, conn: ConnId, id: Option<&RawValue>, token: &str) {
+        let Some(session) = self.resume_tokens.remove(token) else {
+            return self.fail(now, conn, id, ErrorCode::ResumeFailed, "unknown or expired resume token".into());
+        };
+        let new_token = self.random_token(18);
+        self.resume_tokens.insert(new_token.clone(), session);
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let old_conn = state.conn.replace(conn);
+        state.grace_deadline = None;
+        state.resume_token = Some(new_token);
+        let pending = std::mem::take(&mut state.pending);
+        state.pending_bytes = 0;
+        if let Some(old_conn) = old_conn {
+            self.close(old_conn, close_code::REPLACED, "session resumed on another connection");
+        }
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.session = Some(session);
+        }
+        self.welcome(conn, session, id, true);
+        for message in pending {
+            self.send_bytes(conn, message.frame);
+        }
+    }
+
+    fn welcome(&mut self, conn: ConnId, session: SessionId, id: Option<&RawValue>, resumed: bool) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        let rooms = state.rooms.iter().filter_map(|key| self.room_snapshot(key)).collect();
+        let call = state.call.as_ref().and_then(|call_id| {
+            let call = self.calls.get(call_id)?;
+            let caller = call.caller == session;
+            let peer = self.sessions.get(&if caller { call.callee } else { call.caller })?;
+            Some(CallSnapshot {
+                call_id: call_id.as_ref().into(),
+                peer: peer.name.as_ref().into(),
+                caller,
+                state: if call.active { CallState::Active } else { CallState::Ringing },
+            })
+        });
+        let head = OutEvent::Welcome {
+            id,
+            protocol: PROTOCOL_VERSION,
+            name: state.name.as_ref().into(),
+            resume_token: state.resume_token.as_deref().unwrap_or_default().into(),
+            resumed,
+            users: Vec::new(),
+            limits: self.config.limits(),
+            ice_servers: self.config.ice_servers.clone(),
+            rooms,
+            call,
+        }
+        .to_json();
+        // A fresh login is not in the snapshot yet (it arrives with the next tick); a resumed session is.
+        let me = (!resumed).then(|| UserEntry { name: state.name.as_ref().into(), status: state.status });
+        let frame = self.snapshot.splice_users(head, me);
+        self.send(conn, frame);
+    }
+
+    fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
+        let Some(state) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(session) = state.session else {
+            return;
+        };
+        let Some(target) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if target.conn != Some(conn) {
+            return;
+        }
+        target.conn = None;
+        if target.dialect == Dialect::Tutorial {
+            // The tutorial has no resume: closing the page is leaving.
+            self.end_session(now, session, LeaveReason::Disconnected);
+        } else {
+            let deadline = now + self.config.resume_grace;
+            target.grace_deadline = Some(deadline);
+            self.timers.at(deadline, Timer::Grace(session));
+        }
+    }
+
+    /// Ends a session for good: its call, rooms, name, token and queued messages. Does not close its connection.
+    pub(crate) fn end_session(&mut self, now: Instant, session: SessionId, reason: LeaveReason) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        if let Some(call_id) = state.call.clone() {
+            let hangup_reason = match reason {
+                LeaveReason::Left => switchboard_proto::event::HangupReason::Hangup,
+                LeaveReason::Disconnected => switchboard_proto::event::HangupReason::Disconnected,
+            };
+            self.end_call(now, &call_id, session, hangup_reason);
+        }
+        let rooms = self.sessions.get(&session).map(|s| s.rooms.clone()).unwrap_or_default();
+        for room in rooms {
+            self.remove_from_room(session, &room, reason);
+        }
+        let Some(state) = self.sessions.remove(&session) else {
+            return;
+        };
+        if self.names.get(&state.key) == Some(&session) {
+            self.names.remove(&state.key);
+        }
+        if let Some(token) = &state.resume_token {
+            self.resume_tokens.remove(token);
+        }
+        if let Some(conn) = state.conn {
+            if let Some(conn_state) = self.conns.get_mut(&conn) {
+                conn_state.session = None;
+            }
+        }
+        for message in state.pending {
+            if let Some((sender, id)) = message.origin {
+                self.undeliverable(sender, id.as_deref(), &state.name);
+            }
+        }
+        self.presence.left(&state.key, &state.name);
+        self.schedule_flush(now);
+    }
+
+    // ---- presence ----
+
+    pub(crate) fn set_status(&mut self, now: Instant, session: SessionId, status: UserStatus) {
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if state.status != status {
+            state.status = status;
+            let (key, name) = (state.key.clone(), state.name.clone());
+            self.presence.status(&key, &name, status);
+            self.schedule_flush(now);
+        }
+    }
+
+    fn schedule_flush(&mut self, now: Instant) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            self.timers.at(now + self.config.presence_interval, Timer::PresenceFlush);
+        }
+    }
+
+    fn flush_presence(&mut self) {
+        self.flush_scheduled = false;
+        let (frame, membership_changed) = self.presence.take();
+        if frame.is_none() && !membership_changed {
+            return;
+        }
+        self.snapshot.rebuild(self.sessions.values().map(|s| (s.name.as_ref(), s.status)));
+        let frame = frame.map(Bytes::from);
+        let user_list = membership_changed.then(|| Bytes::from(self.snapshot.render_user_list(None)));
+        for state in self.sessions.values() {
+            let Some(conn) = state.conn else { continue };
+            let shared = match state.dialect {
+                Dialect::V1 => frame.as_ref(),
+                Dialect::Tutorial => user_list.as_ref(),
+            };
+            if let Some(shared) = shared {
+                self.out.push_back(Output::Send { conn, frame: shared.clone() });
+            }
+        }
+    }
+
+    // ---- relay ----
+
+    #[allow(clippy::too_many_arguments)]
+    fn relay(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        session: SessionId,
+        id: Option<&RawValue>,
+        kind: RelayKind,
+        to: &str,
+        room: Option<&str>,
+        call_id: Option<&str>,
+        payload: Option<&RawValue>,
+    ) {
+        let cap = match kind {
+            RelayKind::Offer | RelayKind::Answer => self.config.max_sdp_bytes,
+            RelayKind::Candidate | RelayKind::EndOfCandidates => self.config.max_candidate_bytes,
+        };
+        if let Some(payload) = payload.filter(|p| p.get().len() > cap) {
+            let message =
+                format!("the {} payload is {} bytes, over the {cap} byte limit", kind.as_str(), payload.get().len());
+            return self.fail(now, conn, id, ErrorCode::TooLarge, message.into());
+        }
+        let Some(target) = self.session_by_name(to) else {
+            return self.unknown_peer(now, conn, id, to);
+        };
+        if target == session {
+            return self.fail(now, conn, id, ErrorCode::BadRequest, "cannot send to yourself".into());
+        }
+        if let Some(room) = room {
+            let key = name_key(room);
+            let both_in = self
+                .rooms
+                .get(key.as_ref())
+                .is_some_and(|r| r.members.contains(&session) && r.members.contains(&target));
+            if !both_in {
+                let message = format!("you and {to} are not both in room {room:?}");
+                return self.fail(now, conn, id, ErrorCode::NotInRoom, message.into());
+            }
+        }
+        let (Some(sender), Some(receiver)) = (self.sessions.get(&session), self.sessions.get(&target)) else {
+            return;
+        };
+        let from: Cow<'_, str> = sender.name.as_ref().into();
+        let frame = match (receiver.dialect, payload) {
+            (Dialect::V1, payload) => {
+                let room = room.map(Cow::from);
+                let call_id = call_id.map(Cow::from);
+                match (kind, payload) {
+                    (RelayKind::Offer, Some(sdp)) => Event::Offer { from, room, call_id, sdp }.to_json(),
+                    (RelayKind::Answer, Some(sdp)) => Event::Answer { from, room, call_id, sdp }.to_json(),
+                    (RelayKind::Candidate, Some(candidate)) => {
+                        Event::Candidate { from, room, call_id, candidate }.to_json()
+                    }
+                    _ => OutEvent::EndOfCandidates { from, room, call_id }.to_json(),
+                }
+            }
+            (Dialect::Tutorial, Some(payload)) => {
+                let target_user_name: Cow<'_, str> = receiver.name.as_ref().into();
+                match kind {
+                    RelayKind::Offer => TutorialEvent::Offer { name: from, target_user_name, sdp: payload }.to_json(),
+                    RelayKind::Answer => TutorialEvent::Answer { name: from, target_user_name, sdp: payload }.to_json(),
+                    _ => TutorialEvent::Ice { candidate: payload, target_user_name }.to_json(),
+                }
+            }
+            // The tutorial has no end-of-candidates; its pages do fine without.
+            (Dialect::Tutorial, None) => Vec::new(),
+        };
+        if !frame.is_empty() {
+            self.deliver(target, Bytes::from(frame), Some((session, id)));
+        }
+        if let Some(id) = id {
+            self.send(conn, OutEvent::Ack { id }.to_json());
+        }
+    }
+
+    pub(crate) fn unknown_peer(&mut self, now: Instant, conn: ConnId, id: Option<&RawValue>, to: &str) {
+        let shown: String = to.chars().take(64).collect();
+        self.fail(now, conn, id, ErrorCode::UnknownPeer, format!("no user named {shown:?} is online").into());
+    }
+
+    pub(crate) fn room_snapshot(&self, key: &str) -> Option<RoomSnapshot<'_>> {
+        let room = self.rooms.get(key)?;
+        Some(RoomSnapshot {
+            room: room.name.as_ref().into(),
+            members: room.members.iter().filter_map(|m| self.sessions.get(m)).map(|s| s.name.as_ref().into()).collect(),
+        })
+    }
+}
