@@ -10,7 +10,7 @@
 //! - `calls.rs`, `rooms.rs`: call control and rooms, as further `impl Signaling` blocks.
 //! - [`presence`]: coalescing of presence changes and the cached user-list snapshot.
 //! - [`rate`]: token buckets (message rate, error strikes).
-//! - [`config`]: settings.
+//! - [`config`]: the settings ([`Config`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -140,6 +140,8 @@ pub enum Event<'a, P = &'a RawValue> {
         name: Cow<'a, str>,
         resume_token: Cow<'a, str>,
         resumed: bool,
+        /// Spliced in by the server from its cached snapshot; never empty on the wire (the user is in it).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         users: Vec<UserEntry<'a>>,
         limits: Limits,
         ice_servers: Vec<IceServer>,
@@ -152,6 +154,8 @@ pub enum Event<'a, P = &'a RawValue> {
     Users {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<P>,
+        /// Spliced in by the server from its cached snapshot.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         users: Vec<UserEntry<'a>>,
     },
     /// Coalesced presence changes since the previous `presence` event.

@@ -1,0 +1,330 @@
+//! Configuration: defaults < TOML file < environment < command line.
+//!
+//! Every option is a command-line flag (`--resume-grace 30s`), an environment variable (`SWITCHBOARD_RESUME_GRACE`)
+//! and a key of the TOML file named by `--config` (`resume-grace = "30s"`). Unknown keys and bad values fail at
+//! start-up with a message naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use switchboard_core::NamePolicy;
+use switchboard_proto::IceServer;
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP and WebSocket listen address.
+    pub http: SocketAddr,
+    /// Settings of the signaling core.
+    pub core: switchboard_core::Config,
+    /// Frames queued per connection before it counts as a slow consumer.
+    pub outbound_queue_frames: usize,
+    /// Bytes queued per connection before it counts as a slow consumer.
+    pub outbound_queue_bytes: usize,
+    /// Frames above this close the connection with 1009 (those between `core.max_message_bytes` and this only get
+    /// a `too-large` error).
+    pub max_frame_bytes: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            core: switchboard_core::Config::default(),
+            outbound_queue_frames: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
+            max_frame_bytes: 1024 * 1024,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Name collision policy, as an option value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NamePolicyOption {
+    /// Refuse a login with a taken name (`name-taken`).
+    Reject,
+    /// The new login takes the name; the old session ends.
+    Replace,
+}
+
+/// A duration written as `30s`, `500ms`, `2m` or `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s or 500ms"))?;
+        let duration = match unit.trim() {
+            "ms" => Duration::from_millis(number),
+            "s" | "" => Duration::from_secs(number),
+            "m" | "min" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3600)),
+            other => return Err(format!("unknown time unit {other:?} (use ms, s, m or h)")),
+        };
+        Ok(Self(duration))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The command line. Each field is optional so that unset flags fall back to the environment, the file, then the
+/// default.
+#[derive(Debug, Default, Parser, Deserialize)]
+#[command(name = "switchboard", version, about = "WebRTC signaling server: login by name, presence, calls, rooms")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Options {
+    /// TOML configuration file (keys are the long option names, e.g. `http = "0.0.0.0:8080"`).
+    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// HTTP and WebSocket listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "SWITCHBOARD_HTTP", value_name = "ADDR:PORT")]
+    pub http: Option<SocketAddr>,
+
+    /// What a login with a name in use does [default: reject].
+    #[arg(long, env = "SWITCHBOARD_NAME_POLICY", value_enum)]
+    pub name_policy: Option<NamePolicyOption>,
+
+    /// How long a dropped session waits for its client to resume [default: 30s].
+    #[arg(long, env = "SWITCHBOARD_RESUME_GRACE", value_name = "DURATION")]
+    pub resume_grace: Option<HumanDuration>,
+
+    /// How long a call rings before it ends with no-answer [default: 30s].
+    #[arg(long, env = "SWITCHBOARD_RING_TIMEOUT", value_name = "DURATION")]
+    pub ring_timeout: Option<HumanDuration>,
+
+    /// Presence changes are coalesced over this tick [default: 50ms].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_INTERVAL", value_name = "DURATION")]
+    pub presence_interval: Option<HumanDuration>,
+
+    /// WebSocket ping interval; silent clients are dropped after two [default: 20s].
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT", value_name = "DURATION")]
+    pub heartbeat: Option<HumanDuration>,
+
+    /// Largest message accepted; larger ones get too-large [default: 65536].
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Frames above this close the connection with 1009 [default: 1048576].
+    #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", value_name = "BYTES")]
+    pub max_frame_bytes: Option<usize>,
+
+    /// Most members per room [default: 16].
+    #[arg(long, env = "SWITCHBOARD_MAX_ROOM_SIZE", value_name = "N")]
+    pub max_room_size: Option<usize>,
+
+    /// Most rooms per user [default: 8].
+    #[arg(long, env = "SWITCHBOARD_MAX_ROOMS_PER_USER", value_name = "N")]
+    pub max_rooms_per_user: Option<usize>,
+
+    /// Sustained messages per second per connection, 0 for no limit [default: 100].
+    #[arg(long, env = "SWITCHBOARD_RATE_PER_SECOND", value_name = "N")]
+    pub rate_per_second: Option<u32>,
+
+    /// Burst size of the message rate limit [default: 200].
+    #[arg(long, env = "SWITCHBOARD_RATE_BURST", value_name = "N")]
+    pub rate_burst: Option<u32>,
+
+    /// Frames queued for one connection before it is dropped as a slow consumer [default: 1024].
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_FRAMES", value_name = "N")]
+    pub outbound_queue_frames: Option<usize>,
+
+    /// Bytes queued for one connection before it is dropped as a slow consumer [default: 4194304].
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES", value_name = "BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
+
+    /// ICE server URL handed to clients (stun:, turn:, turns:); repeatable.
+    #[arg(long = "ice-server", env = "SWITCHBOARD_ICE_SERVERS", value_delimiter = ',', value_name = "URL")]
+    #[serde(default, rename = "ice-servers")]
+    pub ice_servers: Vec<String>,
+
+    /// Log format [default: text]; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Options {
+    /// Fills what the command line and environment left unset from `file`.
+    fn or(self, file: Options) -> Options {
+        Options {
+            config: self.config,
+            http: self.http.or(file.http),
+            name_policy: self.name_policy.or(file.name_policy),
+            resume_grace: self.resume_grace.or(file.resume_grace),
+            ring_timeout: self.ring_timeout.or(file.ring_timeout),
+            presence_interval: self.presence_interval.or(file.presence_interval),
+            heartbeat: self.heartbeat.or(file.heartbeat),
+            max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
+            max_frame_bytes: self.max_frame_bytes.or(file.max_frame_bytes),
+            max_room_size: self.max_room_size.or(file.max_room_size),
+            max_rooms_per_user: self.max_rooms_per_user.or(file.max_rooms_per_user),
+            rate_per_second: self.rate_per_second.or(file.rate_per_second),
+            rate_burst: self.rate_burst.or(file.rate_burst),
+            outbound_queue_frames: self.outbound_queue_frames.or(file.outbound_queue_frames),
+            outbound_queue_bytes: self.outbound_queue_bytes.or(file.outbound_queue_bytes),
+            ice_servers: if self.ice_servers.is_empty() { file.ice_servers } else { self.ice_servers },
+            log_format: self.log_format.or(file.log_format),
+        }
+    }
+
+    /// Reads the TOML file named by `--config`, if any, and resolves everything into a [`Config`].
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let options = match &self.config {
+            Some(path) => {
+                let file = read_file(path)?;
+                self.or(file)
+            }
+            None => self,
+        };
+        options.into_config()
+    }
+
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = Config::default();
+        let core = &mut config.core;
+        if let Some(http) = self.http {
+            config.http = http;
+        }
+        if let Some(policy) = self.name_policy {
+            core.name_policy = match policy {
+                NamePolicyOption::Reject => NamePolicy::Reject,
+                NamePolicyOption::Replace => NamePolicy::Replace,
+            };
+        }
+        let positive = |key: &str, value: Duration| {
+            anyhow::ensure!(!value.is_zero(), "{key} must be longer than zero");
+            Ok(value)
+        };
+        if let Some(HumanDuration(d)) = self.resume_grace {
+            core.resume_grace = d;
+        }
+        if let Some(HumanDuration(d)) = self.ring_timeout {
+            core.ring_timeout = positive("ring-timeout", d)?;
+        }
+        if let Some(HumanDuration(d)) = self.presence_interval {
+            core.presence_interval = d;
+        }
+        if let Some(HumanDuration(d)) = self.heartbeat {
+            core.heartbeat = positive("heartbeat", d)?;
+        }
+        let at_least = |key: &str, value: usize, min: usize| {
+            anyhow::ensure!(value >= min, "{key} must be at least {min}, not {value}");
+            Ok(value)
+        };
+        if let Some(n) = self.max_message_bytes {
+            core.max_message_bytes = at_least("max-message-bytes", n, 1024)?;
+        }
+        if let Some(n) = self.max_frame_bytes {
+            config.max_frame_bytes = at_least("max-frame-bytes", n, 1024)?;
+        }
+        anyhow::ensure!(
+            config.max_frame_bytes >= core.max_message_bytes,
+            "max-frame-bytes ({}) must be at least max-message-bytes ({})",
+            config.max_frame_bytes,
+            core.max_message_bytes
+        );
+        if let Some(n) = self.max_room_size {
+            core.max_room_size = at_least("max-room-size", n, 2)?;
+        }
+        if let Some(n) = self.max_rooms_per_user {
+            core.max_rooms_per_user = at_least("max-rooms-per-user", n, 1)?;
+        }
+        if let Some(n) = self.rate_per_second {
+            core.rate_per_second = n;
+        }
+        if let Some(n) = self.rate_burst {
+            core.rate_burst = u32::try_from(at_least("rate-burst", n as usize, 1)?).unwrap_or(u32::MAX);
+        }
+        if let Some(n) = self.outbound_queue_frames {
+            config.outbound_queue_frames = at_least("outbound-queue-frames", n, 16)?;
+        }
+        if let Some(n) = self.outbound_queue_bytes {
+            config.outbound_queue_bytes = at_least("outbound-queue-bytes", n, 64 * 1024)?;
+        }
+        for url in &self.ice_servers {
+            let scheme_ok = ["stun:", "stuns:", "turn:", "turns:"].iter().any(|s| url.starts_with(s));
+            anyhow::ensure!(scheme_ok, "ice-servers: {url:?} is not a stun:, stuns:, turn: or turns: URL");
+        }
+        if !self.ice_servers.is_empty() {
+            core.ice_servers = vec![IceServer { urls: self.ice_servers, username: None, credential: None }];
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = format;
+        }
+        Ok(config)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Options> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!("500ms".parse(), Ok(HumanDuration(Duration::from_millis(500))));
+        assert_eq!("30s".parse(), Ok(HumanDuration(Duration::from_secs(30))));
+        assert_eq!("2m".parse(), Ok(HumanDuration(Duration::from_secs(120))));
+        assert!("soon".parse::<HumanDuration>().is_err());
+        assert!("5d".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn command_line_beats_file_beats_default() {
+        let file: Options =
+            toml::from_str("http = \"127.0.0.1:9000\"\nring-timeout = \"5s\"\nmax-room-size = 4").unwrap();
+        let cli = Options::try_parse_from(["switchboard", "--ring-timeout", "7s"]).unwrap();
+        let config = cli.or(file).into_config().unwrap();
+        assert_eq!(config.http, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.core.ring_timeout, Duration::from_secs(7));
+        assert_eq!(config.core.max_room_size, 4);
+        assert_eq!(config.core.resume_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_configuration_names_the_key() {
+        let error = toml::from_str::<Options>("colour = \"blue\"").unwrap_err().to_string();
+        assert!(error.contains("colour"), "{error}");
+        let error = toml::from_str::<Options>("ring-timeout = \"soon\"").unwrap_err().to_string();
+        assert!(error.contains("soon"), "{error}");
+        let error = Options { max_room_size: Some(1), ..Options::default() }.into_config().unwrap_err().to_string();
+        assert!(error.contains("max-room-size"), "{error}");
+        let error = Options { ice_servers: vec!["http://x".into()], ..Options::default() }.into_config().unwrap_err();
+        assert!(error.to_string().contains("ice-servers"));
+    }
+}

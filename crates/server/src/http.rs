@@ -1,0 +1,92 @@
+//! HTTP routes: the web page, the WebSocket upgrade (at `/ws`, and at `/` for tutorial pages), health.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{header, HeaderValue, StatusCode},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::hub::Hub;
+use crate::ws::{connection, handshake};
+
+/// What the routes need.
+#[derive(Clone)]
+pub struct AppState {
+    /// The signaling hub.
+    pub hub: Arc<Hub>,
+    /// Settings for new WebSocket connections.
+    pub ws: connection::Settings,
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/ws", get(websocket))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+const PLACEHOLDER_PAGE: &str = include_str!("placeholder.html");
+
+async fn root(State(state): State<AppState>, request: Request) -> Response {
+    if handshake::is_upgrade(request.headers()) {
+        return upgrade(state, request);
+    }
+    Html(PLACEHOLDER_PAGE).into_response()
+}
+
+async fn websocket(State(state): State<AppState>, request: Request) -> Response {
+    if !handshake::is_upgrade(request.headers()) {
+        return (StatusCode::UPGRADE_REQUIRED, [(header::UPGRADE, "websocket")], "this endpoint speaks WebSocket\n")
+            .into_response();
+    }
+    upgrade(state, request)
+}
+
+fn upgrade(state: AppState, mut request: Request) -> Response {
+    let accept = match handshake::accept(request.headers()) {
+        Ok(accept) => accept,
+        Err(handshake::HandshakeError::Version) => {
+            return (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::SEC_WEBSOCKET_VERSION, "13")],
+                "WebSocket version 13 only\n",
+            )
+                .into_response()
+        }
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "websocket upgrade failed");
+                return;
+            }
+        };
+        // The raw TcpStream lets the connection read with readiness + try_read into a shared buffer (see
+        // ws::connection); every stream accepted by server.rs has exactly this type.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => connection::run(state.hub, parts.io.into_inner(), parts.read_buf, state.ws).await,
+            Err(_) => tracing::error!("upgraded connection is not a plain TCP stream"),
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}

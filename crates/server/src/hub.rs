@@ -1,0 +1,165 @@
+//! The hub: the signaling core behind one lock, the outboxes of all connections, and the timer task.
+//!
+//! A `std::sync::Mutex`, not an async one: the lock is only held while the core handles an input and its outputs are
+//! pushed into outboxes, which never waits; nothing `.await`s while holding it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use switchboard_core::{ConnId, Input, Output, Signaling, Stats};
+use tokio::sync::Notify;
+
+use crate::outbox::{Frame, Outbox};
+
+struct Inner {
+    core: Signaling,
+    outboxes: HashMap<ConnId, Arc<Outbox>>,
+    /// The deadline the timer task sleeps until.
+    armed: Option<Instant>,
+}
+
+/// Shared by every connection task and the timer task.
+pub struct Hub {
+    inner: Mutex<Inner>,
+    timer: Notify,
+    next_conn: AtomicU64,
+    outbox_frames: usize,
+    outbox_bytes: usize,
+}
+
+impl Hub {
+    /// A hub around `core`; outboxes get these bounds.
+    pub fn new(core: Signaling, outbox_frames: usize, outbox_bytes: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner { core, outboxes: HashMap::new(), armed: None }),
+            timer: Notify::new(),
+            next_conn: AtomicU64::new(1),
+            outbox_frames,
+            outbox_bytes,
+        }
+    }
+
+    /// Locks the hub for a batch of inputs at one instant.
+    pub fn lock(&self) -> Locked<'_> {
+        // Every update under this lock leaves the maps consistent before anything can panic, so a poisoned lock is
+        // still safe to use; refusing it would take the whole server down with one bug.
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Locked { inner, hub: self, now: Instant::now() }
+    }
+
+    /// A new connection: its id and its outbox.
+    pub fn register(&self) -> (ConnId, Arc<Outbox>) {
+        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let outbox = Arc::new(Outbox::new(self.outbox_frames, self.outbox_bytes));
+        let mut locked = self.lock();
+        locked.inner.outboxes.insert(conn, outbox.clone());
+        locked.input(Input::Connected(conn));
+        (conn, outbox)
+    }
+
+    /// The connection is gone.
+    pub fn unregister(&self, conn: ConnId) {
+        let mut locked = self.lock();
+        locked.inner.outboxes.remove(&conn);
+        locked.input(Input::Disconnected(conn));
+    }
+
+    /// Asks every connection to close with `code` (shutdown).
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        let locked = self.lock();
+        for outbox in locked.inner.outboxes.values() {
+            outbox.close(code, reason);
+        }
+    }
+
+    /// Counters of the core.
+    pub fn stats(&self) -> Stats {
+        self.lock().inner.core.stats()
+    }
+
+    /// Fires the core's deadlines until `shutdown` resolves.
+    pub async fn run_timers(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = {
+                let mut locked = self.lock();
+                let now = locked.now;
+                locked.inner.core.handle_timeout(now);
+                locked.dispatch();
+                let next = locked.inner.core.poll_timeout();
+                locked.inner.armed = next;
+                next
+            };
+            let sleep = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sleep => {}
+                () = self.timer.notified() => {}
+                () = &mut shutdown => return,
+            }
+        }
+    }
+}
+
+/// The hub, locked. Inputs are processed at one instant; outputs go to outboxes as they come.
+pub struct Locked<'a> {
+    inner: MutexGuard<'a, Inner>,
+    hub: &'a Hub,
+    now: Instant,
+}
+
+impl Locked<'_> {
+    /// Feeds one input to the core and dispatches what it says.
+    pub fn input(&mut self, input: Input<'_>) {
+        let now = self.now;
+        self.inner.core.handle_input(now, input);
+        self.dispatch();
+    }
+
+    fn dispatch(&mut self) {
+        let mut slow = Vec::new();
+        loop {
+            while let Some(output) = self.inner.core.poll_output() {
+                match output {
+                    Output::Send { conn, frame } => {
+                        if let Some(outbox) = self.inner.outboxes.get(&conn) {
+                            if outbox.push(Frame::Text(frame)).is_err() {
+                                slow.push(conn);
+                            }
+                        }
+                    }
+                    Output::Close { conn, code, reason } => {
+                        if let Some(outbox) = self.inner.outboxes.get(&conn) {
+                            outbox.close(code, reason);
+                        }
+                    }
+                }
+            }
+            // A slow consumer's outbox is closed already; its session now waits for a resume like any dropped one.
+            let Some(conn) = slow.pop() else { break };
+            let now = self.now;
+            self.inner.core.handle_input(now, Input::Disconnected(conn));
+        }
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let next = self.inner.core.poll_timeout();
+        let earlier = match (next, self.inner.armed) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if earlier {
+            self.inner.armed = next;
+            self.hub.timer.notify_one();
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The Switchboard server: configuration, listeners, and the IO around the sans-IO signaling core.
+//!
+//! Layout:
+//! - [`config`]: command line, environment and TOML file, merged into one [`Config`].
+//! - [`server`]: binds the listener, runs the accept loop, the timer task and shutdown ([`Server`]).
+//! - [`http`]: routes: the page, the WebSocket upgrade, health.
+//! - [`ws`]: the WebSocket transport: handshake, frame codec, the task that runs one connection.
+//! - [`hub`]: the signaling core behind a lock, with the outboxes of all connections and the timer task.
+//! - [`outbox`]: the bounded per-connection queue of frames to write.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod outbox;
+pub mod server;
+pub mod ws;
+
+pub use config::Config;
+pub use server::Server;

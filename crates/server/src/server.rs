@@ -1,0 +1,125 @@
+//! Binding the listeners and running the accept loop, the timer task and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+use switchboard_core::Signaling;
+use switchboard_proto::close_code;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::http::{router, AppState};
+use crate::hub::Hub;
+use crate::ws::connection;
+
+/// Pending connections the kernel may hold for us; a login storm opens thousands at once.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A running server.
+pub struct Server {
+    http_addr: SocketAddr,
+    hub: Arc<Hub>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds the listeners and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let listener = bind(config.http).with_context(|| format!("cannot listen on {}", config.http))?;
+        let http_addr = listener.local_addr()?;
+        let ws = connection::Settings {
+            soft_limit: config.core.max_message_bytes,
+            hard_limit: config.max_frame_bytes.max(config.core.max_message_bytes),
+            heartbeat: config.core.heartbeat,
+        };
+        let core = Signaling::new(config.core, rand::random());
+        let hub = Arc::new(Hub::new(core, config.outbound_queue_frames, config.outbound_queue_bytes));
+        let (stop, stopped) = watch::channel(false);
+        let timers = tokio::spawn(hub.clone().run_timers(wait_for(stopped.clone())));
+        let state = AppState { hub: hub.clone(), ws };
+        let accept = tokio::spawn(accept_loop(listener, state, stopped));
+        tracing::info!(%http_addr, "switchboard listening");
+        Ok(Self { http_addr, hub, stop, tasks: vec![timers, accept] })
+    }
+
+    /// The address the HTTP and WebSocket listener is bound to.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Counters of the signaling core.
+    pub fn stats(&self) -> switchboard_core::Stats {
+        self.hub.stats()
+    }
+
+    /// Stops accepting, closes every WebSocket with 1001 (clients reconnect and resume elsewhere), and waits a
+    /// moment for the close frames to go out.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.hub.close_all(close_code::GOING_AWAY, "server shutting down");
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.hub.stats().connections > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn wait_for(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+async fn accept_loop(listener: TcpListener, state: AppState, stopped: watch::Receiver<bool>) {
+    let service = TowerToHyperService::new(router(state));
+    let stop = wait_for(stopped);
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => return,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                tokio::spawn(serve_http(stream, service.clone()));
+            }
+            Err(error) => {
+                // Out of file descriptors, usually: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_http(stream: TcpStream, service: TowerToHyperService<axum::Router>) {
+    // Without TCP_NODELAY, Nagle's algorithm holds small signaling frames back until the previous one is
+    // acknowledged, which with delayed ACKs adds ~40 ms stalls to bursts.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "http connection ended with an error");
+    }
+}

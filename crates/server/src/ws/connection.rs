@@ -1,0 +1,278 @@
+//! The task that runs one WebSocket connection: reads frames into the hub, writes what the hub queued, pings.
+//!
+//! Memory per idle connection is the point of this design: the task reads into a buffer shared by all connections of
+//! its worker thread (a read completes synchronously, so the buffer is never held across an `.await`), the decoder
+//! keeps no buffer between frames, and the write buffer exists only while there is something to write.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use switchboard_core::{ConnId, Input};
+use switchboard_proto::close_code;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use super::frame::{encode_header, DecodeError, Decoder, Event, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+use crate::hub::Hub;
+use crate::outbox::{Frame, Outbox};
+
+/// Per-connection settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Messages above this get `too-large` and are skipped.
+    pub soft_limit: usize,
+    /// Frames above this fail the connection with 1009.
+    pub hard_limit: usize,
+    /// Ping interval; silence for two intervals drops the connection.
+    pub heartbeat: Duration,
+}
+
+/// Bytes moved from the outbox to the socket per batch.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Reads per readiness event before giving other tasks a turn.
+const READS_PER_TURN: usize = 8;
+/// How long a closing connection may take to flush before it is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+thread_local! {
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
+}
+
+struct Connection {
+    conn: ConnId,
+    decoder: Decoder,
+    /// Encoded frames not yet written, and how much of them is written.
+    write: Vec<u8>,
+    written: usize,
+    /// The close frame is in `write`: once it is written, the connection ends.
+    close_queued: bool,
+    /// No more reading: the peer closed, or its input failed.
+    read_done: bool,
+    last_heard: Instant,
+    close_deadline: Option<Instant>,
+}
+
+/// Runs the connection until it ends. `prefix` holds bytes the HTTP layer read past the upgrade request.
+pub async fn run(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, settings: Settings) {
+    let (conn, outbox) = hub.register();
+    let mut connection = Connection {
+        conn,
+        decoder: Decoder::new(settings.soft_limit, settings.hard_limit),
+        write: Vec::new(),
+        written: 0,
+        close_queued: false,
+        read_done: false,
+        last_heard: Instant::now(),
+        close_deadline: None,
+    };
+    if !prefix.is_empty() {
+        let mut bytes = prefix.to_vec();
+        connection.decode(&hub, &outbox, &mut bytes);
+    }
+    let clean = connection.drive(&stream, &hub, &outbox, settings.heartbeat).await;
+    hub.unregister(conn);
+    if clean {
+        linger(&stream).await;
+    }
+}
+
+impl Connection {
+    /// Returns true when the connection ended with our close frame written (a graceful close).
+    async fn drive(&mut self, stream: &TcpStream, hub: &Hub, outbox: &Outbox, heartbeat: Duration) -> bool {
+        let mut next_ping = tokio::time::Instant::now() + heartbeat;
+        loop {
+            if self.written == self.write.len() {
+                if self.close_queued {
+                    return true;
+                }
+                self.refill(outbox);
+            }
+            let want_write = self.written < self.write.len();
+            let interest = match (self.read_done, want_write) {
+                (false, false) => Some(Interest::READABLE),
+                (false, true) => Some(Interest::READABLE | Interest::WRITABLE),
+                (true, true) => Some(Interest::WRITABLE),
+                (true, false) => None,
+            };
+            let socket_ready = async {
+                match interest {
+                    Some(interest) => stream.ready(interest).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let timer = match self.close_deadline {
+                Some(deadline) => tokio::time::Instant::from_std(deadline).min(next_ping),
+                None => next_ping,
+            };
+            tokio::select! {
+                ready = socket_ready => {
+                    let Ok(ready) = ready else { return false };
+                    if ready.is_readable() && !self.read_done && !self.read(stream, hub, outbox) {
+                        return false;
+                    }
+                    if ready.is_writable() && !self.flush(stream) {
+                        return false;
+                    }
+                }
+                () = outbox.ready() => {
+                    if self.close_deadline.is_none() && outbox.has_work() && want_write {
+                        // Frames pile up behind a blocked write; a close request must not wait forever for it.
+                        if outbox.close_requested() {
+                            self.close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(timer) => {
+                    let now = Instant::now();
+                    if self.close_deadline.is_some_and(|deadline| now >= deadline) {
+                        return false;
+                    }
+                    if now.duration_since(self.last_heard) > heartbeat * 2 {
+                        outbox.close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                        self.close_deadline.get_or_insert(now + CLOSE_TIMEOUT);
+                    } else {
+                        let _ = outbox.push(Frame::Ping);
+                    }
+                    next_ping += heartbeat;
+                }
+            }
+        }
+    }
+
+    /// Reads what is available; false when the peer is gone.
+    fn read(&mut self, stream: &TcpStream, hub: &Hub, outbox: &Outbox) -> bool {
+        for _ in 0..READS_PER_TURN {
+            let result = READ_BUFFER.with_borrow_mut(|buffer| match stream.try_read(buffer) {
+                Ok(0) => Err(()),
+                Ok(n) => {
+                    self.decode(hub, outbox, &mut buffer[..n]);
+                    Ok(true)
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+                Err(_) => Err(()),
+            });
+            match result {
+                Ok(true) => {
+                    self.last_heard = Instant::now();
+                    if self.read_done {
+                        return true;
+                    }
+                }
+                Ok(false) => return true,
+                Err(()) => return false,
+            }
+        }
+        true
+    }
+
+    /// Decodes `bytes` and feeds the messages to the hub, locking it once per read.
+    fn decode(&mut self, hub: &Hub, outbox: &Outbox, bytes: &mut [u8]) {
+        let conn = self.conn;
+        let mut locked = None;
+        let mut peer_close: Option<Option<u16>> = None;
+        let result = self.decoder.feed(bytes, |event| {
+            if peer_close.is_some() {
+                return;
+            }
+            let input = match event {
+                Event::Text(text) => Input::Text(conn, text),
+                Event::Binary => Input::Binary(conn),
+                Event::TooLarge(len) => Input::TooLarge(conn, len),
+                Event::Ping(payload) => {
+                    let _ = outbox.push(Frame::Pong(Bytes::copy_from_slice(payload)));
+                    return;
+                }
+                Event::Pong => return,
+                Event::Close(code) => {
+                    peer_close = Some(code);
+                    return;
+                }
+            };
+            locked.get_or_insert_with(|| hub.lock()).input(input);
+        });
+        drop(locked);
+        if let Err(error) = result {
+            self.fail(outbox, error);
+        } else if let Some(code) = peer_close {
+            // Echo the peer's status code, as RFC 6455 section 5.5.1 asks.
+            outbox.close(code.unwrap_or(1000), "");
+            self.read_done = true;
+        }
+    }
+
+    fn fail(&mut self, outbox: &Outbox, error: DecodeError) {
+        let reason = match error {
+            DecodeError::Protocol(_) => "protocol error",
+            DecodeError::InvalidUtf8 => "invalid utf-8",
+            DecodeError::TooBig(_) => "frame too big",
+        };
+        outbox.close(error.close_code(), reason);
+        self.read_done = true;
+    }
+
+    /// Moves queued frames into the write buffer.
+    fn refill(&mut self, outbox: &Outbox) {
+        let mut frames = Vec::new();
+        let close = outbox.drain(&mut frames, WRITE_BATCH);
+        self.write.clear();
+        self.written = 0;
+        for frame in &frames {
+            let (opcode, payload): (u8, &[u8]) = match frame {
+                Frame::Text(bytes) => (OP_TEXT, bytes),
+                Frame::Pong(bytes) => (OP_PONG, bytes),
+                Frame::Ping => (OP_PING, &[]),
+            };
+            let (header, used) = encode_header(opcode, payload.len());
+            self.write.extend_from_slice(&header[..used]);
+            self.write.extend_from_slice(payload);
+        }
+        if let Some((code, reason)) = close {
+            let (header, used) = encode_header(OP_CLOSE, 2 + reason.len());
+            self.write.extend_from_slice(&header[..used]);
+            self.write.extend_from_slice(&code.to_be_bytes());
+            self.write.extend_from_slice(reason.as_bytes());
+            self.close_queued = true;
+            self.close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
+        }
+        if self.write.is_empty() {
+            // Idle connections keep no write buffer.
+            self.write = Vec::new();
+        }
+    }
+
+    /// Writes what the socket takes; false on a write error.
+    fn flush(&mut self, stream: &TcpStream) -> bool {
+        while self.written < self.write.len() {
+            match stream.try_write(&self.write[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// After our close frame: half-close, then give the peer a moment to read it and close its side, so that the kernel
+/// does not answer its late bytes with a reset that could destroy the close frame in flight.
+async fn linger(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+    let drain = async {
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            let done = READ_BUFFER.with_borrow_mut(|buffer| match stream.try_read(buffer) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+            });
+            if done {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}

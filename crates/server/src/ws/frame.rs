@@ -1,0 +1,486 @@
+//! Server side of RFC 6455 framing, sans-IO.
+//!
+//! Why not tungstenite: it keeps a read buffer (128 KiB by default) and a write buffer that grows to the largest
+//! frame ever sent for the whole life of every connection. Switchboard's users mostly sit idle, and a presence
+//! snapshot for a busy server is hundreds of kilobytes, so that would cost far more than the whole rest of a
+//! connection. This decoder holds no buffer while idle: complete frames are decoded in place from the caller's read
+//! buffer (shared per worker thread), only a frame that straddles two reads is copied, and that copy is released as
+//! soon as the frame completes. Messages over the soft limit are skipped as they stream by, never buffered.
+
+/// Opcodes (RFC 6455 section 5.2).
+mod opcode {
+    pub const CONTINUATION: u8 = 0x0;
+    /// A text message (or its first fragment).
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    /// Closing handshake.
+    pub const CLOSE: u8 = 0x8;
+    /// Ping.
+    pub const PING: u8 = 0x9;
+    /// Pong.
+    pub const PONG: u8 = 0xA;
+}
+
+/// Largest frame header: 2 bytes, 8 bytes of extended length, 4 bytes of mask.
+const MAX_HEADER: usize = 14;
+/// Control frames carry at most 125 bytes (RFC 6455 section 5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// What the decoder found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A complete text message.
+    Text(&'a str),
+    /// A complete binary message (the caller rejects it; its content is not kept).
+    Binary,
+    /// A message over the soft limit was skipped; its length in bytes.
+    TooLarge(usize),
+    /// A ping with its payload, to be echoed in a pong.
+    Ping(&'a [u8]),
+    /// A pong.
+    Pong,
+    /// The peer started the closing handshake, with its status code if any.
+    Close(Option<u16>),
+}
+
+/// Why the connection must be failed; maps to a close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Framing violation (close 1002).
+    #[error("websocket protocol violation: {0}")]
+    Protocol(&'static str),
+    /// A text message that is not UTF-8 (close 1007).
+    #[error("text message is not valid UTF-8")]
+    InvalidUtf8,
+    /// A frame or message over the hard limit (close 1009).
+    #[error("frame of {0} bytes is over the hard limit")]
+    TooBig(u64),
+}
+
+impl DecodeError {
+    /// The close code to fail the connection with.
+    pub fn close_code(self) -> u16 {
+        use switchboard_proto::close_code;
+        match self {
+            Self::Protocol(_) => close_code::PROTOCOL_ERROR,
+            Self::InvalidUtf8 => close_code::INVALID_PAYLOAD,
+            Self::TooBig(_) => close_code::MESSAGE_TOO_BIG,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    fin: bool,
+    opcode: u8,
+    mask: [u8; 4],
+    len: u64,
+}
+
+#[derive(Debug, Default)]
+enum State {
+    /// Waiting for (the rest of) a header; `header[..filled]` holds the bytes seen so far.
+    #[default]
+    Header,
+    /// Inside a frame's payload.
+    Payload { header: Header, done: u64, skip: bool },
+}
+
+/// Incremental frame decoder for one connection.
+#[derive(Debug)]
+pub struct Decoder {
+    soft_limit: usize,
+    hard_limit: u64,
+    state: State,
+    header: [u8; MAX_HEADER],
+    filled: usize,
+    /// Payload bytes of a message that spans reads or frames. Empty (no allocation) between messages.
+    message: Vec<u8>,
+    /// Opcode of the data message in progress (its first frame), if any.
+    message_opcode: Option<u8>,
+    /// Total length of the data message in progress.
+    message_len: u64,
+    /// The message in progress is over the soft limit and is being skipped.
+    message_skipped: bool,
+    /// Payload of a control frame that spans reads.
+    control: Vec<u8>,
+}
+
+impl Decoder {
+    /// `soft_limit`: messages longer than this are skipped and reported as [`Event::TooLarge`].
+    /// `hard_limit`: frames or messages longer than this fail the connection.
+    pub fn new(soft_limit: usize, hard_limit: usize) -> Self {
+        Self {
+            soft_limit,
+            hard_limit: hard_limit as u64,
+            state: State::Header,
+            header: [0; MAX_HEADER],
+            filled: 0,
+            message: Vec::new(),
+            message_opcode: None,
+            message_len: 0,
+            message_skipped: false,
+            control: Vec::new(),
+        }
+    }
+
+    /// Whether the decoder holds heap memory (for tests of the idle footprint).
+    pub fn holds_memory(&self) -> bool {
+        self.message.capacity() > 0 || self.control.capacity() > 0
+    }
+
+    /// Decodes everything in `input` (bytes just read; unmasked in place) and calls `on_event` for each event.
+    pub fn feed(&mut self, mut input: &mut [u8], mut on_event: impl FnMut(Event<'_>)) -> Result<(), DecodeError> {
+        while !input.is_empty() {
+            match self.state {
+                State::Header => {
+                    let take = (MAX_HEADER - self.filled).min(input.len());
+                    self.header[self.filled..self.filled + take].copy_from_slice(&input[..take]);
+                    let available = self.filled + take;
+                    match parse_header(&self.header[..available])? {
+                        None => {
+                            self.filled = available;
+                            input = &mut input[take..];
+                        }
+                        Some((header, header_len)) => {
+                            // Only the part of `take` that belongs to the header is consumed.
+                            let consumed = header_len - self.filled;
+                            self.filled = 0;
+                            input = &mut input[consumed..];
+                            let skip = self.start_frame(&header)?;
+                            self.state = State::Payload { header, done: 0, skip };
+                            if header.len == 0 {
+                                self.finish_frame(header, &mut [], &mut on_event)?;
+                            }
+                        }
+                    }
+                }
+                State::Payload { header, done, skip } => {
+                    let remaining = header.len - done;
+                    let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(input.len());
+                    let (chunk, rest) = std::mem::take(&mut input).split_at_mut(take);
+                    input = rest;
+                    let done_now = done + take as u64;
+                    let complete = done_now == header.len;
+                    if skip {
+                        if complete {
+                            self.finish_frame(header, &mut [], &mut on_event)?;
+                        } else {
+                            self.state = State::Payload { header, done: done_now, skip };
+                        }
+                        continue;
+                    }
+                    unmask(chunk, header.mask, done);
+                    let is_control = header.opcode >= opcode::CLOSE;
+                    let fast_path = done == 0 && complete && (is_control || (header.fin && self.message.is_empty()));
+                    if fast_path {
+                        // The whole frame is in this read: decode it in place, no copy.
+                        self.finish_frame(header, chunk, &mut on_event)?;
+                        continue;
+                    }
+                    let buffer = if is_control { &mut self.control } else { &mut self.message };
+                    if buffer.is_empty() {
+                        let expected = if is_control { header.len } else { header.len.min(self.soft_limit as u64) };
+                        buffer.reserve(usize::try_from(expected).unwrap_or(0));
+                    }
+                    buffer.extend_from_slice(chunk);
+                    if complete {
+                        let mut payload = if is_control {
+                            std::mem::take(&mut self.control)
+                        } else {
+                            std::mem::take(&mut self.message)
+                        };
+                        self.finish_frame(header, &mut payload, &mut on_event)?;
+                        // Keep the assembled bytes of an unfinished fragmented message; release everything else.
+                        if !is_control && !header.fin {
+                            self.message = payload;
+                        }
+                    } else {
+                        self.state = State::Payload { header, done: done_now, skip };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a new frame against the message in progress; returns whether its payload is to be skipped.
+    fn start_frame(&mut self, header: &Header) -> Result<bool, DecodeError> {
+        match header.opcode {
+            opcode::CLOSE | opcode::PING | opcode::PONG => {
+                if !header.fin || header.len > MAX_CONTROL_PAYLOAD as u64 {
+                    return Err(DecodeError::Protocol("fragmented or oversized control frame"));
+                }
+                Ok(false)
+            }
+            opcode::TEXT | opcode::BINARY | opcode::CONTINUATION => {
+                let continuation = header.opcode == opcode::CONTINUATION;
+                match (continuation, self.message_opcode) {
+                    (true, None) => return Err(DecodeError::Protocol("continuation frame without a message")),
+                    (false, Some(_)) => return Err(DecodeError::Protocol("new message inside a fragmented one")),
+                    (false, None) => {
+                        self.message_opcode = Some(header.opcode);
+                        self.message_len = 0;
+                        self.message_skipped = false;
+                    }
+                    (true, Some(_)) => {}
+                }
+                self.message_len = self.message_len.saturating_add(header.len);
+                if header.len > self.hard_limit || self.message_len > self.hard_limit {
+                    return Err(DecodeError::TooBig(self.message_len));
+                }
+                if self.message_len > self.soft_limit as u64 || self.message_opcode == Some(opcode::BINARY) {
+                    // Oversized text and all binary content are dropped as they stream by.
+                    self.message_skipped = true;
+                    self.message = Vec::new();
+                }
+                Ok(self.message_skipped)
+            }
+            _ => Err(DecodeError::Protocol("unknown opcode")),
+        }
+    }
+
+    /// A frame's payload is complete (`payload` is empty when it was skipped).
+    fn finish_frame(
+        &mut self,
+        header: Header,
+        payload: &mut [u8],
+        on_event: &mut impl FnMut(Event<'_>),
+    ) -> Result<(), DecodeError> {
+        self.state = State::Header;
+        match header.opcode {
+            opcode::PING => on_event(Event::Ping(payload)),
+            opcode::PONG => on_event(Event::Pong),
+            opcode::CLOSE => {
+                let code = match payload {
+                    [] => None,
+                    [high, low, reason @ ..] => {
+                        if std::str::from_utf8(reason).is_err() {
+                            return Err(DecodeError::InvalidUtf8);
+                        }
+                        Some(u16::from_be_bytes([*high, *low]))
+                    }
+                    [_] => return Err(DecodeError::Protocol("close frame with a one-byte payload")),
+                };
+                on_event(Event::Close(code));
+            }
+            _ => {
+                if !header.fin {
+                    return Ok(());
+                }
+                let opcode = self.message_opcode.take();
+                let len = self.message_len;
+                if self.message_skipped {
+                    self.message_skipped = false;
+                    if opcode == Some(opcode::BINARY) {
+                        on_event(Event::Binary);
+                    } else {
+                        on_event(Event::TooLarge(usize::try_from(len).unwrap_or(usize::MAX)));
+                    }
+                } else {
+                    let text = std::str::from_utf8(payload).map_err(|_| DecodeError::InvalidUtf8)?;
+                    on_event(Event::Text(text));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a header from `bytes`; `None` when more bytes are needed.
+fn parse_header(bytes: &[u8]) -> Result<Option<(Header, usize)>, DecodeError> {
+    let [first, second, rest @ ..] = bytes else {
+        return Ok(None);
+    };
+    if first & 0x70 != 0 {
+        return Err(DecodeError::Protocol("reserved bits set without an extension"));
+    }
+    if second & 0x80 == 0 {
+        return Err(DecodeError::Protocol("client frames must be masked"));
+    }
+    let (len, len_bytes) = match second & 0x7F {
+        126 => match rest {
+            [a, b, ..] => (u64::from(u16::from_be_bytes([*a, *b])), 2),
+            _ => return Ok(None),
+        },
+        127 => match rest.get(..8) {
+            Some(eight) => {
+                let mut raw = [0u8; 8];
+                raw.copy_from_slice(eight);
+                (u64::from_be_bytes(raw), 8)
+            }
+            None => return Ok(None),
+        },
+        short => (u64::from(short), 0),
+    };
+    let Some(mask_bytes) = rest.get(len_bytes..len_bytes + 4) else {
+        return Ok(None);
+    };
+    let mut mask = [0u8; 4];
+    mask.copy_from_slice(mask_bytes);
+    Ok(Some((Header { fin: first & 0x80 != 0, opcode: first & 0x0F, mask, len }, 2 + len_bytes + 4)))
+}
+
+/// XORs `data`, which starts at byte `offset` of a frame's payload, with the frame's mask.
+fn unmask(data: &mut [u8], mask: [u8; 4], offset: u64) {
+    let start = (offset % 4) as usize;
+    let rotated = [mask[start], mask[(start + 1) % 4], mask[(start + 2) % 4], mask[(start + 3) % 4]];
+    let key = u32::from_ne_bytes(rotated);
+    let mut words = data.chunks_exact_mut(4);
+    for word in &mut words {
+        let value = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]) ^ key;
+        word.copy_from_slice(&value.to_ne_bytes());
+    }
+    for (byte, mask_byte) in words.into_remainder().iter_mut().zip(rotated) {
+        *byte ^= mask_byte;
+    }
+}
+
+/// Writes an unmasked server frame header for `len` payload bytes; returns the buffer and its used length.
+pub fn encode_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut header = [0u8; 10];
+    header[0] = 0x80 | opcode;
+    if len < 126 {
+        header[1] = len as u8;
+        (header, 2)
+    } else if let Ok(short) = u16::try_from(len) {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&short.to_be_bytes());
+        (header, 4)
+    } else {
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (header, 10)
+    }
+}
+
+/// Opcodes for [`encode_header`].
+pub use opcode::{CLOSE as OP_CLOSE, PING as OP_PING, PONG as OP_PONG, TEXT as OP_TEXT};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame.
+    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![(u8::from(fin) << 7) | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Owned {
+        Text(String),
+        Binary,
+        TooLarge(usize),
+        Ping(Vec<u8>),
+        Pong,
+        Close(Option<u16>),
+    }
+
+    fn decode_in_pieces(decoder: &mut Decoder, bytes: &[u8], piece: usize) -> Result<Vec<Owned>, DecodeError> {
+        let mut events = Vec::new();
+        for chunk in bytes.chunks(piece.max(1)) {
+            let mut chunk = chunk.to_vec();
+            decoder.feed(&mut chunk, |event| {
+                events.push(match event {
+                    Event::Text(text) => Owned::Text(text.to_owned()),
+                    Event::Binary => Owned::Binary,
+                    Event::TooLarge(n) => Owned::TooLarge(n),
+                    Event::Ping(p) => Owned::Ping(p.to_vec()),
+                    Event::Pong => Owned::Pong,
+                    Event::Close(code) => Owned::Close(code),
+                })
+            })?;
+        }
+        Ok(events)
+    }
+
+    #[test]
+    fn decodes_any_split_of_a_stream() {
+        let long = "x".repeat(70_000);
+        let mut stream = frame(true, opcode::TEXT, br#"{"type":"ping"}"#);
+        stream.extend(frame(false, opcode::TEXT, "héllo ".as_bytes()));
+        stream.extend(frame(true, opcode::PING, b"hb"));
+        stream.extend(frame(true, opcode::CONTINUATION, "wörld".as_bytes()));
+        stream.extend(frame(true, opcode::TEXT, long.as_bytes()));
+        stream.extend(frame(true, opcode::TEXT, b""));
+        stream.extend(frame(true, opcode::BINARY, b"\x00\x01"));
+        stream.extend(frame(true, opcode::PONG, b""));
+        stream.extend(frame(true, opcode::CLOSE, &[0x03, 0xE8, b'b', b'y', b'e']));
+        let expected = vec![
+            Owned::Text(r#"{"type":"ping"}"#.into()),
+            Owned::Ping(b"hb".to_vec()),
+            Owned::Text("héllo wörld".into()),
+            Owned::Text(long.clone()),
+            Owned::Text(String::new()),
+            Owned::Binary,
+            Owned::Pong,
+            Owned::Close(Some(1000)),
+        ];
+        for piece in [1, 2, 3, 7, 13, 100, 4096, stream.len()] {
+            let mut decoder = Decoder::new(100_000, 1 << 20);
+            assert_eq!(decode_in_pieces(&mut decoder, &stream, piece).unwrap(), expected, "piece size {piece}");
+            assert!(!decoder.holds_memory(), "idle decoder keeps no buffer (piece size {piece})");
+        }
+    }
+
+    #[test]
+    fn skips_messages_over_the_soft_limit_and_recovers() {
+        let mut stream = frame(true, opcode::TEXT, &[b'a'; 300]);
+        stream.extend(frame(false, opcode::TEXT, &[b'b'; 60]));
+        stream.extend(frame(true, opcode::CONTINUATION, &[b'c'; 60]));
+        stream.extend(frame(true, opcode::TEXT, b"ok"));
+        for piece in [1, 5, 64, stream.len()] {
+            let mut decoder = Decoder::new(100, 1000);
+            let events = decode_in_pieces(&mut decoder, &stream, piece).unwrap();
+            assert_eq!(events, vec![Owned::TooLarge(300), Owned::TooLarge(120), Owned::Text("ok".into())]);
+        }
+    }
+
+    #[test]
+    fn fails_on_protocol_violations() {
+        let cases: Vec<(Vec<u8>, DecodeError)> = vec![
+            (frame(true, opcode::TEXT, &[0xff, 0xfe]), DecodeError::InvalidUtf8),
+            (frame(true, opcode::TEXT, &[b'a'; 2000]), DecodeError::TooBig(2000)),
+            (frame(true, opcode::CONTINUATION, b"x"), DecodeError::Protocol("continuation frame without a message")),
+            (frame(false, opcode::PING, b"x"), DecodeError::Protocol("fragmented or oversized control frame")),
+            (frame(true, 0x3, b"x"), DecodeError::Protocol("unknown opcode")),
+            (vec![0x81, 0x01, b'x'], DecodeError::Protocol("client frames must be masked")),
+            (vec![0xC1, 0x80, 0, 0, 0, 0], DecodeError::Protocol("reserved bits set without an extension")),
+        ];
+        for (bytes, error) in cases {
+            let mut decoder = Decoder::new(100, 1000);
+            assert_eq!(decode_in_pieces(&mut decoder, &bytes, bytes.len()), Err(error));
+        }
+        let mut interleaved = frame(false, opcode::TEXT, b"a");
+        interleaved.extend(frame(true, opcode::TEXT, b"b"));
+        let mut decoder = Decoder::new(100, 1000);
+        assert!(matches!(decode_in_pieces(&mut decoder, &interleaved, 3), Err(DecodeError::Protocol(_))));
+        let huge_header = [0x81u8, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4];
+        let mut decoder = Decoder::new(100, 1000);
+        assert!(matches!(decode_in_pieces(&mut decoder, &huge_header, 14), Err(DecodeError::TooBig(_))));
+    }
+
+    #[test]
+    fn encodes_headers_of_every_length_class() {
+        assert_eq!(encode_header(OP_TEXT, 5), ([0x81, 5, 0, 0, 0, 0, 0, 0, 0, 0], 2));
+        let (header, used) = encode_header(OP_TEXT, 300);
+        assert_eq!(&header[..used], &[0x81, 126, 1, 44]);
+        let (header, used) = encode_header(OP_TEXT, 70_000);
+        assert_eq!(&header[..used], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+}

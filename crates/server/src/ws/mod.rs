@@ -1,0 +1,5 @@
+//! WebSocket transport: the handshake, the frame codec, and the task that runs one connection.
+
+pub mod connection;
+pub mod frame;
+pub mod handshake;
