@@ -6,7 +6,7 @@
 //! online users that `welcome`, `users` and the tutorial's `RenderUserList` reuse instead of walking every session for
 //! every login (which would make a login storm cost O(N^2) serialisation).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use switchboard_proto::{event::UserEntry, tutorial::OutTutorialEvent, OutEvent, UserStatus};
@@ -14,6 +14,8 @@ use switchboard_proto::{event::UserEntry, tutorial::OutTutorialEvent, OutEvent, 
 #[derive(Debug)]
 struct Change {
     name: Arc<str>,
+    /// The name as it was announced before, when a new session took the name with another spelling.
+    previous_name: Option<Arc<str>>,
     /// Online when the previous batch was sent.
     was_online: bool,
     online: bool,
@@ -40,6 +42,7 @@ impl PresenceBatch {
         let index = *self.index.entry(key.clone()).or_insert_with(|| {
             self.changes.push(Change {
                 name: name.clone(),
+                previous_name: None,
                 was_online,
                 online: was_online,
                 status,
@@ -53,6 +56,9 @@ impl PresenceBatch {
     /// `name` came online.
     pub fn joined(&mut self, key: &Arc<str>, name: &Arc<str>, status: UserStatus) {
         let change = self.entry(key, name, false, status);
+        if change.was_online && change.name != *name && change.previous_name.is_none() {
+            change.previous_name = Some(change.name.clone());
+        }
         change.name = name.clone();
         change.online = true;
         change.status = status;
@@ -81,6 +87,12 @@ impl PresenceBatch {
         let mut changed = Vec::new();
         for change in &self.changes {
             let entry = || UserEntry { name: change.name.as_ref().into(), status: change.status };
+            if let (Some(previous), true) = (&change.previous_name, change.online) {
+                // Same user key, new spelling: clients keyed by the exact name must drop the old one.
+                left.push(previous.as_ref().into());
+                joined.push(entry());
+                continue;
+            }
             match (change.was_online, change.online) {
                 (false, true) => joined.push(entry()),
                 // A user who came and went within one tick is still reported as left: a client that logged in
@@ -106,6 +118,8 @@ impl PresenceBatch {
 /// Serialised lists of who is online, as of the last presence tick.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// Name keys in the lists.
+    keys: HashSet<Arc<str>>,
     /// `[{"name":..,"status":..},...]`
     users: Vec<u8>,
     /// `["alice","bob",...]`, the tutorial's `userlist`.
@@ -114,18 +128,24 @@ pub struct Snapshot {
 
 impl Default for Snapshot {
     fn default() -> Self {
-        Self { users: b"[]".to_vec(), names: b"[]".to_vec() }
+        Self { keys: HashSet::new(), users: b"[]".to_vec(), names: b"[]".to_vec() }
     }
 }
 
 impl Snapshot {
     /// Rebuilds both lists from the users online now.
-    pub fn rebuild<'a>(&mut self, online: impl Iterator<Item = (&'a str, UserStatus)> + Clone) {
+    pub fn rebuild<'a>(&mut self, online: impl Iterator<Item = (&'a Arc<str>, &'a str, UserStatus)> + Clone) {
+        self.keys = online.clone().map(|(key, _, _)| key.clone()).collect();
         let entries: Vec<UserEntry<'_>> =
-            online.clone().map(|(name, status)| UserEntry { name: name.into(), status }).collect();
-        let names: Vec<&str> = online.map(|(name, _)| name).collect();
+            online.clone().map(|(_, name, status)| UserEntry { name: name.into(), status }).collect();
+        let names: Vec<&str> = online.map(|(_, name, _)| name).collect();
         self.users = serde_json::to_vec(&entries).unwrap_or_else(|_| b"[]".to_vec());
         self.names = serde_json::to_vec(&names).unwrap_or_else(|_| b"[]".to_vec());
+    }
+
+    /// Whether the user with this name key is in the lists.
+    pub fn contains(&self, key: &str) -> bool {
+        self.keys.contains(key)
     }
 
     /// Completes `frame`, a serialised JSON object without a `users` field, with `"users":[snapshot + extra]`.
@@ -211,7 +231,9 @@ mod tests {
         let me = UserEntry { name: "me".into(), status: UserStatus::Idle };
         let frame = snapshot.splice_users(br#"{"type":"users"}"#.to_vec(), Some(me.clone()));
         assert_eq!(frame, br#"{"type":"users","users":[{"name":"me","status":"idle"}]}"#);
-        snapshot.rebuild([("a", UserStatus::Idle), ("b\"", UserStatus::InCall)].into_iter());
+        let (a, b) = (arc("a"), arc("b\""));
+        snapshot.rebuild([(&a, "a", UserStatus::Idle), (&b, "b\"", UserStatus::InCall)].into_iter());
+        assert!(snapshot.contains("a") && !snapshot.contains("me"));
         let frame = snapshot.splice_users(br#"{"type":"users"}"#.to_vec(), Some(me));
         let value: Value = serde_json::from_slice(&frame).unwrap();
         assert_eq!(value["users"].as_array().unwrap().len(), 3);

@@ -266,24 +266,12 @@ impl Signaling {
             );
             return;
         }
-        let envelope = match Envelope::parse(text) {
+        let envelope = Envelope::parse(text);
+        let tutorial_login = envelope.as_ref().is_ok_and(Envelope::is_tutorial_login);
+        let dialect = self.dialect_of(conn, tutorial_login);
+        let envelope = match envelope {
             Ok(envelope) => envelope,
             Err(error) => return self.reject(now, conn, error),
-        };
-        let dialect = match self.conns.get(&conn).and_then(|c| c.dialect) {
-            Some(dialect) => dialect,
-            None => {
-                let dialect = if envelope.is_tutorial_login() { Dialect::Tutorial } else { Dialect::V1 };
-                if let Some(state) = self.conns.get_mut(&conn) {
-                    state.dialect = Some(dialect);
-                }
-                if dialect == Dialect::V1 {
-                    let hello =
-                        OutEvent::Hello { protocol: PROTOCOL_VERSION, server: self.config.server_id.as_str().into() };
-                    self.send(conn, hello.to_json());
-                }
-                dialect
-            }
         };
         let parsed = match envelope.into_request(dialect) {
             Ok(parsed) => parsed,
@@ -324,6 +312,24 @@ impl Signaling {
         }
     }
 
+    /// The connection's dialect, fixed by its first frame: a tutorial `Login` makes it a tutorial connection,
+    /// anything else (even a frame that fails) a v1 connection, which is greeted with `hello` first.
+    fn dialect_of(&mut self, conn: ConnId, tutorial_login: bool) -> Dialect {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return Dialect::V1;
+        };
+        if let Some(dialect) = state.dialect {
+            return dialect;
+        }
+        let dialect = if tutorial_login { Dialect::Tutorial } else { Dialect::V1 };
+        state.dialect = Some(dialect);
+        if dialect == Dialect::V1 {
+            let hello = OutEvent::Hello { protocol: PROTOCOL_VERSION, server: self.config.server_id.as_str().into() };
+            self.send(conn, hello.to_json());
+        }
+        dialect
+    }
+
     fn reject(&mut self, now: Instant, conn: ConnId, error: RequestError<'_>) {
         self.fail(now, conn, error.id, error.code, error.message);
     }
@@ -337,6 +343,7 @@ impl Signaling {
         code: ErrorCode,
         message: Cow<'_, str>,
     ) {
+        self.dialect_of(conn, false);
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -368,23 +375,26 @@ impl Signaling {
 
     /// Delivers `frame` to a session: now if it is connected, queued if it waits for a resume, otherwise (queue
     /// full) reported back to its origin as `undeliverable`.
-    pub(crate) fn deliver(&mut self, session: SessionId, frame: Bytes, origin: Origin<'_>) {
+    pub(crate) fn deliver(&mut self, session: SessionId, frame: Bytes, origin: Origin<'_>) -> bool {
         let Some(target) = self.sessions.get_mut(&session) else {
-            return;
+            return false;
         };
         if let Some(conn) = target.conn {
             self.send_bytes(conn, frame);
-            return;
+            return true;
         }
         let fits = target.pending.len() < self.config.resume_queue_messages
             && target.pending_bytes + frame.len() <= self.config.resume_queue_bytes;
         if fits {
             target.pending_bytes += frame.len();
             target.pending.push_back(Pending { frame, origin: origin.map(|(s, id)| (s, id.map(RawValue::to_owned))) });
-        } else if let Some((sender, id)) = origin {
+            return true;
+        }
+        if let Some((sender, id)) = origin {
             let name = target.name.clone();
             self.undeliverable(sender, id, &name);
         }
+        false
     }
 
     fn undeliverable(&mut self, sender: SessionId, id: Option<&RawValue>, target: &str) {
@@ -440,8 +450,11 @@ impl Signaling {
         let Some(session) = self.claim_name(now, conn, id, user_name, Dialect::Tutorial) else {
             return;
         };
-        let name = self.sessions.get(&session).map(|s| s.name.clone()).unwrap_or_else(|| Arc::from(""));
-        let frame = self.snapshot.render_user_list(Some(&name));
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        let extra = (!self.snapshot.contains(&state.key)).then_some(state.name.as_ref());
+        let frame = self.snapshot.render_user_list(extra);
         self.send(conn, frame);
     }
 
@@ -565,8 +578,9 @@ impl Signaling {
             call,
         }
         .to_json();
-        // A fresh login is not in the snapshot yet (it arrives with the next tick); a resumed session is.
-        let me = (!resumed).then(|| UserEntry { name: state.name.as_ref().into(), status: state.status });
+        // The snapshot is as of the last tick: a user who logged in since is added here.
+        let me = (!self.snapshot.contains(&state.key))
+            .then(|| UserEntry { name: state.name.as_ref().into(), status: state.status });
         let frame = self.snapshot.splice_users(head, me);
         self.send(conn, frame);
     }
@@ -661,7 +675,7 @@ impl Signaling {
         if frame.is_none() && !membership_changed {
             return;
         }
-        self.snapshot.rebuild(self.sessions.values().map(|s| (s.name.as_ref(), s.status)));
+        self.snapshot.rebuild(self.sessions.values().map(|s| (&s.key, s.name.as_ref(), s.status)));
         let frame = frame.map(Bytes::from);
         let user_list = membership_changed.then(|| Bytes::from(self.snapshot.render_user_list(None)));
         for state in self.sessions.values() {
@@ -706,24 +720,29 @@ impl Signaling {
         if target == session {
             return self.fail(now, conn, id, ErrorCode::BadRequest, "cannot send to yourself".into());
         }
-        if let Some(room) = room {
-            let key = name_key(room);
-            let both_in = self
-                .rooms
-                .get(key.as_ref())
-                .is_some_and(|r| r.members.contains(&session) && r.members.contains(&target));
-            if !both_in {
-                let message = format!("you and {to} are not both in room {room:?}");
-                return self.fail(now, conn, id, ErrorCode::NotInRoom, message.into());
+        let room = match room {
+            None => None,
+            Some(room) => {
+                let shared = self
+                    .rooms
+                    .get(name_key(room).as_ref())
+                    .filter(|r| r.members.contains(&session) && r.members.contains(&target));
+                match shared {
+                    Some(shared) => Some(shared.name.clone()),
+                    None => {
+                        let message = format!("you and {to} are not both in room {room:?}");
+                        return self.fail(now, conn, id, ErrorCode::NotInRoom, message.into());
+                    }
+                }
             }
-        }
+        };
         let (Some(sender), Some(receiver)) = (self.sessions.get(&session), self.sessions.get(&target)) else {
             return;
         };
         let from: Cow<'_, str> = sender.name.as_ref().into();
         let frame = match (receiver.dialect, payload) {
             (Dialect::V1, payload) => {
-                let room = room.map(Cow::from);
+                let room = room.as_deref().map(Cow::from);
                 let call_id = call_id.map(Cow::from);
                 match (kind, payload) {
                     (RelayKind::Offer, Some(sdp)) => Event::Offer { from, room, call_id, sdp }.to_json(),
@@ -745,10 +764,8 @@ impl Signaling {
             // The tutorial has no end-of-candidates; its pages do fine without.
             (Dialect::Tutorial, None) => Vec::new(),
         };
-        if !frame.is_empty() {
-            self.deliver(target, Bytes::from(frame), Some((session, id)));
-        }
-        if let Some(id) = id {
+        let delivered = frame.is_empty() || self.deliver(target, Bytes::from(frame), Some((session, id)));
+        if let (true, Some(id)) = (delivered, id) {
             self.send(conn, OutEvent::Ack { id }.to_json());
         }
     }

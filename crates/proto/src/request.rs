@@ -296,7 +296,12 @@ fn depth_within(raw: &str, max: usize) -> bool {
 
 fn valid_request_id(raw: &RawValue) -> bool {
     let text = raw.get();
-    text.len() <= MAX_REQUEST_ID_BYTES && matches!(text.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'))
+    match text.as_bytes().first() {
+        // The limit counts a string's content, not its quotes.
+        Some(b'"') => text.len() <= MAX_REQUEST_ID_BYTES + 2,
+        Some(b'-' | b'0'..=b'9') => text.len() <= MAX_REQUEST_ID_BYTES,
+        _ => false,
+    }
 }
 
 /// Parses a frame of a connection whose dialect is known.
