@@ -267,6 +267,9 @@ impl<P: Serialize> Event<'_, P> {
     }
 }
 
+/// [`Event`] as the server builds it: relayed payloads are borrowed raw JSON.
+pub type OutEvent<'a> = Event<'a, &'a RawValue>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +300,3 @@ mod tests {
         );
     }
 }
-
-/// [`Event`] as the server builds it: relayed payloads are borrowed raw JSON.
-pub type OutEvent<'a> = Event<'a, &'a RawValue>;

@@ -47,6 +47,9 @@ impl<P: Serialize> TutorialEvent<'_, P> {
     }
 }
 
+/// [`TutorialEvent`] as the server builds it: relayed payloads are borrowed raw JSON.
+pub type OutTutorialEvent<'a> = TutorialEvent<'a, &'a RawValue>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +66,3 @@ mod tests {
         assert_eq!(std::str::from_utf8(&list.to_json()).unwrap(), r#"{"type":"RenderUserList","userlist":["a","b"]}"#);
     }
 }
-
-/// [`TutorialEvent`] as the server builds it: relayed payloads are borrowed raw JSON.
-pub type OutTutorialEvent<'a> = TutorialEvent<'a, &'a RawValue>;
