@@ -23,8 +23,11 @@ pub struct Config {
     pub resume_grace: Duration,
     /// How long a call may ring.
     pub ring_timeout: Duration,
-    /// Presence changes are collected for this long and sent as one event.
+    /// Presence changes are collected for at least this long and sent as one event.
     pub presence_interval: Duration,
+    /// Upper bound on presence frames per second: with N sessions online a tick lasts at least N / this, so that a
+    /// login storm on a full server costs a bounded number of frames (0 turns the bound off).
+    pub presence_frames_per_second: u32,
     /// The transport's ping interval; the core only reports it to clients.
     pub heartbeat: Duration,
     /// Largest text frame accepted (`too-large` above).
@@ -60,6 +63,7 @@ impl Default for Config {
             resume_grace: Duration::from_secs(30),
             ring_timeout: Duration::from_secs(30),
             presence_interval: Duration::from_millis(50),
+            presence_frames_per_second: 100_000,
             heartbeat: Duration::from_secs(20),
             max_message_bytes: 64 * 1024,
             max_sdp_bytes: 48 * 1024,

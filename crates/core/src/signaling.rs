@@ -665,7 +665,13 @@ impl Signaling {
     fn schedule_flush(&mut self, now: Instant) {
         if !self.flush_scheduled {
             self.flush_scheduled = true;
-            self.timers.at(now + self.config.presence_interval, Timer::PresenceFlush);
+            let mut interval = self.config.presence_interval;
+            if self.config.presence_frames_per_second > 0 {
+                let per_frame = std::time::Duration::from_secs(1) / self.config.presence_frames_per_second;
+                interval =
+                    interval.max(per_frame.saturating_mul(u32::try_from(self.sessions.len()).unwrap_or(u32::MAX)));
+            }
+            self.timers.at(now + interval, Timer::PresenceFlush);
         }
     }
 

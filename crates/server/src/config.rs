@@ -128,6 +128,10 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_PRESENCE_INTERVAL", value_name = "DURATION")]
     pub presence_interval: Option<HumanDuration>,
 
+    /// Most presence frames per second in total; ticks lengthen with the number of users online [default: 100000].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_FRAMES_PER_SECOND", value_name = "N")]
+    pub presence_frames_per_second: Option<u32>,
+
     /// WebSocket ping interval; silent clients are dropped after two [default: 20s].
     #[arg(long, env = "SWITCHBOARD_HEARTBEAT", value_name = "DURATION")]
     pub heartbeat: Option<HumanDuration>,
@@ -184,6 +188,7 @@ impl Options {
             resume_grace: self.resume_grace.or(file.resume_grace),
             ring_timeout: self.ring_timeout.or(file.ring_timeout),
             presence_interval: self.presence_interval.or(file.presence_interval),
+            presence_frames_per_second: self.presence_frames_per_second.or(file.presence_frames_per_second),
             heartbeat: self.heartbeat.or(file.heartbeat),
             max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
             max_frame_bytes: self.max_frame_bytes.or(file.max_frame_bytes),
@@ -234,6 +239,9 @@ impl Options {
         }
         if let Some(HumanDuration(d)) = self.presence_interval {
             core.presence_interval = d;
+        }
+        if let Some(n) = self.presence_frames_per_second {
+            core.presence_frames_per_second = n;
         }
         if let Some(HumanDuration(d)) = self.heartbeat {
             core.heartbeat = positive("heartbeat", d)?;

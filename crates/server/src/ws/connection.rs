@@ -71,6 +71,9 @@ pub async fn run(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, settings: Sett
         let mut bytes = prefix.to_vec();
         connection.decode(&hub, &outbox, &mut bytes);
     }
+    // `prefix` is a view into hyper's 8 KiB read buffer and keeps all of it alive: let it go now, not when the
+    // connection ends.
+    drop(prefix);
     let clean = connection.drive(&stream, &hub, &outbox, settings.heartbeat).await;
     hub.unregister(conn);
     if clean {

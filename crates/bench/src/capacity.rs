@@ -1,0 +1,207 @@
+//! The `capacity` scenario: idle connections and what they cost the server.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{proc_stats, Dialect};
+
+/// Options of `capacity`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// WebSocket URL of the server (loopback only).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// Number of clients.
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Server process id, to read its RSS and CPU from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Protocol the clients speak.
+    #[arg(long, value_enum, default_value = "v1")]
+    dialect: Dialect,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// How long the clients idle after the last login before the server is measured.
+    #[arg(long, default_value = "5", value_name = "SECONDS")]
+    settle: u64,
+    /// Give up after this long.
+    #[arg(long, default_value = "300", value_name = "SECONDS")]
+    timeout: u64,
+    /// Connect only, without logging in (to separate the transport's cost from the session's).
+    #[arg(long)]
+    no_login: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Source address for client `i`: spread over 127.0.0.2-127.0.0.254 so that no source address runs out of
+/// ephemeral ports.
+fn source_address(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % 253) as u8))
+}
+
+fn target(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url.strip_prefix("ws://").context("only ws:// URLs")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let addr: SocketAddr = authority.parse().context("the URL must name an IP address and port")?;
+    anyhow::ensure!(addr.ip().is_loopback(), "load goes to loopback addresses only, not {}", addr.ip());
+    Ok(addr)
+}
+
+/// Raises this process's file limit to its hard limit.
+fn raise_fd_limit() -> u64 {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return 0 };
+    let hard = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(4))
+        .and_then(|value| value.parse::<u64>().ok())
+        .unwrap_or(0);
+    // No safe std API sets rlimits; `prlimit` (util-linux) does it for us on our own pid.
+    let _ = std::process::Command::new("prlimit")
+        .args([format!("--pid={}", std::process::id()), format!("--nofile={hard}:{hard}")])
+        .status();
+    hard
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let addr = target(&args.url)?;
+    let fd_limit = raise_fd_limit();
+    anyhow::ensure!(
+        fd_limit == 0 || (args.clients as u64) < fd_limit.saturating_sub(64),
+        "{} clients need more file descriptors than the limit of {fd_limit}",
+        args.clients
+    );
+    let baseline = args.server_pid.map(proc_stats::read).transpose()?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout);
+    let logged_in = Arc::new(AtomicUsize::new(0));
+    let frames = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(args.clients);
+    for i in 0..args.clients {
+        let permit = semaphore.clone().acquire_owned().await?;
+        let (url, logged_in, frames, mut stop) = (args.url.clone(), logged_in.clone(), frames.clone(), stop_rx.clone());
+        let dialect = args.dialect;
+        let no_login = args.no_login;
+        tasks.push(tokio::spawn(async move {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(source_address(i), 0))?;
+            let stream = socket.connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream).await?;
+            let login = match dialect {
+                Dialect::V1 => format!(r#"{{"type":"login","name":"cap{i}"}}"#),
+                Dialect::Tutorial => format!(r#"{{"type":"Login","UserName":"cap{i}"}}"#),
+            };
+            if !no_login {
+                ws.send(Message::text(login)).await?;
+                let expected = match dialect {
+                    Dialect::V1 => "\"welcome\"",
+                    Dialect::Tutorial => "RenderUserList",
+                };
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(text))) if text.contains(expected) => break,
+                        Some(Ok(Message::Text(text))) if text.contains("\"error\"") => {
+                            anyhow::bail!("login failed: {text}")
+                        }
+                        Some(Ok(_)) => {}
+                        _ => anyhow::bail!("connection ended before the login reply"),
+                    }
+                }
+            }
+            drop(permit);
+            logged_in.fetch_add(1, Ordering::Relaxed);
+            // Idle, but keep reading (presence, pings) as a real client does.
+            loop {
+                tokio::select! {
+                    message = ws.next() => match message {
+                        Some(Ok(_)) => { frames.fetch_add(1, Ordering::Relaxed); }
+                        _ => anyhow::bail!("server closed an idle connection"),
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+            let _ = ws.close(None).await;
+            anyhow::Ok(())
+        }));
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out while connecting");
+        }
+    }
+    while logged_in.load(Ordering::Relaxed) < args.clients {
+        if Instant::now() > deadline || tasks.iter().any(|t| t.is_finished()) {
+            let failed = tasks.iter().filter(|t| t.is_finished()).count();
+            anyhow::bail!(
+                "only {} of {} clients logged in ({failed} failed)",
+                logged_in.load(Ordering::Relaxed),
+                args.clients
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connect_time = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let loaded = args.server_pid.map(proc_stats::read).transpose()?;
+    let own = proc_stats::own()?;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    let per_connection = match (baseline, loaded) {
+        (Some(before), Some(after)) => {
+            Some(after.rss_bytes.saturating_sub(before.rss_bytes) as f64 / args.clients as f64)
+        }
+        _ => None,
+    };
+    if args.json {
+        let result = serde_json::json!({
+            "scenario": "capacity",
+            "dialect": format!("{:?}", args.dialect).to_lowercase(),
+            "clients": args.clients,
+            "connect_seconds": connect_time.as_secs_f64(),
+            "server_rss_before_bytes": baseline.map(|s| s.rss_bytes),
+            "server_rss_after_bytes": loaded.map(|s| s.rss_bytes),
+            "server_rss_per_connection_bytes": per_connection,
+            "server_cpu_seconds": loaded.zip(baseline).map(|(a, b)| a.cpu.saturating_sub(b.cpu).as_secs_f64()),
+            "frames_received": frames.load(Ordering::Relaxed),
+            "bench_cpu_seconds": own.cpu.as_secs_f64(),
+        });
+        println!("{result}");
+    } else {
+        println!(
+            "capacity: {} {:?} clients logged in in {:.2} s",
+            args.clients,
+            args.dialect,
+            connect_time.as_secs_f64()
+        );
+        if let (Some(before), Some(after), Some(per)) = (baseline, loaded, per_connection) {
+            println!(
+                "server RSS: {:.1} MiB before, {:.1} MiB after {} s idle: {:.2} KiB per connection",
+                before.rss_bytes as f64 / 1048576.0,
+                after.rss_bytes as f64 / 1048576.0,
+                args.settle,
+                per / 1024.0
+            );
+            println!("server CPU: {:.2} s", after.cpu.saturating_sub(before.cpu).as_secs_f64());
+        }
+        println!(
+            "frames received while idle: {}; load generator CPU: {:.2} s",
+            frames.load(Ordering::Relaxed),
+            own.cpu.as_secs_f64()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! Resident memory and CPU time of a process, from `/proc`.
+
+use std::time::Duration;
+
+/// A reading of one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStats {
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+    /// User plus system CPU time.
+    pub cpu: Duration,
+}
+
+/// Reads `/proc/PID/status` and `/proc/PID/stat`.
+pub fn read(pid: u32) -> anyhow::Result<ProcStats> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = [11usize, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    // Linux reports in USER_HZ, which is 100 on every mainstream configuration.
+    Ok(ProcStats { rss_bytes: rss_kib * 1024, cpu: Duration::from_millis(ticks * 10) })
+}
+
+/// This process's own reading.
+pub fn own() -> anyhow::Result<ProcStats> {
+    read(std::process::id())
+}
