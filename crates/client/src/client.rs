@@ -73,6 +73,7 @@ pub struct Client {
     name: Option<String>,
     resume_token: Option<String>,
     track_presence: bool,
+    light: bool,
     users: BTreeMap<String, UserEntry<'static>>,
     presence_frames: usize,
     userlist: Vec<String>,
@@ -102,6 +103,7 @@ impl Client {
             name: None,
             resume_token: None,
             track_presence: true,
+            light: false,
             users: BTreeMap::new(),
             presence_frames: 0,
             userlist: Vec::new(),
@@ -185,6 +187,16 @@ impl Client {
         self.track_presence = on;
         if !on {
             self.users.clear();
+        }
+    }
+
+    /// Light mode, for load generators: received frames are not parsed beyond their `type` and `id`
+    /// ([`Incoming::Unparsed`]), which makes presence tracking impossible (it is turned off). Replies to the typed
+    /// request helpers ([`Client::login`], [`Client::users`], ...) and `error` replies are still parsed in full.
+    pub fn set_light(&mut self, on: bool) {
+        self.light = on;
+        if on {
+            self.set_track_presence(false);
         }
     }
 
@@ -290,19 +302,18 @@ impl Client {
     /// Reads frames until one whose JSON `type` is `kind`, dropping the others, and returns its JSON.
     pub async fn expect_type(&mut self, kind: &str) -> Result<Value> {
         let what = format!("a {kind:?} message");
-        self.expect(&what, |incoming| match incoming.raw() {
-            Some(raw) if incoming.kind() == Some(kind) => Some(raw.clone()),
-            _ => None,
-        })
-        .await
+        self.expect(&what, |incoming| (incoming.kind() == Some(kind)).then(|| incoming.to_raw())).await
     }
 
     /// Reads frames until one of type `kind` for which `pick` holds, dropping the others, and returns its JSON.
     pub async fn expect_type_where(&mut self, kind: &str, mut pick: impl FnMut(&Value) -> bool) -> Result<Value> {
         let what = format!("a matching {kind:?} message");
-        self.expect(&what, |incoming| match incoming.raw() {
-            Some(raw) if incoming.kind() == Some(kind) && pick(raw) => Some(raw.clone()),
-            _ => None,
+        self.expect(&what, |incoming| {
+            if incoming.kind() != Some(kind) {
+                return None;
+            }
+            let raw = incoming.to_raw();
+            pick(&raw).then_some(raw)
         })
         .await
     }
@@ -368,7 +379,12 @@ impl Client {
 
     /// Sends `message` (adding a numeric `id` when it has none) and waits for the frame that echoes its id. Other
     /// frames read meanwhile are kept for [`Client::recv`]. An `error` reply becomes [`Error::Server`].
-    pub async fn request(&mut self, mut message: Value) -> Result<Value> {
+    pub async fn request(&mut self, message: Value) -> Result<Value> {
+        self.request_incoming(message).await.map(Incoming::into_raw)
+    }
+
+    /// [`Client::request`], returning the reply as an [`Incoming`] (typed and raw).
+    pub async fn request_incoming(&mut self, mut message: Value) -> Result<Incoming> {
         let id = match message.get("id") {
             Some(id) => id.clone(),
             None => {
@@ -380,12 +396,17 @@ impl Client {
             }
         };
         self.send_json(&message).await?;
-        self.expect_reply(&id).await
+        self.expect_reply_incoming(&id).await
     }
 
     /// Waits for the frame carrying request id `id`, keeping other frames for [`Client::recv`]. An `error` reply
     /// becomes [`Error::Server`].
     pub async fn expect_reply(&mut self, id: &Value) -> Result<Value> {
+        self.expect_reply_incoming(id).await.map(Incoming::into_raw)
+    }
+
+    /// [`Client::expect_reply`], returning the reply as an [`Incoming`].
+    pub async fn expect_reply_incoming(&mut self, id: &Value) -> Result<Incoming> {
         let timeout = self.timeout;
         let what = format!("the reply to request {id}");
         let deadline = Instant::now() + timeout;
@@ -398,7 +419,7 @@ impl Client {
                 Ok(Ok(incoming)) => incoming,
             };
             if incoming.id() == Some(id) {
-                break reply_result(&incoming);
+                break reply_result(incoming.parsed(self.dialect));
             }
             if let Incoming::Close { code, reason } = &incoming {
                 let error = Error::Closed { code: *code, reason: reason.clone(), waiting_for: what };
@@ -427,14 +448,15 @@ impl Client {
     /// Sends a `login` message as given (an `id` is added if missing) and returns the `welcome`. The `hello` that
     /// precedes it is recorded ([`Client::hello`]) and not kept for [`Client::recv`].
     pub async fn login_with(&mut self, message: Value) -> Result<Welcome> {
-        let reply = self.request(message).await;
+        let reply = self.request_incoming(message).await;
         self.backlog.retain(|incoming| incoming.kind() != Some("hello"));
-        let reply = reply?;
-        let event: OwnedEvent = serde_json::from_value(reply.clone())?;
+        let Incoming::Event { event, raw } = reply? else {
+            return Err(Error::Unexpected { got: "a frame that is no v1 event".into(), waiting_for: "welcome".into() });
+        };
         let Event::Welcome { protocol, name, resume_token, resumed, users, limits, ice_servers, rooms, call, .. } =
-            event
+            *event
         else {
-            return Err(Error::Unexpected { got: reply.to_string(), waiting_for: "welcome".into() });
+            return Err(Error::Unexpected { got: raw.to_string(), waiting_for: "welcome".into() });
         };
         self.name = Some(name.to_string());
         self.resume_token = Some(resume_token.to_string());
@@ -448,7 +470,7 @@ impl Client {
             ice_servers,
             rooms,
             call,
-            raw: reply,
+            raw,
         })
     }
 
@@ -459,9 +481,13 @@ impl Client {
 
     /// Asks for everyone online.
     pub async fn users(&mut self) -> Result<Vec<UserEntry<'static>>> {
-        let reply = self.request(json!({"type": "users"})).await?;
-        let users = reply.get("users").cloned().unwrap_or(Value::Null);
-        Ok(serde_json::from_value(users)?)
+        match self.request_incoming(json!({"type": "users"})).await? {
+            Incoming::Event { event, raw } => match *event {
+                Event::Users { users, .. } => Ok(users),
+                _ => Err(Error::Unexpected { got: raw.to_string(), waiting_for: "users".into() }),
+            },
+            other => Err(Error::Unexpected { got: other.describe(), waiting_for: "users".into() }),
+        }
     }
 
     /// Sends `ping` and waits for `pong`.
@@ -536,6 +562,7 @@ impl Client {
         let incoming = loop {
             match self.ws.next().await {
                 None => break closed(None, "the stream ended without a close frame".into()),
+                Some(Ok(Message::Text(text))) if self.light => break Incoming::from_text_light(text.as_str()),
                 Some(Ok(Message::Text(text))) => break Incoming::from_text(text.as_str(), self.dialect),
                 Some(Ok(Message::Binary(bytes))) => break Incoming::Binary(bytes.to_vec()),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
@@ -599,12 +626,12 @@ fn closed(code: Option<u16>, reason: String) -> Incoming {
     Incoming::Close { code, reason }
 }
 
-fn reply_result(incoming: &Incoming) -> Result<Value> {
-    let raw = incoming.raw().cloned().unwrap_or(Value::Null);
+fn reply_result(incoming: Incoming) -> Result<Incoming> {
     if let Some(Event::Error { code, message, .. }) = incoming.event() {
-        return Err(Error::Server { code: *code, message: message.to_string(), raw });
+        let (code, message) = (*code, message.to_string());
+        return Err(Error::Server { code, message, raw: incoming.into_raw() });
     }
-    Ok(raw)
+    Ok(incoming)
 }
 
 fn string_field(raw: &Value, field: &str) -> Result<String> {

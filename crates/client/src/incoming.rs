@@ -1,5 +1,6 @@
 //! One frame received from the server.
 
+use serde::Deserialize;
 use serde_json::Value;
 use switchboard_proto::{Dialect, ErrorCode, Event};
 
@@ -24,6 +25,15 @@ pub enum Incoming {
     },
     /// A text frame holding JSON that is not a known event of either dialect.
     Json(Value),
+    /// A text frame read in light mode ([`crate::Client::set_light`]): only `type` and `id` were looked at.
+    Unparsed {
+        /// The JSON `type`, if the frame had a string one.
+        kind: Option<String>,
+        /// The JSON `id`, if any.
+        id: Option<Value>,
+        /// The whole frame.
+        text: String,
+    },
     /// A text frame that is not JSON at all.
     Text(String),
     /// A binary frame (the server should never send one).
@@ -43,8 +53,9 @@ impl Incoming {
         let Ok(raw) = serde_json::from_str::<Value>(text) else {
             return Self::Text(text.to_owned());
         };
-        let as_v1 = |raw: &Value| serde_json::from_value::<OwnedEvent>(raw.clone()).ok();
-        let as_tutorial = |raw: &Value| serde_json::from_value::<OwnedTutorialEvent>(raw.clone()).ok();
+        // Deserialising from a borrowed Value copies only what the event keeps.
+        let as_v1 = |raw: &Value| OwnedEvent::deserialize(raw).ok();
+        let as_tutorial = |raw: &Value| OwnedTutorialEvent::deserialize(raw).ok();
         match preferred {
             Dialect::V1 => {
                 if let Some(event) = as_v1(&raw) {
@@ -66,7 +77,29 @@ impl Incoming {
         Self::Json(raw)
     }
 
-    /// The frame's JSON, for text frames that held JSON.
+    /// Reads only the `type` and `id` of a text frame, skipping the rest without building values (light mode).
+    pub fn from_text_light(text: &str) -> Self {
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(rename = "type")]
+            kind: Option<String>,
+            id: Option<Value>,
+        }
+        match serde_json::from_str::<Head>(text) {
+            Ok(head) => Self::Unparsed { kind: head.kind, id: head.id, text: text.to_owned() },
+            Err(_) => Self::Text(text.to_owned()),
+        }
+    }
+
+    /// Parses an [`Incoming::Unparsed`] frame fully (other frames are returned as they are).
+    pub fn parsed(self, preferred: Dialect) -> Self {
+        match self {
+            Self::Unparsed { text, .. } => Self::from_text(&text, preferred),
+            other => other,
+        }
+    }
+
+    /// The frame's JSON, for text frames that held JSON (not for [`Incoming::Unparsed`] ones).
     pub fn raw(&self) -> Option<&Value> {
         match self {
             Self::Event { raw, .. } | Self::Tutorial { raw, .. } | Self::Json(raw) => Some(raw),
@@ -74,14 +107,38 @@ impl Incoming {
         }
     }
 
+    /// The frame's JSON, moved out (`null` for frames that held no JSON).
+    pub fn into_raw(self) -> Value {
+        match self {
+            Self::Event { raw, .. } | Self::Tutorial { raw, .. } | Self::Json(raw) => raw,
+            Self::Unparsed { text, .. } => serde_json::from_str(&text).unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
+    /// The frame's JSON as an owned value: a copy of [`Incoming::raw`], or for [`Incoming::Unparsed`] frames the
+    /// parsed text (`null` for frames that held no JSON).
+    pub fn to_raw(&self) -> Value {
+        match self {
+            Self::Unparsed { text, .. } => serde_json::from_str(text).unwrap_or(Value::Null),
+            other => other.raw().cloned().unwrap_or(Value::Null),
+        }
+    }
+
     /// The JSON `type` field, if any.
     pub fn kind(&self) -> Option<&str> {
-        self.raw().and_then(|raw| raw.get("type")).and_then(Value::as_str)
+        match self {
+            Self::Unparsed { kind, .. } => kind.as_deref(),
+            _ => self.raw().and_then(|raw| raw.get("type")).and_then(Value::as_str),
+        }
     }
 
     /// The JSON `id` field, if any.
     pub fn id(&self) -> Option<&Value> {
-        self.raw().and_then(|raw| raw.get("id"))
+        match self {
+            Self::Unparsed { id, .. } => id.as_ref(),
+            _ => self.raw().and_then(|raw| raw.get("id")),
+        }
     }
 
     /// The typed v1 event, if this is one.
@@ -125,6 +182,7 @@ impl Incoming {
     pub fn describe(&self) -> String {
         let text = match self {
             Self::Event { raw, .. } | Self::Tutorial { raw, .. } | Self::Json(raw) => raw.to_string(),
+            Self::Unparsed { text, .. } => text.clone(),
             Self::Text(text) => format!("non-JSON text {text:?}"),
             Self::Binary(bytes) => format!("binary frame of {} bytes", bytes.len()),
             Self::Close { code, reason } => format!("close (code {code:?}, reason {reason:?})"),
@@ -159,5 +217,15 @@ mod tests {
         assert_eq!(error.id(), Some(&serde_json::json!(3)));
         assert!(matches!(Incoming::from_text(r#"{"type":"dance"}"#, Dialect::V1), Incoming::Json(_)));
         assert!(matches!(Incoming::from_text("nope", Dialect::V1), Incoming::Text(_)));
+    }
+
+    #[test]
+    fn light_parsing_reads_type_and_id_only() {
+        let text = r#"{"type":"users","id":"u1","users":[{"name":"a","status":"idle"}]}"#;
+        let light = Incoming::from_text_light(text);
+        assert_eq!((light.kind(), light.id()), (Some("users"), Some(&serde_json::json!("u1"))));
+        assert!(light.raw().is_none());
+        assert_eq!(light.to_raw()["users"][0]["name"], "a");
+        assert!(matches!(light.parsed(Dialect::V1).event(), Some(Event::Users { users, .. }) if users.len() == 1));
     }
 }

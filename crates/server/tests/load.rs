@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,24 +31,31 @@ async fn a_thousand_concurrent_clients() {
     let url = server.url();
     let logged_in = Arc::new(Barrier::new(CLIENTS));
     let relayed = Arc::new(Barrier::new(CLIENTS));
+    // How many clients got past each phase: connected, logged in, users checked, presence checked, relayed.
+    let progress: Arc<[AtomicUsize; 5]> = Arc::new(Default::default());
 
     let mut tasks = Vec::with_capacity(CLIENTS);
     for i in 0..CLIENTS {
         let url = url.clone();
         let logged_in = logged_in.clone();
         let relayed = relayed.clone();
+        let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let mut client = Client::connect(&url).await.unwrap_or_else(|e| panic!("client {i}: connect: {e}"));
             client.set_timeout(Duration::from_secs(15));
-            client.set_track_presence(i < WATCHERS);
+            // Watchers parse everything and keep a presence view; the others only look at what they wait for.
+            client.set_light(i >= WATCHERS);
+            progress[0].fetch_add(1, Ordering::Relaxed);
             let welcome = client.login(&name(i)).await.unwrap_or_else(|e| panic!("client {i}: login: {e}"));
             assert!(welcome.users.iter().any(|u| u.name == name(i)));
+            progress[1].fetch_add(1, Ordering::Relaxed);
             logged_in.wait().await;
 
             // Everyone is in: the `users` reply is complete for every client.
             let users = client.users().await.unwrap_or_else(|e| panic!("client {i}: users: {e}"));
             assert_eq!(users.len(), CLIENTS, "client {i} sees {} users", users.len());
             assert!(users.iter().all(|u| u.status == UserStatus::Idle));
+            progress[2].fetch_add(1, Ordering::Relaxed);
 
             // Watchers' presence views converge on the full lobby.
             if i < WATCHERS {
@@ -63,6 +71,8 @@ async fn a_thousand_concurrent_clients() {
                 // Coalesced: far fewer presence frames than logins.
                 assert!(client.presence_frames() < CLIENTS / 4, "{what}: {} presence frames", client.presence_frames());
             }
+
+            progress[3].fetch_add(1, Ordering::Relaxed);
 
             // Some relay: i -> i + N/2 with an ack, and the target checks what it got.
             if i < PAIRS {
@@ -81,6 +91,7 @@ async fn a_thousand_concurrent_clients() {
                 let cand = client.expect_type("candidate").await.unwrap();
                 assert_eq!(cand["from"], json!(from));
             }
+            progress[4].fetch_add(1, Ordering::Relaxed);
             relayed.wait().await;
             client
         }));
@@ -91,7 +102,13 @@ async fn a_thousand_concurrent_clients() {
         let remaining = BUDGET.saturating_sub(started.elapsed());
         let client = tokio::time::timeout(remaining, task)
             .await
-            .unwrap_or_else(|_| panic!("client {i} did not finish within {BUDGET:?}"))
+            .unwrap_or_else(|_| {
+                let phases: Vec<usize> = progress.iter().map(|p| p.load(Ordering::Relaxed)).collect();
+                panic!(
+                    "client {i} did not finish within {BUDGET:?}; clients past connect, login, users, presence, \
+                     relay: {phases:?}"
+                )
+            })
             .unwrap_or_else(|e| panic!("client {i} failed: {e}"));
         clients.push(client);
     }

@@ -63,8 +63,9 @@ async fn hello_comes_first_even_when_the_first_frame_is_an_error() {
     server.shutdown().await;
 }
 
+/// `welcome` lists everyone online at that moment, even users who logged in less than one presence tick before.
 #[tokio::test]
-async fn welcome_lists_everyone_online_with_their_status() {
+async fn welcome_lists_everyone_online_at_once() {
     let server = TestServer::start().await;
     let mut alice = server.login("alice").await;
     let _bob = server.login("bob").await;
@@ -77,6 +78,19 @@ async fn welcome_lists_everyone_online_with_their_status() {
     // alice learns about the others through presence, and `users` agrees.
     common::presence_is(&mut alice, &["alice", "bob", "carol"]).await;
     assert_eq!(names(&alice.users().await.unwrap()), ["alice", "bob", "carol"].map(String::from).into());
+    server.shutdown().await;
+}
+
+/// `users` lists everyone online at that moment, even users who logged in less than one presence tick before.
+#[tokio::test]
+async fn users_lists_everyone_online_at_once() {
+    let server = TestServer::start().await;
+    let mut alice = server.login("alice").await;
+    let users = alice.users().await.unwrap();
+    assert_eq!(names(&users), ["alice".to_string()].into(), "right after alice's own login");
+    let _bob = server.login("bob").await;
+    let users = alice.users().await.unwrap();
+    assert_eq!(names(&users), ["alice", "bob"].map(String::from).into(), "right after bob's login");
     server.shutdown().await;
 }
 
@@ -111,7 +125,11 @@ async fn second_login_gets_already_logged_in() {
     let error = alice.login("alice").await.expect_err("second login, same name");
     assert_eq!(error.code(), Some(ErrorCode::AlreadyLoggedIn), "{error}");
     // Still logged in as alice; alice2 never existed.
-    assert_eq!(names(&alice.users().await.unwrap()), ["alice".to_string()].into());
+    let mut bob = server.login("bob").await;
+    bob.offer("alice", common::sdp_offer()).await.unwrap();
+    assert_eq!(alice.expect_type("offer").await.unwrap()["from"], "bob");
+    let error = bob.request(json!({"type": "offer", "to": "alice2", "sdp": common::sdp_offer()})).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::UnknownPeer), "{error}");
     server.shutdown().await;
 }
 
@@ -182,6 +200,7 @@ async fn valid_names_of_any_script_are_accepted_as_typed() {
         assert_eq!(welcome.name, name);
         clients.push(client);
     }
+    common::presence_is(&mut clients[0], &good).await;
     let users = clients[0].users().await.unwrap();
     assert_eq!(names(&users), good.iter().map(|s| s.to_string()).collect());
     server.shutdown().await;
@@ -193,7 +212,7 @@ async fn names_are_normalised_to_nfc_and_unique_case_insensitively() {
     // "Zoe" + combining diaeresis is stored and shown as the precomposed "Zoë".
     let (mut zoe, welcome) = server.login_welcome("Zoe\u{308}").await;
     assert_eq!(welcome.name, "Zo\u{eb}");
-    assert_eq!(names(&zoe.users().await.unwrap()), ["Zo\u{eb}".to_string()].into());
+    assert_eq!(names(&welcome.users), ["Zo\u{eb}".to_string()].into());
     for taken in ["Zo\u{eb}", "zo\u{eb}", "ZO\u{cb}", "zoe\u{308}"] {
         let mut other = server.connect().await;
         let error = other.login(taken).await.expect_err(&format!("{taken:?} is taken"));
@@ -208,8 +227,9 @@ async fn names_are_normalised_to_nfc_and_unique_case_insensitively() {
     let error = other.login("ALICE").await.expect_err("ALICE is Alice");
     assert_eq!(error.code(), Some(ErrorCode::NameTaken), "{error}");
     // The refused connection can still log in under a free name, and sees Alice as she typed it.
-    let welcome = other.login("bob").await.unwrap();
-    assert_eq!(names(&welcome.users), ["Alice", "Zo\u{eb}", "bob"].map(String::from).into());
+    other.login("bob").await.unwrap();
+    common::presence_is(&mut other, &["Alice", "Zo\u{eb}", "bob"]).await;
+    common::presence_is(&mut zoe, &["Alice", "Zo\u{eb}", "bob"]).await;
     server.shutdown().await;
 }
 

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{candidate, expect_all, let_the_server_notice_the_drop, sdp_offer, strings, TestServer, QUIET};
@@ -236,22 +237,29 @@ async fn a_full_resume_queue_makes_further_messages_undeliverable() {
     for n in 1..=5u32 {
         bob.send_json(&json!({"type": "candidate", "id": n, "to": "alice", "candidate": candidate(n)})).await.unwrap();
     }
-    let mut replies: Vec<Value> = Vec::new();
+    // Each request gets exactly one reply: ack while the queue has room, undeliverable once it is full.
+    let mut replies: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
     while replies.len() < 5 {
         let incoming = bob.recv_timeout(common::T).await.unwrap();
         assert!(!incoming.is_close());
-        if incoming.id().is_some() {
-            replies.push(incoming.raw().cloned().unwrap());
+        if let Some(id) = incoming.id().and_then(Value::as_u64) {
+            replies.entry(id).or_default().push(incoming.raw().cloned().unwrap());
         }
     }
-    replies.sort_by_key(|r| r["id"].as_u64());
-    for reply in &replies[..3] {
-        assert_eq!(reply["type"], "ack", "the first three fit in the queue: {reply}");
+    for incoming in bob.drain(QUIET).await.unwrap() {
+        if let Some(id) = incoming.id().and_then(Value::as_u64) {
+            replies.entry(id).or_default().push(incoming.raw().cloned().unwrap());
+        }
     }
-    for reply in &replies[3..] {
-        assert_eq!(reply["type"], "error", "{reply}");
-        assert_eq!(reply["code"], "undeliverable", "{reply}");
-        assert_eq!(reply["to"], "alice", "{reply}");
+    for n in 1..=3 {
+        assert_eq!(replies[&n], [json!({"type": "ack", "id": n})], "message {n} fits in the queue");
+    }
+    for n in 4..=5 {
+        let got = &replies[&n];
+        assert_eq!(got.len(), 1, "one reply to request {n}, got {got:?}");
+        assert_eq!(got[0]["type"], "error", "{got:?}");
+        assert_eq!(got[0]["code"], "undeliverable", "{got:?}");
+        assert_eq!(got[0]["to"], "alice", "{got:?}");
     }
 
     let mut alice = server.connect().await;
