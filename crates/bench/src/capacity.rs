@@ -36,6 +36,9 @@ pub struct Args {
     /// Give up after this long.
     #[arg(long, default_value = "300", value_name = "SECONDS")]
     timeout: u64,
+    /// User names are this prefix followed by the client's number.
+    #[arg(long, default_value = "cap")]
+    prefix: String,
     /// Connect only, without logging in (to separate the transport's cost from the session's).
     #[arg(long)]
     no_login: bool,
@@ -95,6 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let (url, logged_in, frames, mut stop) = (args.url.clone(), logged_in.clone(), frames.clone(), stop_rx.clone());
         let dialect = args.dialect;
         let no_login = args.no_login;
+        let prefix = args.prefix.clone();
         tasks.push(tokio::spawn(async move {
             let socket = TcpSocket::new_v4()?;
             socket.bind(SocketAddr::new(source_address(i), 0))?;
@@ -102,8 +106,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             stream.set_nodelay(true)?;
             let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream).await?;
             let login = match dialect {
-                Dialect::V1 => format!(r#"{{"type":"login","name":"cap{i}"}}"#),
-                Dialect::Tutorial => format!(r#"{{"type":"Login","UserName":"cap{i}"}}"#),
+                Dialect::V1 => format!(r#"{{"type":"login","name":"{prefix}{i}"}}"#),
+                Dialect::Tutorial => format!(r#"{{"type":"Login","UserName":"{prefix}{i}"}}"#),
             };
             if !no_login {
                 ws.send(Message::text(login)).await?;
