@@ -105,10 +105,12 @@ impl Connection {
                     None => std::future::pending().await,
                 }
             };
-            let timer = match self.close_deadline {
-                Some(deadline) => tokio::time::Instant::from_std(deadline).min(next_ping),
-                None => next_ping,
-            };
+            // Wake for the next ping, for the moment two silent intervals are up, or for the close deadline.
+            let silence_limit = tokio::time::Instant::from_std(self.last_heard + heartbeat * 2);
+            let mut timer = next_ping.min(silence_limit);
+            if let Some(deadline) = self.close_deadline {
+                timer = timer.min(tokio::time::Instant::from_std(deadline));
+            }
             tokio::select! {
                 ready = socket_ready => {
                     let Ok(ready) = ready else { return false };
@@ -132,13 +134,17 @@ impl Connection {
                     if self.close_deadline.is_some_and(|deadline| now >= deadline) {
                         return false;
                     }
-                    if now.duration_since(self.last_heard) > heartbeat * 2 {
-                        outbox.close(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
-                        self.close_deadline.get_or_insert(now + CLOSE_TIMEOUT);
-                    } else {
-                        let _ = outbox.push(Frame::Ping);
+                    if now.duration_since(self.last_heard) >= heartbeat * 2 {
+                        // The peer is most likely gone: say why if the socket takes it at once, but wait for nothing.
+                        if self.written == self.write.len() {
+                            let _ = stream.try_write(&close_frame(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+                        }
+                        return false;
                     }
-                    next_ping += heartbeat;
+                    if tokio::time::Instant::now() >= next_ping {
+                        let _ = outbox.push(Frame::Ping);
+                        next_ping += heartbeat;
+                    }
                 }
             }
         }
@@ -232,10 +238,7 @@ impl Connection {
             self.write.extend_from_slice(payload);
         }
         if let Some((code, reason)) = close {
-            let (header, used) = encode_header(OP_CLOSE, 2 + reason.len());
-            self.write.extend_from_slice(&header[..used]);
-            self.write.extend_from_slice(&code.to_be_bytes());
-            self.write.extend_from_slice(reason.as_bytes());
+            self.write.extend_from_slice(&close_frame(code, reason));
             self.close_queued = true;
             self.close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
         }
@@ -256,6 +259,17 @@ impl Connection {
         }
         true
     }
+}
+
+/// A close frame with a status code and reason (at most 123 bytes, as the reasons here are).
+fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let reason = &reason.as_bytes()[..reason.len().min(123)];
+    let (header, used) = encode_header(OP_CLOSE, 2 + reason.len());
+    let mut frame = Vec::with_capacity(used + 2 + reason.len());
+    frame.extend_from_slice(&header[..used]);
+    frame.extend_from_slice(&code.to_be_bytes());
+    frame.extend_from_slice(reason);
+    frame
 }
 
 /// After our close frame: half-close, then give the peer a moment to read it and close its side, so that the kernel
