@@ -201,7 +201,7 @@ impl Client {
     }
 
     /// The lobby as this client knows it, keyed by the case-folded name: the `welcome` snapshot, replaced by any
-    /// `users` reply, with every `presence` delta applied. Updated as frames are read.
+    /// `users` reply, with every `presence` delta applied (`left`, then `joined` and `changed`). Updated as frames are read.
     pub fn presence_view(&self) -> &BTreeMap<String, UserEntry<'static>> {
         &self.users
     }
@@ -601,11 +601,13 @@ impl Client {
                 Event::Presence { joined, left, changed } => {
                     self.presence_frames += 1;
                     if self.track_presence {
-                        for user in joined.iter().chain(changed) {
-                            self.users.insert(name_key(&user.name).into_owned(), user.clone());
-                        }
+                        // `left` first: a user renamed in one tick (`alice` replaced by `Alice`) is in both, and
+                        // online at the end.
                         for name in left {
                             self.users.remove(name_key(name).as_ref());
+                        }
+                        for user in joined.iter().chain(changed) {
+                            self.users.insert(name_key(&user.name).into_owned(), user.clone());
                         }
                     }
                 }

@@ -187,6 +187,12 @@ async fn a_client_that_keeps_sending_garbage_is_closed_with_1008_and_others_are_
     assert!(errors >= 20, "strikeBurst (30) errors are tolerated before the close, got {errors}");
     assert!(errors <= 40, "the close comes right after strikeBurst errors, got {errors}");
 
+    // The session waits for a resume like any dropped one.
+    let token = garbage.resume_token().unwrap().to_owned();
+    let mut back = server.connect().await;
+    let welcome = back.login_resume(&token).await.unwrap();
+    assert!(welcome.resumed);
+
     still_usable(&mut alice).await;
     bob.offer("alice", sdp_offer()).await.unwrap();
     assert_eq!(alice.expect_type("offer").await.unwrap()["from"], "bob");

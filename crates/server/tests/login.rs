@@ -63,34 +63,40 @@ async fn hello_comes_first_even_when_the_first_frame_is_an_error() {
     server.shutdown().await;
 }
 
-/// `welcome` lists everyone online at that moment, even users who logged in less than one presence tick before.
+/// `welcome` lists everyone online as of the last presence tick, always with the new user; the presence deltas that
+/// follow make the list complete.
 #[tokio::test]
-async fn welcome_lists_everyone_online_at_once() {
+async fn welcome_is_a_recent_snapshot_that_presence_completes() {
     let server = TestServer::start().await;
     let mut alice = server.login("alice").await;
     let _bob = server.login("bob").await;
-    let (_carol, welcome) = server.login_welcome("carol").await;
+    let (mut carol, welcome) = server.login_welcome("carol").await;
     assert_eq!(welcome.name, "carol");
     assert!(!welcome.resumed);
     assert_eq!(welcome.protocol, 1);
-    assert_eq!(names(&welcome.users), ["alice", "bob", "carol"].map(String::from).into());
+    let listed = names(&welcome.users);
+    assert!(listed.contains("carol"), "the new user is always included: {listed:?}");
+    assert!(listed.is_subset(&["alice", "bob", "carol"].map(String::from).into()), "{listed:?}");
     assert!(welcome.users.iter().all(|u| u.status == UserStatus::Idle));
-    // alice learns about the others through presence, and `users` agrees.
+    // welcome + the following deltas converge to the true list, for the newcomer and for the others.
+    common::presence_is(&mut carol, &["alice", "bob", "carol"]).await;
     common::presence_is(&mut alice, &["alice", "bob", "carol"]).await;
-    assert_eq!(names(&alice.users().await.unwrap()), ["alice", "bob", "carol"].map(String::from).into());
+    // Once a tick has passed, a snapshot is complete.
+    let (_dave, welcome) = server.login_welcome("dave").await;
+    assert_eq!(names(&welcome.users), ["alice", "bob", "carol", "dave"].map(String::from).into());
+    common::presence_is(&mut alice, &["alice", "bob", "carol", "dave"]).await;
+    assert_eq!(names(&alice.users().await.unwrap()), ["alice", "bob", "carol", "dave"].map(String::from).into());
     server.shutdown().await;
 }
 
-/// `users` lists everyone online at that moment, even users who logged in less than one presence tick before.
+/// `users` is a snapshot as of the last tick "like `welcome`", so it includes the requester even right after its
+/// login (as `welcome` always includes the new user).
 #[tokio::test]
-async fn users_lists_everyone_online_at_once() {
+async fn users_right_after_login_includes_the_requester() {
     let server = TestServer::start().await;
     let mut alice = server.login("alice").await;
     let users = alice.users().await.unwrap();
-    assert_eq!(names(&users), ["alice".to_string()].into(), "right after alice's own login");
-    let _bob = server.login("bob").await;
-    let users = alice.users().await.unwrap();
-    assert_eq!(names(&users), ["alice", "bob"].map(String::from).into(), "right after bob's login");
+    assert!(names(&users).contains("alice"), "users right after alice's own login: {:?}", names(&users));
     server.shutdown().await;
 }
 
@@ -252,6 +258,8 @@ async fn replace_policy_closes_the_old_connection_with_4001_and_ends_its_session
     let mut old = server.login("alice").await;
     let mut carol = server.login("carol").await;
     let mut dave = server.login("dave").await;
+    let mut erin = server.login("erin").await;
+    common::presence_is(&mut erin, &["alice", "carol", "dave", "erin"]).await;
     // The old session is in a room with dave and in a call with carol.
     old.join("standup").await.unwrap();
     dave.join("standup").await.unwrap();
@@ -267,6 +275,10 @@ async fn replace_policy_closes_the_old_connection_with_4001_and_ends_its_session
     assert!(welcome.rooms.is_empty() && welcome.call.is_none(), "the new login starts a fresh session");
     let (code, _) = old.expect_close().await.unwrap();
     assert_eq!(code, Some(close_code::REPLACED));
+    // Observers see the old spelling leave and the new one join.
+    let frames = common::presence_is(&mut erin, &["ALICE", "carol", "dave", "erin"]).await;
+    assert!(frames.iter().any(|p| common::strings(p, "left").contains(&"alice".to_string())), "{frames:?}");
+    assert!(frames.iter().any(|p| common::has_entry(p, "joined", "ALICE", "idle")), "{frames:?}");
 
     // The old session's call and room membership ended.
     let hangup = carol.expect_type("hangup").await.unwrap();

@@ -91,6 +91,29 @@ async fn payloads_are_relayed_byte_for_byte() {
 }
 
 #[tokio::test]
+async fn payloads_that_strict_parsers_refuse_pass_verbatim() {
+    let server = TestServer::start().await;
+    let mut alice = server.login("alice").await;
+    let mut bob = RawWebSocket::connect(server.addr, "/ws").await.unwrap();
+    bob.send_json(&json!({"type": "login", "id": 1, "name": "bob"})).await.unwrap();
+    while bob.read_json(T).await.unwrap()["type"] != "welcome" {}
+    // A lone surrogate escape and a number beyond double precision: valid RFC 8259 JSON.
+    let candidate = r#"{"candidate":"candidate:1 \ud800 x","sdpMid":"\udfff","n":123456789012345678901234567890e-400}"#;
+    alice.send_text(format!(r#"{{"type":"candidate","id":5,"to":"bob","candidate":{candidate}}}"#)).await.unwrap();
+    let ack = alice.expect_type("ack").await.unwrap();
+    assert_eq!(ack["id"], 5);
+    let text = loop {
+        let frame = bob.read_frame_timeout(T).await.unwrap().expect("connection open");
+        let text = String::from_utf8(frame.payload).unwrap();
+        if text.contains(r#""type":"candidate""#) || text.contains(r#""candidate":{"#) {
+            break text;
+        }
+    };
+    assert!(text.contains(candidate), "not relayed verbatim:\n sent {candidate}\n got  {text}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn relay_with_id_is_acked_with_the_same_id_and_without_id_is_not() {
     let server = TestServer::start().await;
     let mut alice = server.login("alice").await;

@@ -178,6 +178,12 @@ async fn relay_inside_a_room_carries_room_and_needs_both_members() {
     let offer = alice.expect_type("offer").await.unwrap();
     assert_eq!(offer, json!({"type": "offer", "from": "bob", "room": "mesh", "callId": "m1", "sdp": sdp_offer()}));
 
+    // `room` reaches the target spelled as the room was created, whatever the sender wrote.
+    bob.send_json(&json!({"type": "candidate", "to": "alice", "room": "MESH", "candidate": common::candidate(2)}))
+        .await
+        .unwrap();
+    assert_eq!(alice.expect_type("candidate").await.unwrap()["room"], "mesh");
+
     // The target is not a member.
     let error = alice
         .request(json!({"type": "offer", "id": 2, "to": "carol", "room": "mesh", "sdp": sdp_offer()}))
