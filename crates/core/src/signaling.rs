@@ -294,9 +294,14 @@ impl Signaling {
                 self.end_session(now, session, LeaveReason::Left);
                 self.close(conn, close_code::LOGGED_OUT, "logged out");
             }
-            (Request::Users, Some(_)) => {
+            (Request::Users, Some(session)) => {
                 let head = OutEvent::Users { id, users: Vec::new() }.to_json();
-                let frame = self.snapshot.splice_users(head, None);
+                let me = self
+                    .sessions
+                    .get(&session)
+                    .filter(|s| !self.snapshot.contains(&s.key))
+                    .map(|s| UserEntry { name: s.name.as_ref().into(), status: s.status });
+                let frame = self.snapshot.splice_users(head, me);
                 self.send(conn, frame);
             }
             (Request::Relay { kind, to, room, call_id, payload }, Some(session)) => {
@@ -347,7 +352,8 @@ impl Signaling {
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
-        let out_of_strikes = !state.strikes.take(now);
+        // Only the client's own mistakes count against it, not errors caused by other users' state.
+        let out_of_strikes = code.is_misbehaviour() && !state.strikes.take(now);
         self.send(conn, OutEvent::Error { id, code, message, to: None }.to_json());
         if out_of_strikes {
             self.handle_disconnect(now, conn);

@@ -53,6 +53,28 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Whether the error is the client's own fault (a malformed, oversized or ill-timed request), as opposed to one
+    /// caused by the state of other users (an offline peer, a busy callee, a full room). Only the former count
+    /// towards closing a misbehaving connection.
+    pub fn is_misbehaviour(self) -> bool {
+        matches!(
+            self,
+            Self::BadJson
+                | Self::BinaryFrame
+                | Self::UnknownType
+                | Self::BadRequest
+                | Self::NotLoggedIn
+                | Self::AlreadyLoggedIn
+                | Self::UnsupportedProtocol
+                | Self::InvalidName
+                | Self::TooLarge
+                | Self::RateLimited
+                | Self::UnknownCall
+                | Self::InvalidRoom
+                | Self::NotSupported
+        )
+    }
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

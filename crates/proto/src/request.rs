@@ -247,6 +247,15 @@ impl<'a> Envelope<'a> {
                         payload: Some(payload),
                     }
                 }
+                // A v1 request on a tutorial connection: say so rather than "unknown".
+                "login" | "logout" | "users" | "ping" | "candidate" | "end-of-candidates" | "call" | "accept"
+                | "reject" | "cancel" | "hangup" | "join" | "leave" => {
+                    return Err(RequestError::new(
+                        id,
+                        ErrorCode::NotSupported,
+                        format!("`{kind}` needs protocol v1; this connection speaks the tutorial dialect"),
+                    ))
+                }
                 other => return Err(unknown_type(id, other)),
             },
         };
