@@ -19,7 +19,11 @@ step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "unit and integration tests"
-cargo test --workspace --locked
+test_log=$(mktemp)
+cargo test --workspace --locked 2>&1 | tee "$test_log"
+passed=$(grep -o 'test result: .* \([0-9]*\) passed' "$test_log" | grep -o '[0-9]* passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -o '[0-9]* failed;' "$test_log" | awk '{s+=$1} END {print s+0}')
+rm -f "$test_log"
 
 step "load generator smoke"
 cargo build --locked -p switchboard-server -p switchboard-bench
@@ -36,3 +40,6 @@ done
 ./target/debug/switchboard-bench capacity --url "ws://${addr#http://}/ws" --clients 300 --server-pid "$server" --settle 1 --timeout 60
 ./target/debug/switchboard-bench capacity --url "ws://${addr#http://}/" --clients 100 --dialect tutorial --prefix tut --settle 1 --timeout 60
 echo "load generator smoke: ok"
+
+# One summary line for the whole run, after everything else has passed.
+echo "tests: ${passed} passed, ${failed} failed"
