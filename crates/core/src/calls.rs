@@ -107,34 +107,24 @@ impl Signaling {
         self.deliver(caller, Bytes::from(accepted.to_json()), None);
     }
 
-    pub(crate) fn reject_call(
+    /// `reject` by the callee or `cancel` by the caller of a call that still rings.
+    pub(crate) fn end_ringing(
         &mut self,
         now: Instant,
         conn: ConnId,
         session: SessionId,
         id: Option<&RawValue>,
         call_id: &str,
+        as_caller: bool,
     ) {
-        let Some((key, _)) = self.own_call(session, call_id).filter(|(_, c)| c.callee == session && !c.active) else {
-            return self.unknown_call(now, conn, id, call_id, "ringing incoming ");
+        let ringing = self.own_call(session, call_id).filter(|(_, c)| !c.active && (c.caller == session) == as_caller);
+        let Some((key, _)) = ringing else {
+            let which = if as_caller { "ringing outgoing " } else { "ringing incoming " };
+            return self.unknown_call(now, conn, id, call_id, which);
         };
+        let reason = if as_caller { HangupReason::Cancelled } else { HangupReason::Rejected };
         self.ack(conn, id);
-        self.end_call(now, &key, session, HangupReason::Rejected);
-    }
-
-    pub(crate) fn cancel(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        session: SessionId,
-        id: Option<&RawValue>,
-        call_id: &str,
-    ) {
-        let Some((key, _)) = self.own_call(session, call_id).filter(|(_, c)| c.caller == session && !c.active) else {
-            return self.unknown_call(now, conn, id, call_id, "ringing outgoing ");
-        };
-        self.ack(conn, id);
-        self.end_call(now, &key, session, HangupReason::Cancelled);
+        self.end_call(now, &key, session, reason);
     }
 
     pub(crate) fn hangup(

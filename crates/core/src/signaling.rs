@@ -205,14 +205,7 @@ impl Signaling {
             }
             Input::TooLarge(conn, len) => {
                 if self.admit(now, conn) {
-                    let limit = self.config.max_message_bytes;
-                    self.fail(
-                        now,
-                        conn,
-                        None,
-                        ErrorCode::TooLarge,
-                        format!("{len} bytes is over the {limit} byte limit").into(),
-                    );
+                    self.too_large(now, conn, len);
                 }
             }
             Input::Disconnected(conn) => self.handle_disconnect(now, conn),
@@ -238,6 +231,11 @@ impl Signaling {
         }
     }
 
+    fn too_large(&mut self, now: Instant, conn: ConnId, len: usize) {
+        let message = format!("{len} bytes is over the {} byte limit", self.config.max_message_bytes);
+        self.fail(now, conn, None, ErrorCode::TooLarge, message.into());
+    }
+
     /// Checks the connection exists and the message fits its rate limit.
     fn admit(&mut self, now: Instant, conn: ConnId) -> bool {
         let Some(state) = self.conns.get_mut(&conn) else {
@@ -255,16 +253,7 @@ impl Signaling {
             return;
         }
         if text.len() > self.config.max_message_bytes {
-            let limit = self.config.max_message_bytes;
-            let len = text.len();
-            self.fail(
-                now,
-                conn,
-                None,
-                ErrorCode::TooLarge,
-                format!("{len} bytes is over the {limit} byte limit").into(),
-            );
-            return;
+            return self.too_large(now, conn, text.len());
         }
         let envelope = Envelope::parse(text);
         let tutorial_login = envelope.as_ref().is_ok_and(Envelope::is_tutorial_login);
@@ -309,8 +298,8 @@ impl Signaling {
             }
             (Request::Call { to }, Some(session)) => self.call(now, conn, session, id, &to),
             (Request::Accept { call_id }, Some(session)) => self.accept(now, conn, session, id, &call_id),
-            (Request::Reject { call_id }, Some(session)) => self.reject_call(now, conn, session, id, &call_id),
-            (Request::Cancel { call_id }, Some(session)) => self.cancel(now, conn, session, id, &call_id),
+            (Request::Reject { call_id }, Some(session)) => self.end_ringing(now, conn, session, id, &call_id, false),
+            (Request::Cancel { call_id }, Some(session)) => self.end_ringing(now, conn, session, id, &call_id, true),
             (Request::Hangup { call_id }, Some(session)) => self.hangup(now, conn, session, id, &call_id),
             (Request::Join { room }, Some(session)) => self.join(now, conn, session, id, &room),
             (Request::Leave { room }, Some(session)) => self.leave(now, conn, session, id, &room),
