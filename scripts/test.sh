@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# Runs every check and test of Switchboard: formatting, lints, unit and integration tests, and a smoke run of the
-# load generator against a real server. Installs what the tests need first, so it works on a fresh machine.
+# Runs every check and test of Switchboard: formatting, lints, unit and integration tests, a smoke run of the load
+# generator against a real server, and the browser tests. Installs what the tests need first (Debian packages, npm
+# packages), so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n=== %s\n' "$*"; }
 
 step "system packages"
-# prlimit (util-linux) lets the load generator raise its own file limit.
-if ! command -v prlimit >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; fi
+# chromium: browser tests; iproute2: their network namespace; util-linux: prlimit for the load generator.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v prlimit >/dev/null || missing+=(util-linux)
+command -v node >/dev/null || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+step "npm packages"
+(cd e2e && npm ci --no-audit --no-fund)
 
 step "format"
 cargo fmt --all -- --check
@@ -41,5 +51,12 @@ done
 ./target/debug/switchboard-bench capacity --url "ws://${addr#http://}/" --clients 100 --dialect tutorial --prefix tut --settle 1 --timeout 60
 echo "load generator smoke: ok"
 
+step "browser tests (headless Chromium in a loopback-only network namespace)"
+browser_log=$(mktemp)
+e2e/run.sh 2>&1 | tee "$browser_log"
+browser_passed=$(awk '/^# pass /{print $3}' "$browser_log")
+browser_failed=$(awk '/^# fail /{print $3}' "$browser_log")
+rm -f "$browser_log"
+
 # One summary line for the whole run, after everything else has passed.
-echo "tests: ${passed} passed, ${failed} failed"
+echo "tests: $((passed + browser_passed)) passed, $((failed + browser_failed)) failed"

@@ -6,13 +6,14 @@ use axum::{
     body::Body,
     extract::{Request, State},
     http::{header, HeaderValue, StatusCode},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::get,
     Router,
 };
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::assets;
 use crate::hub::Hub;
 use crate::ws::{connection, handshake};
 
@@ -31,16 +32,19 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(root))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(get(asset))
         .with_state(state)
 }
-
-const PLACEHOLDER_PAGE: &str = include_str!("placeholder.html");
 
 async fn root(State(state): State<AppState>, request: Request) -> Response {
     if handshake::is_upgrade(request.headers()) {
         return upgrade(state, request);
     }
-    Html(PLACEHOLDER_PAGE).into_response()
+    assets::serve("", request.headers())
+}
+
+async fn asset(request: Request) -> Response {
+    assets::serve(request.uri().path().trim_start_matches('/'), request.headers())
 }
 
 async fn websocket(State(state): State<AppState>, request: Request) -> Response {

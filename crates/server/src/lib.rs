@@ -4,12 +4,14 @@
 //! - [`config`]: command line, environment and TOML file, merged into one [`Config`].
 //! - [`server`]: binds the listener, runs the accept loop, the timer task and shutdown ([`Server`]).
 //! - [`http`]: routes: the page, the WebSocket upgrade, health.
+//! - [`assets`]: the web client and JS SDK from `web/`, embedded in the binary.
 //! - [`ws`]: the WebSocket transport: handshake, frame codec, the task that runs one connection.
 //! - [`hub`]: the signaling core behind a lock, with the outboxes of all connections and the timer task.
 //! - [`outbox`]: the bounded per-connection queue of frames to write.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod assets;
 pub mod config;
 pub mod http;
 pub mod hub;
