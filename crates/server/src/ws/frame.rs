@@ -82,8 +82,26 @@ enum State {
     /// Waiting for (the rest of) a header; `header[..filled]` holds the bytes seen so far.
     #[default]
     Header,
-    /// Inside a frame's payload.
-    Payload { header: Header, done: u64, skip: bool },
+    /// Inside a frame's payload, `done` bytes of it seen.
+    Payload { header: Header, done: u64 },
+}
+
+/// Where a completed frame's payload is.
+enum Payload<'a> {
+    /// Here, in full: the frame was whole in one read, or is a control frame, or is empty.
+    Direct(&'a mut [u8]),
+    /// In `Decoder::message`, with the earlier fragments of its message.
+    Assembled,
+}
+
+impl<'a> Payload<'a> {
+    /// The bytes of a control frame, which never sits in the message buffer.
+    fn direct(self) -> &'a [u8] {
+        match self {
+            Payload::Direct(bytes) => bytes,
+            Payload::Assembled => &[],
+        }
+    }
 }
 
 /// Incremental frame decoder for one connection.
@@ -94,13 +112,13 @@ pub struct Decoder {
     state: State,
     header: [u8; MAX_HEADER],
     filled: usize,
-    /// Payload bytes of a message that spans reads or frames. Empty (no allocation) between messages.
+    /// Payload bytes of a data message that spans reads or frames. Empty (no allocation) between messages.
     message: Vec<u8>,
     /// Opcode of the data message in progress (its first frame), if any.
     message_opcode: Option<u8>,
     /// Total length of the data message in progress.
     message_len: u64,
-    /// The message in progress is over the soft limit and is being skipped.
+    /// The message in progress is over the soft limit (or binary) and its bytes are skipped as they arrive.
     message_skipped: bool,
     /// Payload of a control frame that spans reads.
     control: Vec<u8>,
@@ -124,8 +142,8 @@ impl Decoder {
         }
     }
 
-    /// Whether the decoder holds heap memory (for tests of the idle footprint).
-    pub fn holds_memory(&self) -> bool {
+    #[cfg(test)]
+    fn holds_memory(&self) -> bool {
         self.message.capacity() > 0 || self.control.capacity() > 0
     }
 
@@ -147,56 +165,50 @@ impl Decoder {
                             let consumed = header_len - self.filled;
                             self.filled = 0;
                             input = &mut input[consumed..];
-                            let skip = self.start_frame(&header)?;
-                            self.state = State::Payload { header, done: 0, skip };
+                            self.start_frame(&header)?;
                             if header.len == 0 {
-                                self.finish_frame(header, &mut [], &mut on_event)?;
+                                self.complete_frame(header, Payload::Direct(&mut []), &mut on_event)?;
+                            } else {
+                                self.state = State::Payload { header, done: 0 };
                             }
                         }
                     }
                 }
-                State::Payload { header, done, skip } => {
+                State::Payload { header, done } => {
                     let remaining = header.len - done;
                     let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(input.len());
                     let (chunk, rest) = std::mem::take(&mut input).split_at_mut(take);
                     input = rest;
                     let done_now = done + take as u64;
                     let complete = done_now == header.len;
-                    if skip {
+                    self.state = State::Payload { header, done: done_now };
+                    let control = header.opcode >= opcode::CLOSE;
+                    if !control && self.message_skipped {
                         if complete {
-                            self.finish_frame(header, &mut [], &mut on_event)?;
-                        } else {
-                            self.state = State::Payload { header, done: done_now, skip };
+                            self.complete_frame(header, Payload::Direct(&mut []), &mut on_event)?;
                         }
                         continue;
                     }
                     unmask(chunk, header.mask, done);
-                    let is_control = header.opcode >= opcode::CLOSE;
-                    let fast_path = done == 0 && complete && (is_control || (header.fin && self.message.is_empty()));
-                    if fast_path {
+                    let unfragmented = control || (header.fin && header.opcode != opcode::CONTINUATION);
+                    if unfragmented && done == 0 && complete {
                         // The whole frame is in this read: decode it in place, no copy.
-                        self.finish_frame(header, chunk, &mut on_event)?;
+                        self.complete_frame(header, Payload::Direct(chunk), &mut on_event)?;
                         continue;
                     }
-                    let buffer = if is_control { &mut self.control } else { &mut self.message };
+                    let buffer = if control { &mut self.control } else { &mut self.message };
                     if buffer.is_empty() {
-                        let expected = if is_control { header.len } else { header.len.min(self.soft_limit as u64) };
+                        let expected = if control { header.len } else { header.len.min(self.soft_limit as u64) };
                         buffer.reserve(usize::try_from(expected).unwrap_or(0));
                     }
                     buffer.extend_from_slice(chunk);
                     if complete {
-                        let mut payload = if is_control {
-                            std::mem::take(&mut self.control)
+                        if control {
+                            let mut payload = std::mem::take(&mut self.control);
+                            self.complete_frame(header, Payload::Direct(&mut payload), &mut on_event)?;
                         } else {
-                            std::mem::take(&mut self.message)
-                        };
-                        self.finish_frame(header, &mut payload, &mut on_event)?;
-                        // Keep the assembled bytes of an unfinished fragmented message; release everything else.
-                        if !is_control && !header.fin {
-                            self.message = payload;
+                            self.complete_frame(header, Payload::Assembled, &mut on_event)?;
                         }
-                    } else {
-                        self.state = State::Payload { header, done: done_now, skip };
                     }
                 }
             }
@@ -204,14 +216,14 @@ impl Decoder {
         Ok(())
     }
 
-    /// Checks a new frame against the message in progress; returns whether its payload is to be skipped.
-    fn start_frame(&mut self, header: &Header) -> Result<bool, DecodeError> {
+    /// Checks a new frame against the message in progress.
+    fn start_frame(&mut self, header: &Header) -> Result<(), DecodeError> {
         match header.opcode {
             opcode::CLOSE | opcode::PING | opcode::PONG => {
                 if !header.fin || header.len > MAX_CONTROL_PAYLOAD as u64 {
                     return Err(DecodeError::Protocol("fragmented or oversized control frame"));
                 }
-                Ok(false)
+                Ok(())
             }
             opcode::TEXT | opcode::BINARY | opcode::CONTINUATION => {
                 let continuation = header.opcode == opcode::CONTINUATION;
@@ -221,7 +233,8 @@ impl Decoder {
                     (false, None) => {
                         self.message_opcode = Some(header.opcode);
                         self.message_len = 0;
-                        self.message_skipped = false;
+                        self.message_skipped = header.opcode == opcode::BINARY;
+                        self.message = Vec::new();
                     }
                     (true, Some(_)) => {}
                 }
@@ -229,61 +242,81 @@ impl Decoder {
                 if header.len > self.hard_limit || self.message_len > self.hard_limit {
                     return Err(DecodeError::TooBig(self.message_len));
                 }
-                if self.message_len > self.soft_limit as u64 || self.message_opcode == Some(opcode::BINARY) {
-                    // Oversized text and all binary content are dropped as they stream by.
+                if self.message_len > self.soft_limit as u64 {
+                    // Oversized text is dropped as it streams by, like all binary content.
                     self.message_skipped = true;
                     self.message = Vec::new();
                 }
-                Ok(self.message_skipped)
+                Ok(())
             }
             _ => Err(DecodeError::Protocol("unknown opcode")),
         }
     }
 
-    /// A frame's payload is complete (`payload` is empty when it was skipped).
-    fn finish_frame(
+    /// A frame is complete.
+    fn complete_frame(
         &mut self,
         header: Header,
-        payload: &mut [u8],
+        payload: Payload<'_>,
         on_event: &mut impl FnMut(Event<'_>),
     ) -> Result<(), DecodeError> {
         self.state = State::Header;
+
         match header.opcode {
-            opcode::PING => on_event(Event::Ping(payload)),
+            opcode::PING => on_event(Event::Ping(payload.direct())),
             opcode::PONG => on_event(Event::Pong),
-            opcode::CLOSE => {
-                let code = match payload {
-                    [] => None,
-                    [high, low, reason @ ..] => {
-                        if std::str::from_utf8(reason).is_err() {
-                            return Err(DecodeError::InvalidUtf8);
-                        }
-                        Some(u16::from_be_bytes([*high, *low]))
-                    }
-                    [_] => return Err(DecodeError::Protocol("close frame with a one-byte payload")),
-                };
-                on_event(Event::Close(code));
-            }
+            opcode::CLOSE => on_event(Event::Close(parse_close(payload.direct())?)),
             _ => {
                 if !header.fin {
                     return Ok(());
                 }
+                // The message is complete: take its state, which also releases its buffer.
                 let opcode = self.message_opcode.take();
-                let len = self.message_len;
-                if self.message_skipped {
-                    self.message_skipped = false;
+                let skipped = std::mem::take(&mut self.message_skipped);
+                let mut assembled = std::mem::take(&mut self.message);
+                if skipped {
                     if opcode == Some(opcode::BINARY) {
                         on_event(Event::Binary);
                     } else {
-                        on_event(Event::TooLarge(usize::try_from(len).unwrap_or(usize::MAX)));
+                        on_event(Event::TooLarge(usize::try_from(self.message_len).unwrap_or(usize::MAX)));
                     }
-                } else {
-                    let text = std::str::from_utf8(payload).map_err(|_| DecodeError::InvalidUtf8)?;
-                    on_event(Event::Text(text));
+                    return Ok(());
                 }
+                // An unfragmented frame arrives directly; the last fragment of a fragmented message (even an empty
+                // one) completes what was assembled.
+                let bytes: &[u8] = match payload {
+                    Payload::Direct(bytes) if assembled.is_empty() => bytes,
+                    Payload::Direct(bytes) => {
+                        assembled.extend_from_slice(bytes);
+                        &assembled
+                    }
+                    Payload::Assembled => &assembled,
+                };
+                let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
+                on_event(Event::Text(text));
             }
         }
         Ok(())
+    }
+}
+
+/// The status code of a close frame's payload, checked against RFC 6455 section 7.4.
+fn parse_close(payload: &[u8]) -> Result<Option<u16>, DecodeError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(DecodeError::Protocol("close frame with a one-byte payload")),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            // 1004-1006 and 1015 are reserved for reporting, never sent; below 1000 and 1016-2999 are unassigned.
+            let valid = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+            if !valid {
+                return Err(DecodeError::Protocol("invalid close code"));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(DecodeError::InvalidUtf8);
+            }
+            Ok(Some(code))
+        }
     }
 }
 
@@ -417,6 +450,10 @@ mod tests {
         stream.extend(frame(true, opcode::PING, b"hb"));
         stream.extend(frame(true, opcode::CONTINUATION, "wörld".as_bytes()));
         stream.extend(frame(true, opcode::TEXT, long.as_bytes()));
+        stream.extend(frame(false, opcode::TEXT, b"{\"a\":"));
+        stream.extend(frame(true, opcode::CONTINUATION, b"1}"));
+        stream.extend(frame(false, opcode::TEXT, b"frag"));
+        stream.extend(frame(true, opcode::CONTINUATION, b""));
         stream.extend(frame(true, opcode::TEXT, b""));
         stream.extend(frame(true, opcode::BINARY, b"\x00\x01"));
         stream.extend(frame(true, opcode::PONG, b""));
@@ -426,6 +463,8 @@ mod tests {
             Owned::Ping(b"hb".to_vec()),
             Owned::Text("héllo wörld".into()),
             Owned::Text(long.clone()),
+            Owned::Text("{\"a\":1}".into()),
+            Owned::Text("frag".into()),
             Owned::Text(String::new()),
             Owned::Binary,
             Owned::Pong,
@@ -460,6 +499,9 @@ mod tests {
             (frame(false, opcode::PING, b"x"), DecodeError::Protocol("fragmented or oversized control frame")),
             (frame(true, 0x3, b"x"), DecodeError::Protocol("unknown opcode")),
             (vec![0x81, 0x01, b'x'], DecodeError::Protocol("client frames must be masked")),
+            (frame(true, opcode::CLOSE, &1005u16.to_be_bytes()), DecodeError::Protocol("invalid close code")),
+            (frame(true, opcode::CLOSE, &999u16.to_be_bytes()), DecodeError::Protocol("invalid close code")),
+            (frame(true, opcode::CLOSE, &[0x03, 0xE8, 0xFF]), DecodeError::InvalidUtf8),
             (vec![0xC1, 0x80, 0, 0, 0, 0], DecodeError::Protocol("reserved bits set without an extension")),
         ];
         for (bytes, error) in cases {
@@ -482,5 +524,42 @@ mod tests {
         assert_eq!(&header[..used], &[0x81, 126, 1, 44]);
         let (header, used) = encode_header(OP_TEXT, 70_000);
         assert_eq!(&header[..used], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    proptest::proptest! {
+        /// Any sequence of text messages, fragmented any way (empty fragments included) and interleaved with pings,
+        /// decodes to the same messages however the byte stream is split, and leaves no buffer behind.
+        #[test]
+        fn fragmented_streams_decode_whatever_the_split(
+            messages in proptest::collection::vec(
+                (proptest::collection::vec("[a-zé{}\":]{0,40}", 1..5), proptest::bool::ANY), 1..8),
+            cuts in proptest::collection::vec(1usize..300, 1..20),
+        ) {
+            let mut stream = Vec::new();
+            let mut expected = Vec::new();
+            for (fragments, ping) in &messages {
+                for (i, fragment) in fragments.iter().enumerate() {
+                    let opcode = if i == 0 { opcode::TEXT } else { opcode::CONTINUATION };
+                    stream.extend(frame(i + 1 == fragments.len(), opcode, fragment.as_bytes()));
+                    if *ping && i == 0 && fragments.len() > 1 {
+                        stream.extend(frame(true, opcode::PING, b"p"));
+                        expected.push(Owned::Ping(b"p".to_vec()));
+                    }
+                }
+                expected.push(Owned::Text(fragments.concat()));
+            }
+            let mut decoder = Decoder::new(10_000, 100_000);
+            let mut events = Vec::new();
+            let mut rest: &[u8] = &stream;
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*cut.next().unwrap_or(&1)).min(rest.len());
+                let (piece, tail) = rest.split_at(n);
+                rest = tail;
+                events.extend(decode_in_pieces(&mut decoder, piece, n).unwrap());
+            }
+            proptest::prop_assert_eq!(events, expected);
+            proptest::prop_assert!(!decoder.holds_memory());
+        }
     }
 }
