@@ -34,6 +34,14 @@ impl Signaling {
         let Some(callee_state) = self.sessions.get(&callee) else {
             return;
         };
+        if let (Dialect::Tutorial, Some(current)) = (callee_state.dialect, callee_state.call.clone()) {
+            // A tutorial page cannot hang up, and it answers every new offer by dropping its current call: so a
+            // tutorial user is never busy, and a new call replaces the current one, as the page itself would.
+            self.end_call(now, &current, callee, HangupReason::Hangup);
+        }
+        let Some(callee_state) = self.sessions.get(&callee) else {
+            return;
+        };
         if callee_state.call.is_some() {
             let message = format!("{} is in another call", callee_state.name);
             return self.fail(now, conn, id, ErrorCode::Busy, message.into());

@@ -18,9 +18,10 @@ struct Change {
     previous_name: Option<Arc<str>>,
     /// Online when the previous batch was sent.
     was_online: bool,
+    /// The status clients were last told (meaningful when `was_online`).
+    announced: UserStatus,
     online: bool,
     status: UserStatus,
-    status_changed: bool,
 }
 
 /// Presence changes since the last tick, keyed by name key so that one user's changes within a tick fold into one.
@@ -33,20 +34,20 @@ pub struct PresenceBatch {
 }
 
 impl PresenceBatch {
-    /// Whether anything is waiting for the next tick.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
 
-    fn entry(&mut self, key: &Arc<str>, name: &Arc<str>, was_online: bool, status: UserStatus) -> &mut Change {
+    fn entry(&mut self, key: &Arc<str>, name: &Arc<str>, was_online: bool, announced: UserStatus) -> &mut Change {
         let index = *self.index.entry(key.clone()).or_insert_with(|| {
             self.changes.push(Change {
                 name: name.clone(),
                 previous_name: None,
                 was_online,
+                announced,
                 online: was_online,
-                status,
-                status_changed: false,
+                status: announced,
             });
             self.changes.len() - 1
         });
@@ -65,18 +66,17 @@ impl PresenceBatch {
         self.membership_changed = true;
     }
 
-    /// `name` went offline.
-    pub fn left(&mut self, key: &Arc<str>, name: &Arc<str>) {
-        let change = self.entry(key, name, true, UserStatus::Idle);
+    /// `name`, whose status was `status`, went offline.
+    pub fn left(&mut self, key: &Arc<str>, name: &Arc<str>, status: UserStatus) {
+        let change = self.entry(key, name, true, status);
         change.online = false;
         self.membership_changed = true;
     }
 
-    /// `name`, online, changed status.
-    pub fn status(&mut self, key: &Arc<str>, name: &Arc<str>, status: UserStatus) {
-        let change = self.entry(key, name, true, status);
-        change.status = status;
-        change.status_changed = true;
+    /// `name`, online, changed status from `old` to `new`.
+    pub fn status(&mut self, key: &Arc<str>, name: &Arc<str>, old: UserStatus, new: UserStatus) {
+        let change = self.entry(key, name, true, old);
+        change.status = new;
     }
 
     /// Turns the batch into the v1 `presence` frame (None when there is nothing to say) and tells whether the
@@ -87,10 +87,15 @@ impl PresenceBatch {
         let mut changed = Vec::new();
         for change in &self.changes {
             let entry = || UserEntry { name: change.name.as_ref().into(), status: change.status };
-            if let (Some(previous), true) = (&change.previous_name, change.online) {
-                // Same user key, new spelling: clients keyed by the exact name must drop the old one.
+            if let Some(previous) = &change.previous_name {
+                // Same user key, new spelling: clients keyed by the exact name must drop the old one, and the new one
+                // too if it went again within the tick.
                 left.push(previous.as_ref().into());
-                joined.push(entry());
+                if change.online {
+                    joined.push(entry());
+                } else {
+                    left.push(change.name.as_ref().into());
+                }
                 continue;
             }
             match (change.was_online, change.online) {
@@ -98,7 +103,8 @@ impl PresenceBatch {
                 // A user who came and went within one tick is still reported as left: a client that logged in
                 // during the tick has them in its welcome snapshot.
                 (_, false) => left.push(change.name.as_ref().into()),
-                (true, true) if change.status_changed => changed.push(entry()),
+                // A status that went and came back within the tick is no change.
+                (true, true) if change.status != change.announced => changed.push(entry()),
                 (true, true) => {}
             }
         }
@@ -207,10 +213,13 @@ mod tests {
         let mut batch = PresenceBatch::default();
         let (a, b, c) = (arc("a"), arc("b"), arc("c"));
         batch.joined(&a, &a, UserStatus::Idle);
-        batch.status(&a, &a, UserStatus::InCall);
+        batch.status(&a, &a, UserStatus::Idle, UserStatus::InCall);
         batch.joined(&b, &b, UserStatus::Idle);
-        batch.left(&b, &b);
-        batch.status(&c, &c, UserStatus::InCall);
+        batch.left(&b, &b, UserStatus::Idle);
+        batch.status(&c, &c, UserStatus::Idle, UserStatus::InCall);
+        let d = arc("d");
+        batch.status(&d, &d, UserStatus::Idle, UserStatus::InCall);
+        batch.status(&d, &d, UserStatus::InCall, UserStatus::Idle);
         let (frame, membership) = batch.take();
         assert!(membership);
         let value: Value = serde_json::from_slice(&frame.unwrap()).unwrap();
@@ -221,6 +230,17 @@ mod tests {
         );
         assert!(batch.is_empty());
         assert_eq!(batch.take(), (None, false));
+    }
+
+    #[test]
+    fn a_renamed_user_who_leaves_within_the_tick_leaves_under_both_spellings() {
+        let mut batch = PresenceBatch::default();
+        let (key, old, new) = (arc("alice"), arc("alice"), arc("Alice"));
+        batch.left(&key, &old, UserStatus::Idle);
+        batch.joined(&key, &new, UserStatus::Idle);
+        batch.left(&key, &new, UserStatus::Idle);
+        let value: Value = serde_json::from_slice(&batch.take().0.unwrap()).unwrap();
+        assert_eq!(value, serde_json::json!({"type":"presence","left":["alice","Alice"]}));
     }
 
     #[test]

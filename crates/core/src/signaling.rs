@@ -639,7 +639,7 @@ impl Signaling {
                 self.undeliverable(sender, id.as_deref(), &state.name);
             }
         }
-        self.presence.left(&state.key, &state.name);
+        self.presence.left(&state.key, &state.name, state.status);
         self.schedule_flush(now);
     }
 
@@ -650,9 +650,9 @@ impl Signaling {
             return;
         };
         if state.status != status {
-            state.status = status;
+            let old = std::mem::replace(&mut state.status, status);
             let (key, name) = (state.key.clone(), state.name.clone());
-            self.presence.status(&key, &name, status);
+            self.presence.status(&key, &name, old, status);
             self.schedule_flush(now);
         }
     }

@@ -1681,8 +1681,7 @@ fn a_v1_call_to_a_tutorial_user_is_accepted_at_once() {
     sim.take(alice);
     sim.take(tom);
 
-    // Busy like anyone in a call; no ring timeout.
-    single_error(&sim.request(observer, &json!({"type":"call","to":"tom"})), "busy");
+    // No ring timeout for an accepted call.
     sim.advance(sim.config().ring_timeout * 2);
     sim.assert_silent(alice);
     sim.assert_silent(tom);
@@ -1702,6 +1701,17 @@ fn a_v1_call_to_a_tutorial_user_is_accepted_at_once() {
     let presence = sim.one(observer);
     assert_eq!(entries(&presence, "changed"), status_map(&[("alice", "idle"), ("tom", "idle")]));
     sim.take(alice);
+
+    // A tutorial user is never busy (its page cannot hang up): a new call replaces the current one, and the first
+    // caller is told.
+    let frames = sim.request(alice, &json!({"type":"call","to":"tom"}));
+    let first_call = frames[0]["callId"].as_str().unwrap().to_owned();
+    let frames = sim.request(observer, &json!({"type":"call","id":6,"to":"tom"}));
+    assert_eq!(frames.iter().map(|f| f["type"].as_str().unwrap()).collect::<Vec<_>>(), ["ringing", "accepted"]);
+    assert_eq!(sim.one(alice), json!({"type":"hangup","callId":first_call,"from":"tom","reason":"hangup"}));
+    assert_eq!(sim.core.stats().calls, 1);
+    let hangup = sim.request(observer, &json!({"type":"hangup","callId":frames[0]["callId"]}));
+    assert!(hangup.is_empty(), "{hangup:?}");
 
     // A tutorial peer that closes its page ends the call at once: the v1 side gets `hangup`, reason disconnected.
     let frames = sim.request(alice, &json!({"type":"call","to":"tom"}));

@@ -303,9 +303,6 @@ async fn a_v1_call_to_a_tutorial_user_is_accepted_at_once() {
             && view.get("bob").is_some_and(|u| u.status == UserStatus::InCall)
     })
     .await;
-    let error = carol.call("alice").await.unwrap_err();
-    assert_eq!(error.code(), Some(ErrorCode::Busy), "{error}");
-
     // The v1 caller sends its offer; the page answers as it always does.
     bob.send_json(&json!({"type": "offer", "to": "alice", "callId": call_id, "sdp": sdp_offer()})).await.unwrap();
     let offer = next_non_list(&mut alice).await.raw().cloned().unwrap();
@@ -321,6 +318,11 @@ async fn a_v1_call_to_a_tutorial_user_is_accepted_at_once() {
     })
     .await;
     let _second = carol.call("alice").await.unwrap();
+    // A tutorial user is never busy (its page cannot hang up): a third call replaces carol's, and carol is told.
+    let third = bob.call("alice").await.unwrap();
+    let hangup = carol.expect_type("hangup").await.unwrap();
+    assert_eq!((hangup["from"].as_str(), hangup["reason"].as_str()), (Some("alice"), Some("hangup")));
+    bob.hangup(&third).await.unwrap();
     let seen: Vec<Value> = alice.drain(QUIET).await.unwrap().iter().filter_map(|i| i.raw().cloned()).collect();
     for frame in &seen {
         assert_eq!(frame["type"], "RenderUserList", "the page only ever sees tutorial messages: {frame}");
