@@ -23,6 +23,8 @@ pub struct Config {
     pub resume_grace: Duration,
     /// How long a call may ring.
     pub ring_timeout: Duration,
+    /// How long a new connection may take to log in before it is closed (1008).
+    pub login_timeout: Duration,
     /// Presence changes are collected for at least this long and sent as one event.
     pub presence_interval: Duration,
     /// Upper bound on presence frames per second: with N sessions online a tick lasts at least N / this, so that a
@@ -62,6 +64,7 @@ impl Default for Config {
             name_policy: NamePolicy::Reject,
             resume_grace: Duration::from_secs(30),
             ring_timeout: Duration::from_secs(30),
+            login_timeout: Duration::from_secs(20),
             presence_interval: Duration::from_millis(50),
             presence_frames_per_second: 100_000,
             heartbeat: Duration::from_secs(20),

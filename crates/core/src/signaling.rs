@@ -190,6 +190,7 @@ impl Signaling {
                 let rate = (self.config.rate_per_second > 0)
                     .then(|| TokenBucket::new(now, self.config.rate_burst, self.config.rate_per_second));
                 self.conns.insert(conn, Conn { dialect: None, session: None, rate, strikes });
+                self.timers.at(now + self.config.login_timeout, Timer::Login(conn.0));
             }
             Input::Text(conn, text) => self.handle_text(now, conn, text),
             Input::Binary(conn) => {
@@ -227,6 +228,12 @@ impl Signaling {
                     }
                 }
                 Timer::Ring(call_id) => self.ring_timeout(now, &call_id, deadline),
+                Timer::Login(conn) => {
+                    let conn = ConnId(conn);
+                    if self.conns.get(&conn).is_some_and(|c| c.session.is_none()) {
+                        self.close(conn, close_code::POLICY_VIOLATION, "no login in time");
+                    }
+                }
             }
         }
     }
@@ -519,7 +526,7 @@ impl Signaling {
     }
 
     fn resume(&mut self, now: Instant, conn: ConnId, id: Option<&RawValue>, token: &str) {
-        let Some(session) = self.resume_tokens.remove(token) else {
+        let Some(session) = self.resume_tokens.remove(token).filter(|s| self.sessions.contains_key(s)) else {
             return self.fail(now, conn, id, ErrorCode::ResumeFailed, "unknown or expired resume token".into());
         };
         let new_token = self.random_token(18);
@@ -745,27 +752,27 @@ impl Signaling {
             (Dialect::V1, payload) => {
                 let room = room.as_deref().map(Cow::from);
                 let call_id = call_id.map(Cow::from);
-                match (kind, payload) {
+                Some(match (kind, payload) {
                     (RelayKind::Offer, Some(sdp)) => Event::Offer { from, room, call_id, sdp }.to_json(),
                     (RelayKind::Answer, Some(sdp)) => Event::Answer { from, room, call_id, sdp }.to_json(),
                     (RelayKind::Candidate, Some(candidate)) => {
                         Event::Candidate { from, room, call_id, candidate }.to_json()
                     }
                     _ => OutEvent::EndOfCandidates { from, room, call_id }.to_json(),
-                }
+                })
             }
             (Dialect::Tutorial, Some(payload)) => {
                 let target_user_name: Cow<'_, str> = receiver.name.as_ref().into();
-                match kind {
+                Some(match kind {
                     RelayKind::Offer => TutorialEvent::Offer { name: from, target_user_name, sdp: payload }.to_json(),
                     RelayKind::Answer => TutorialEvent::Answer { name: from, target_user_name, sdp: payload }.to_json(),
                     _ => TutorialEvent::Ice { candidate: payload, target_user_name }.to_json(),
-                }
+                })
             }
             // The tutorial has no end-of-candidates; its pages do fine without.
-            (Dialect::Tutorial, None) => Vec::new(),
+            (Dialect::Tutorial, None) => None,
         };
-        let delivered = frame.is_empty() || self.deliver(target, Bytes::from(frame), Some((session, id)));
+        let delivered = frame.is_none_or(|frame| self.deliver(target, Bytes::from(frame), Some((session, id))));
         if let (true, Some(id)) = (delivered, id) {
             self.send(conn, OutEvent::Ack { id }.to_json());
         }

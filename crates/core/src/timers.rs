@@ -15,6 +15,8 @@ pub enum Timer {
     Grace(u64),
     /// A ringing call times out.
     Ring(Arc<str>),
+    /// A connection that has not logged in by now is closed.
+    Login(u64),
 }
 
 /// A min-heap of deadlines.

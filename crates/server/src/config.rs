@@ -29,6 +29,8 @@ pub struct Config {
     /// Frames above this close the connection with 1009 (those between `core.max_message_bytes` and this only get
     /// a `too-large` error).
     pub max_frame_bytes: usize,
+    /// Most simultaneous TCP connections (HTTP and WebSocket); more are refused at accept.
+    pub max_connections: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -41,6 +43,7 @@ impl Default for Config {
             outbound_queue_frames: 1024,
             outbound_queue_bytes: 4 * 1024 * 1024,
             max_frame_bytes: 1024 * 1024,
+            max_connections: 10_000,
             log_format: LogFormat::Text,
         }
     }
@@ -124,6 +127,14 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_RING_TIMEOUT", value_name = "DURATION")]
     pub ring_timeout: Option<HumanDuration>,
 
+    /// How long a new connection may take to log in [default: 20s].
+    #[arg(long, env = "SWITCHBOARD_LOGIN_TIMEOUT", value_name = "DURATION")]
+    pub login_timeout: Option<HumanDuration>,
+
+    /// Most simultaneous connections; more are refused [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
     /// Presence changes are coalesced over this tick [default: 50ms].
     #[arg(long, env = "SWITCHBOARD_PRESENCE_INTERVAL", value_name = "DURATION")]
     pub presence_interval: Option<HumanDuration>,
@@ -187,6 +198,8 @@ impl Options {
             name_policy: self.name_policy.or(file.name_policy),
             resume_grace: self.resume_grace.or(file.resume_grace),
             ring_timeout: self.ring_timeout.or(file.ring_timeout),
+            login_timeout: self.login_timeout.or(file.login_timeout),
+            max_connections: self.max_connections.or(file.max_connections),
             presence_interval: self.presence_interval.or(file.presence_interval),
             presence_frames_per_second: self.presence_frames_per_second.or(file.presence_frames_per_second),
             heartbeat: self.heartbeat.or(file.heartbeat),
@@ -227,24 +240,29 @@ impl Options {
                 NamePolicyOption::Replace => NamePolicy::Replace,
             };
         }
-        let positive = |key: &str, value: Duration| {
-            anyhow::ensure!(!value.is_zero(), "{key} must be longer than zero");
+        // Bounded so that deadline arithmetic can never overflow, and so that a typo fails loudly.
+        let within = |key: &str, value: Duration, min: Duration, max: Duration| {
+            anyhow::ensure!(value >= min && value <= max, "{key} must be between {min:?} and {max:?}, not {value:?}");
             Ok(value)
         };
+        let (ms, hour) = (Duration::from_millis(1), Duration::from_secs(3600));
         if let Some(HumanDuration(d)) = self.resume_grace {
-            core.resume_grace = d;
+            core.resume_grace = within("resume-grace", d, Duration::ZERO, hour)?;
         }
         if let Some(HumanDuration(d)) = self.ring_timeout {
-            core.ring_timeout = positive("ring-timeout", d)?;
+            core.ring_timeout = within("ring-timeout", d, ms, hour)?;
+        }
+        if let Some(HumanDuration(d)) = self.login_timeout {
+            core.login_timeout = within("login-timeout", d, ms, hour)?;
         }
         if let Some(HumanDuration(d)) = self.presence_interval {
-            core.presence_interval = d;
+            core.presence_interval = within("presence-interval", d, Duration::ZERO, Duration::from_secs(60))?;
         }
         if let Some(n) = self.presence_frames_per_second {
             core.presence_frames_per_second = n;
         }
         if let Some(HumanDuration(d)) = self.heartbeat {
-            core.heartbeat = positive("heartbeat", d)?;
+            core.heartbeat = within("heartbeat", d, ms, hour)?;
         }
         let at_least = |key: &str, value: usize, min: usize| {
             anyhow::ensure!(value >= min, "{key} must be at least {min}, not {value}");
@@ -272,7 +290,11 @@ impl Options {
             core.rate_per_second = n;
         }
         if let Some(n) = self.rate_burst {
-            core.rate_burst = u32::try_from(at_least("rate-burst", n as usize, 1)?).unwrap_or(u32::MAX);
+            anyhow::ensure!(n >= 1, "rate-burst must be at least 1, not {n}");
+            core.rate_burst = n;
+        }
+        if let Some(n) = self.max_connections {
+            config.max_connections = at_least("max-connections", n, 1)?;
         }
         if let Some(n) = self.outbound_queue_frames {
             config.outbound_queue_frames = at_least("outbound-queue-frames", n, 16)?;
@@ -332,6 +354,8 @@ mod tests {
         assert!(error.contains("soon"), "{error}");
         let error = Options { max_room_size: Some(1), ..Options::default() }.into_config().unwrap_err().to_string();
         assert!(error.contains("max-room-size"), "{error}");
+        let error = Options { heartbeat: Some(HumanDuration(Duration::MAX)), ..Options::default() }.into_config();
+        assert!(error.unwrap_err().to_string().contains("heartbeat"));
         let error = Options { ice_servers: vec!["http://x".into()], ..Options::default() }.into_config().unwrap_err();
         assert!(error.to_string().contains("ice-servers"));
     }

@@ -69,7 +69,10 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
+    let permit = request.extensions_mut().remove::<crate::server::ConnectionPermit>();
     tokio::spawn(async move {
+        // The connection counts against the limit until this task ends.
+        let _permit = permit;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {

@@ -4,7 +4,7 @@
 //! pushed into outboxes, which never waits; nothing `.await`s while holding it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -23,6 +23,8 @@ struct Inner {
 /// Shared by every connection task and the timer task.
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// Set by `close_all`: connections that register afterwards are closed at once.
+    closing: AtomicBool,
     timer: Notify,
     next_conn: AtomicU64,
     outbox_frames: usize,
@@ -34,6 +36,7 @@ impl Hub {
     pub fn new(core: Signaling, outbox_frames: usize, outbox_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(Inner { core, outboxes: HashMap::new(), armed: None }),
+            closing: AtomicBool::new(false),
             timer: Notify::new(),
             next_conn: AtomicU64::new(1),
             outbox_frames,
@@ -54,12 +57,17 @@ impl Hub {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let outbox = Arc::new(Outbox::new(self.outbox_frames, self.outbox_bytes));
         let mut locked = self.lock();
+        if self.closing.load(Ordering::Relaxed) {
+            outbox.close(switchboard_proto::close_code::GOING_AWAY, "server shutting down");
+            return (conn, outbox);
+        }
         locked.inner.outboxes.insert(conn, outbox.clone());
         locked.input(Input::Connected(conn));
         (conn, outbox)
     }
 
-    /// The connection is gone.
+    /// The connection is gone, or going: nothing more is routed to it, and its session waits for a resume. Calling
+    /// it again is harmless.
     pub fn unregister(&self, conn: ConnId) {
         let mut locked = self.lock();
         locked.inner.outboxes.remove(&conn);
@@ -69,6 +77,7 @@ impl Hub {
     /// Asks every connection to close with `code` (shutdown).
     pub fn close_all(&self, code: u16, reason: &'static str) {
         let locked = self.lock();
+        self.closing.store(true, Ordering::Relaxed);
         for outbox in locked.inner.outboxes.values() {
             outbox.close(code, reason);
         }

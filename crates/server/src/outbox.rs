@@ -130,12 +130,6 @@ impl Outbox {
     pub fn close_requested(&self) -> bool {
         self.lock().close.is_some()
     }
-
-    /// Whether anything is queued or a close is pending.
-    pub fn has_work(&self) -> bool {
-        let state = self.lock();
-        !state.frames.is_empty() || state.close.is_some()
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use switchboard_core::Signaling;
 use switchboard_proto::close_code;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -43,7 +43,8 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let timers = tokio::spawn(hub.clone().run_timers(wait_for(stopped.clone())));
         let state = AppState { hub: hub.clone(), ws };
-        let accept = tokio::spawn(accept_loop(listener, state, stopped));
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        let accept = tokio::spawn(accept_loop(listener, state, permits, stopped));
         tracing::info!(%http_addr, "switchboard listening");
         Ok(Self { http_addr, hub, stop, tasks: vec![timers, accept] })
     }
@@ -86,8 +87,13 @@ async fn wait_for(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-async fn accept_loop(listener: TcpListener, state: AppState, stopped: watch::Receiver<bool>) {
-    let service = TowerToHyperService::new(router(state));
+/// Held for as long as a TCP connection is open, HTTP or WebSocket: the upgrade hands it to the WebSocket task.
+#[derive(Clone)]
+pub struct ConnectionPermit(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+async fn accept_loop(listener: TcpListener, state: AppState, permits: Arc<Semaphore>, stopped: watch::Receiver<bool>) {
+    let router = router(state);
+    let mut refused: u64 = 0;
     let stop = wait_for(stopped);
     tokio::pin!(stop);
     loop {
@@ -97,7 +103,17 @@ async fn accept_loop(listener: TcpListener, state: AppState, stopped: watch::Rec
         };
         match accepted {
             Ok((stream, _peer)) => {
-                tokio::spawn(serve_http(stream, service.clone()));
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    // At the limit: close at once, which costs nothing, rather than queue what cannot be served.
+                    refused += 1;
+                    if refused.is_power_of_two() {
+                        tracing::warn!(refused, "connection limit reached; refusing connections");
+                    }
+                    continue;
+                };
+                let permit = ConnectionPermit(Arc::new(permit));
+                let service = TowerToHyperService::new(router.clone().layer(axum::Extension(permit)));
+                tokio::spawn(serve_http(stream, service));
             }
             Err(error) => {
                 // Out of file descriptors, usually: back off instead of spinning.

@@ -52,6 +52,8 @@ struct Connection {
     read_done: bool,
     last_heard: Instant,
     close_deadline: Option<Instant>,
+    /// The hub no longer routes frames here (see `detach`).
+    detached: bool,
 }
 
 /// Runs the connection until it ends. `prefix` holds bytes the HTTP layer read past the upgrade request.
@@ -66,6 +68,7 @@ pub async fn run(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, settings: Sett
         read_done: false,
         last_heard: Instant::now(),
         close_deadline: None,
+        detached: false,
     };
     if !prefix.is_empty() {
         let mut bytes = prefix.to_vec();
@@ -75,7 +78,7 @@ pub async fn run(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, settings: Sett
     // connection ends.
     drop(prefix);
     let clean = connection.drive(&stream, &hub, &outbox, settings.heartbeat).await;
-    hub.unregister(conn);
+    connection.detach(&hub);
     if clean {
         linger(&stream).await;
     }
@@ -86,6 +89,14 @@ impl Connection {
     async fn drive(&mut self, stream: &TcpStream, hub: &Hub, outbox: &Outbox, heartbeat: Duration) -> bool {
         let mut next_ping = tokio::time::Instant::now() + heartbeat;
         loop {
+            if self.read_done || self.close_queued {
+                // Closing: from now on, messages for this user must wait for a resume instead of being queued
+                // behind a close frame and lost.
+                self.detach(hub);
+            }
+            if self.close_deadline.is_none() && outbox.close_requested() {
+                self.close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+            }
             if self.written == self.write.len() {
                 if self.close_queued {
                     return true;
@@ -121,14 +132,8 @@ impl Connection {
                         return false;
                     }
                 }
-                () = outbox.ready() => {
-                    if self.close_deadline.is_none() && outbox.has_work() && want_write {
-                        // Frames pile up behind a blocked write; a close request must not wait forever for it.
-                        if outbox.close_requested() {
-                            self.close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
-                        }
-                    }
-                }
+                // New frames or a close request; the top of the loop picks them up.
+                () = outbox.ready() => {}
                 () = tokio::time::sleep_until(timer) => {
                     let now = Instant::now();
                     if self.close_deadline.is_some_and(|deadline| now >= deadline) {
@@ -147,6 +152,14 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells the hub, once, that this connection takes no more frames.
+    fn detach(&mut self, hub: &Hub) {
+        if !self.detached {
+            self.detached = true;
+            hub.unregister(self.conn);
         }
     }
 
@@ -240,7 +253,6 @@ impl Connection {
         if let Some((code, reason)) = close {
             self.write.extend_from_slice(&close_frame(code, reason));
             self.close_queued = true;
-            self.close_deadline.get_or_insert(Instant::now() + CLOSE_TIMEOUT);
         }
         if self.write.is_empty() {
             // Idle connections keep no write buffer.
