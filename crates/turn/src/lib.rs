@@ -1,0 +1,13 @@
+//! Switchboard's STUN/TURN server logic, sans-IO.
+//!
+//! Layout:
+//! - [`credentials`]: the TURN REST credential scheme (coturn's `use-auth-secret`) and static users.
+//! - [`policy`]: which peer addresses a relay may reach.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod credentials;
+pub mod policy;
+
+pub use credentials::{Credentials, Minted};
+pub use policy::PeerPolicy;
