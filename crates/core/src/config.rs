@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use switchboard_proto::{IceServer, Limits};
+use switchboard_turn::Credentials;
 
 /// What a login with a name that a live session holds does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -12,6 +13,17 @@ pub enum NamePolicy {
     Reject,
     /// End the old session (its connection is closed with 4001) and give the name to the new login.
     Replace,
+}
+
+/// How the core hands out TURN credentials (the TURN REST scheme, see `switchboard_turn::credentials`).
+#[derive(Debug, Clone)]
+pub struct TurnAuth {
+    /// The secrets that mint (and the TURN server that verifies).
+    pub credentials: Credentials,
+    /// How long a minted credential is valid. Users get fresh ones in an `ice-servers` event at 3/4 of it.
+    pub ttl: Duration,
+    /// The `turn:`/`turns:` URLs the credentials are for.
+    pub urls: Vec<String>,
 }
 
 /// Settings of [`crate::Signaling`].
@@ -52,8 +64,10 @@ pub struct Config {
     pub resume_queue_messages: usize,
     /// Most bytes queued for a session that waits for its resume.
     pub resume_queue_bytes: usize,
-    /// ICE servers handed to every client in `welcome`.
+    /// ICE servers handed to every client in `welcome` as they are (STUN servers, external TURN servers).
     pub ice_servers: Vec<IceServer>,
+    /// Short-lived TURN credentials minted for each user and added to its ICE servers.
+    pub turn: Option<TurnAuth>,
     /// `name/version` sent in `hello`.
     pub server_id: String,
 }
@@ -79,6 +93,7 @@ impl Default for Config {
             resume_queue_messages: 64,
             resume_queue_bytes: 256 * 1024,
             ice_servers: Vec::new(),
+            turn: None,
             server_id: concat!("switchboard/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }

@@ -22,5 +22,5 @@ mod rooms;
 pub mod signaling;
 mod timers;
 
-pub use config::{Config, NamePolicy};
+pub use config::{Config, NamePolicy, TurnAuth};
 pub use signaling::{ConnId, Input, Output, Signaling, Stats};

@@ -15,7 +15,7 @@ use switchboard_proto::{
     names::{name_key, normalize_name},
     request::{Envelope, RequestError},
     tutorial::TutorialEvent,
-    Dialect, ErrorCode, Event, OutEvent, RelayKind, Request, UserStatus, PROTOCOL_VERSION,
+    Dialect, ErrorCode, Event, IceServer, OutEvent, RelayKind, Request, UserStatus, PROTOCOL_VERSION,
 };
 
 use crate::calls::Call;
@@ -133,6 +133,8 @@ pub struct Signaling {
     flush_scheduled: bool,
     pub(crate) timers: Timers,
     out: VecDeque<Output>,
+    /// An instant and the Unix time (seconds) at that instant, to mint TURN credentials without reading a clock.
+    wall_clock: (Option<Instant>, u64),
 }
 
 impl Signaling {
@@ -154,6 +156,41 @@ impl Signaling {
             flush_scheduled: false,
             timers: Timers::default(),
             out: VecDeque::new(),
+            wall_clock: (None, 0),
+        }
+    }
+
+    /// Tells the core that `at` is `unix_secs` in Unix time; needed to mint TURN credentials.
+    pub fn with_wall_clock(mut self, at: Instant, unix_secs: u64) -> Self {
+        self.wall_clock = (Some(at), unix_secs);
+        self
+    }
+
+    fn unix_time(&self, now: Instant) -> u64 {
+        match self.wall_clock {
+            (Some(at), unix) => unix.saturating_add(now.saturating_duration_since(at).as_secs()),
+            (None, unix) => unix,
+        }
+    }
+
+    /// The ICE servers for `name` at `now`: the configured ones, plus TURN with freshly minted credentials.
+    fn ice_servers_for(&self, name: &str, now: Instant) -> Vec<IceServer> {
+        let mut servers = self.config.ice_servers.clone();
+        if let Some(turn) = &self.config.turn {
+            if let Some(minted) = turn.credentials.mint(name, self.unix_time(now), turn.ttl.as_secs()) {
+                servers.push(IceServer {
+                    urls: turn.urls.clone(),
+                    username: Some(minted.username),
+                    credential: Some(minted.password),
+                });
+            }
+        }
+        servers
+    }
+
+    fn schedule_ice_refresh(&mut self, now: Instant, session: SessionId) {
+        if let Some(turn) = &self.config.turn {
+            self.timers.at(now + turn.ttl.mul_f64(0.75), Timer::IceRefresh(session));
         }
     }
 
@@ -228,6 +265,15 @@ impl Signaling {
                     }
                 }
                 Timer::Ring(call_id) => self.ring_timeout(now, &call_id, deadline),
+                Timer::IceRefresh(session) => {
+                    let Some(state) = self.sessions.get(&session) else { continue };
+                    if let Some(conn) = state.conn {
+                        let ice_servers = self.ice_servers_for(&state.name, now);
+                        self.send(conn, OutEvent::IceServers { ice_servers }.to_json());
+                    }
+                    // A session waiting for a resume gets fresh ones in its `welcome`.
+                    self.schedule_ice_refresh(now, session);
+                }
                 Timer::Login(conn) => {
                     let conn = ConnId(conn);
                     if self.conns.get(&conn).is_some_and(|c| c.session.is_none()) {
@@ -445,7 +491,8 @@ impl Signaling {
         let Some(session) = self.claim_name(now, conn, id, name.as_deref().unwrap_or_default(), Dialect::V1) else {
             return;
         };
-        self.welcome(conn, session, id, false);
+        self.welcome(now, conn, session, id, false);
+        self.schedule_ice_refresh(now, session);
     }
 
     fn tutorial_login(&mut self, now: Instant, conn: ConnId, id: Option<&RawValue>, user_name: &str) {
@@ -545,13 +592,13 @@ impl Signaling {
         if let Some(state) = self.conns.get_mut(&conn) {
             state.session = Some(session);
         }
-        self.welcome(conn, session, id, true);
+        self.welcome(now, conn, session, id, true);
         for message in pending {
             self.send_bytes(conn, message.frame);
         }
     }
 
-    fn welcome(&mut self, conn: ConnId, session: SessionId, id: Option<&RawValue>, resumed: bool) {
+    fn welcome(&mut self, now: Instant, conn: ConnId, session: SessionId, id: Option<&RawValue>, resumed: bool) {
         let Some(state) = self.sessions.get(&session) else {
             return;
         };
@@ -575,7 +622,7 @@ impl Signaling {
             resumed,
             users: Vec::new(),
             limits: self.config.limits(),
-            ice_servers: self.config.ice_servers.clone(),
+            ice_servers: self.ice_servers_for(&state.name, now),
             rooms,
             call,
         }

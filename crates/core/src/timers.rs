@@ -17,6 +17,8 @@ pub enum Timer {
     Ring(Arc<str>),
     /// A connection that has not logged in by now is closed.
     Login(u64),
+    /// A session's TURN credentials are due for renewal.
+    IceRefresh(u64),
 }
 
 /// A min-heap of deadlines.

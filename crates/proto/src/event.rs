@@ -243,6 +243,9 @@ pub enum Event<'a, P = &'a RawValue> {
     MemberJoined { room: Cow<'a, str>, name: Cow<'a, str> },
     /// To the other members: someone left.
     MemberLeft { room: Cow<'a, str>, name: Cow<'a, str>, reason: LeaveReason },
+    /// Fresh ICE servers (new TURN credentials) before the previous ones expire; replaces `iceServers` of `welcome`.
+    #[serde(rename_all = "camelCase")]
+    IceServers { ice_servers: Vec<IceServer> },
     /// A request failed.
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
