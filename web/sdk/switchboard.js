@@ -187,6 +187,11 @@ export class SwitchboardClient extends EventTarget {
         for (const u of msg.changed || []) this.users.set(u.name, u.status);
         this._emit('presence', { users: this.users, delta: msg });
         break;
+      case 'ice-servers':
+        // Fresh TURN credentials: links created from now on use them.
+        this.iceServers = msg.iceServers || [];
+        this._emit('ice-servers', msg);
+        break;
       case 'error':
         this._emit('error', new SwitchboardError(msg.code, msg.message, msg));
         break;
