@@ -38,7 +38,7 @@ rm -f "$test_log"
 step "load generator smoke"
 cargo build --locked -p switchboard-server -p switchboard-bench
 log=$(mktemp)
-./target/debug/switchboard --http 127.0.0.1:0 >"$log" 2>&1 &
+./target/debug/switchboard --http 127.0.0.1:0 --turn 127.0.0.1:0 >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 100); do

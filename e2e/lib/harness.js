@@ -19,7 +19,7 @@ const SERVER = process.env.SWITCHBOARD_BIN || path.join(repoRoot, 'target', 'deb
 
 /** Starts `switchboard` on an ephemeral loopback port; resolves with { url, wsUrl, stop, output }. */
 export async function startServer(extraArgs = []) {
-  const child = spawn(SERVER, ['--http', '127.0.0.1:0', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(SERVER, ['--http', '127.0.0.1:0', '--turn', '127.0.0.1:0', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 15000);

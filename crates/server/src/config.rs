@@ -4,7 +4,7 @@
 //! and a key of the TOML file named by `--config` (`resume-grace = "30s"`). Unknown keys and bad values fail at
 //! start-up with a message naming the key.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,6 +31,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Most simultaneous TCP connections (HTTP and WebSocket); more are refused at accept.
     pub max_connections: usize,
+    /// The built-in STUN/TURN server; None turns it off.
+    pub turn: Option<TurnSettings>,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -44,7 +46,56 @@ impl Default for Config {
             outbound_queue_bytes: 4 * 1024 * 1024,
             max_frame_bytes: 1024 * 1024,
             max_connections: 10_000,
+            turn: Some(TurnSettings::default()),
             log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Settings of the built-in STUN/TURN server.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    /// UDP listen address; port 0 picks a free one. None: port 3478 on the host that `http` binds.
+    pub listen: Option<SocketAddr>,
+    /// Shared secrets of the REST credential scheme (the first mints). Empty: a random one per process.
+    pub secrets: Vec<String>,
+    /// Static users (tools, tests).
+    pub users: Vec<(String, String)>,
+    /// REALM.
+    pub realm: String,
+    /// Peer networks allowed despite the default denials.
+    pub allow_peers: Vec<ipnet::IpNet>,
+    /// Peer networks always denied.
+    pub deny_peers: Vec<ipnet::IpNet>,
+    /// Address relay sockets bind to. None: the listen address's IP (or 0.0.0.0).
+    pub relay_ip: Option<IpAddr>,
+    /// Address advertised for relays (a server behind 1:1 NAT).
+    pub external_ip: Option<IpAddr>,
+    /// Host name or address clients use in the `stun:`/`turn:` URLs. None: the external IP, else the listen IP.
+    pub host: Option<String>,
+    /// Lifetime of the credentials minted for users.
+    pub credential_ttl: Duration,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Allocation quotas and lifetimes.
+    pub turn: switchboard_turn::server::TurnConfig,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            secrets: Vec::new(),
+            users: Vec::new(),
+            realm: "switchboard".into(),
+            allow_peers: Vec::new(),
+            deny_peers: Vec::new(),
+            relay_ip: None,
+            external_ip: None,
+            host: None,
+            credential_ttl: Duration::from_secs(6 * 3600),
+            workers: 0,
+            turn: switchboard_turn::server::TurnConfig::default(),
         }
     }
 }
@@ -184,6 +235,50 @@ pub struct Options {
     #[serde(default, rename = "ice-servers")]
     pub ice_servers: Vec<String>,
 
+    /// STUN/TURN UDP listen address, or `off` [default: port 3478 on the --http host].
+    #[arg(long, env = "SWITCHBOARD_TURN", value_name = "ADDR:PORT|off")]
+    pub turn: Option<String>,
+
+    /// TURN REST shared secret (repeatable; the first mints, all verify) [default: random per process].
+    #[arg(long = "turn-secret", env = "SWITCHBOARD_TURN_SECRETS", value_delimiter = ',', value_name = "SECRET")]
+    #[serde(default, rename = "turn-secrets")]
+    pub turn_secrets: Vec<String>,
+
+    /// Static TURN user, NAME:PASSWORD (repeatable).
+    #[arg(long = "turn-user", env = "SWITCHBOARD_TURN_USERS", value_delimiter = ',', value_name = "NAME:PASSWORD")]
+    #[serde(default, rename = "turn-users")]
+    pub turn_users: Vec<String>,
+
+    /// TURN realm [default: switchboard].
+    #[arg(long, env = "SWITCHBOARD_TURN_REALM", value_name = "REALM")]
+    pub turn_realm: Option<String>,
+
+    /// Peer network TURN may relay to despite the default denials (repeatable).
+    #[arg(long = "turn-allow-peer", env = "SWITCHBOARD_TURN_ALLOW_PEERS", value_delimiter = ',', value_name = "CIDR")]
+    #[serde(default, rename = "turn-allow-peers")]
+    pub turn_allow_peers: Vec<String>,
+
+    /// Peer network TURN never relays to (repeatable).
+    #[arg(long = "turn-deny-peer", env = "SWITCHBOARD_TURN_DENY_PEERS", value_delimiter = ',', value_name = "CIDR")]
+    #[serde(default, rename = "turn-deny-peers")]
+    pub turn_deny_peers: Vec<String>,
+
+    /// Address TURN relay sockets bind to [default: the TURN listen IP].
+    #[arg(long, env = "SWITCHBOARD_TURN_RELAY_IP", value_name = "IP")]
+    pub turn_relay_ip: Option<IpAddr>,
+
+    /// Public address advertised for relays when the server is behind 1:1 NAT.
+    #[arg(long, env = "SWITCHBOARD_TURN_EXTERNAL_IP", value_name = "IP")]
+    pub turn_external_ip: Option<IpAddr>,
+
+    /// Host name clients use in stun:/turn: URLs [default: the external IP, else the listen IP].
+    #[arg(long, env = "SWITCHBOARD_TURN_HOST", value_name = "HOST")]
+    pub turn_host: Option<String>,
+
+    /// Lifetime of the TURN credentials minted for each user [default: 6h].
+    #[arg(long, env = "SWITCHBOARD_TURN_TTL", value_name = "DURATION")]
+    pub turn_ttl: Option<HumanDuration>,
+
     /// Log format [default: text]; the level comes from RUST_LOG (default info).
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -212,6 +307,20 @@ impl Options {
             outbound_queue_frames: self.outbound_queue_frames.or(file.outbound_queue_frames),
             outbound_queue_bytes: self.outbound_queue_bytes.or(file.outbound_queue_bytes),
             ice_servers: if self.ice_servers.is_empty() { file.ice_servers } else { self.ice_servers },
+            turn: self.turn.or(file.turn),
+            turn_secrets: if self.turn_secrets.is_empty() { file.turn_secrets } else { self.turn_secrets },
+            turn_users: if self.turn_users.is_empty() { file.turn_users } else { self.turn_users },
+            turn_realm: self.turn_realm.or(file.turn_realm),
+            turn_allow_peers: if self.turn_allow_peers.is_empty() {
+                file.turn_allow_peers
+            } else {
+                self.turn_allow_peers
+            },
+            turn_deny_peers: if self.turn_deny_peers.is_empty() { file.turn_deny_peers } else { self.turn_deny_peers },
+            turn_relay_ip: self.turn_relay_ip.or(file.turn_relay_ip),
+            turn_external_ip: self.turn_external_ip.or(file.turn_external_ip),
+            turn_host: self.turn_host.or(file.turn_host),
+            turn_ttl: self.turn_ttl.or(file.turn_ttl),
             log_format: self.log_format.or(file.log_format),
         }
     }
@@ -312,6 +421,49 @@ impl Options {
         if let Some(format) = self.log_format {
             config.log_format = format;
         }
+        config.turn = match self.turn.as_deref() {
+            Some("off") => None,
+            listen => {
+                let listen = match listen {
+                    None => None,
+                    Some(text) => Some(
+                        text.parse::<SocketAddr>()
+                            .map_err(|_| anyhow::anyhow!("turn: {text:?} is not ADDR:PORT or off"))?,
+                    ),
+                };
+                let mut turn = TurnSettings { listen, ..TurnSettings::default() };
+                turn.secrets = self.turn_secrets;
+                for user in &self.turn_users {
+                    let parsed = switchboard_turn::Credentials::parse_static_user(user)
+                        .map_err(|error| anyhow::anyhow!("turn-users: {user:?}: {error}"))?;
+                    turn.users.push(parsed);
+                }
+                if let Some(realm) = self.turn_realm {
+                    anyhow::ensure!(!realm.is_empty() && realm.len() < 128, "turn-realm must be 1 to 127 bytes");
+                    turn.realm = realm;
+                }
+                let nets = |key: &str, list: &[String]| -> anyhow::Result<Vec<ipnet::IpNet>> {
+                    list.iter()
+                        .map(|text| {
+                            text.parse::<ipnet::IpNet>()
+                                .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+                                .map_err(|_| anyhow::anyhow!("{key}: {text:?} is not a CIDR network or address"))
+                        })
+                        .collect()
+                };
+                turn.allow_peers = nets("turn-allow-peers", &self.turn_allow_peers)?;
+                turn.deny_peers = nets("turn-deny-peers", &self.turn_deny_peers)?;
+                turn.relay_ip = self.turn_relay_ip;
+                turn.external_ip = self.turn_external_ip;
+                turn.turn.external_ip = self.turn_external_ip;
+                turn.host = self.turn_host;
+                if let Some(HumanDuration(ttl)) = self.turn_ttl {
+                    turn.credential_ttl =
+                        within("turn-ttl", ttl, Duration::from_secs(60), Duration::from_secs(7 * 86_400))?;
+                }
+                Some(turn)
+            }
+        };
         Ok(config)
     }
 }

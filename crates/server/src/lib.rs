@@ -8,6 +8,7 @@
 //! - [`ws`]: the WebSocket transport: handshake, frame codec, the task that runs one connection.
 //! - [`hub`]: the signaling core behind a lock, with the outboxes of all connections and the timer task.
 //! - [`outbox`]: the bounded per-connection queue of frames to write.
+//! - [`turn`]: the STUN/TURN UDP listener: worker threads around `switchboard_turn`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod http;
 pub mod hub;
 pub mod outbox;
 pub mod server;
+pub mod turn;
 pub mod ws;
 
 pub use config::Config;

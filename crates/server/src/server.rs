@@ -1,18 +1,21 @@
 //! Binding the listeners and running the accept loop, the timer task and shutdown.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
-use switchboard_core::Signaling;
+use switchboard_core::{Signaling, TurnAuth};
 use switchboard_proto::close_code;
+use switchboard_proto::IceServer;
+use switchboard_turn::{server::Shared, Credentials, PeerPolicy};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, TurnSettings};
 use crate::http::{router, AppState};
 use crate::hub::Hub;
 use crate::ws::connection;
@@ -23,6 +26,7 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// A running server.
 pub struct Server {
     http_addr: SocketAddr,
+    turn: Option<crate::turn::RunningTurn>,
     hub: Arc<Hub>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -38,7 +42,13 @@ impl Server {
             hard_limit: config.max_frame_bytes.max(config.core.max_message_bytes),
             heartbeat: config.core.heartbeat,
         };
-        let core = Signaling::new(config.core, rand::random());
+        let mut core_config = config.core;
+        let turn = match &config.turn {
+            Some(settings) => Some(start_turn(settings, http_addr, &mut core_config)?),
+            None => None,
+        };
+        let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let core = Signaling::new(core_config, rand::random()).with_wall_clock(Instant::now(), unix_now);
         let hub = Arc::new(Hub::new(core, config.outbound_queue_frames, config.outbound_queue_bytes));
         let (stop, stopped) = watch::channel(false);
         let timers = tokio::spawn(hub.clone().run_timers(wait_for(stopped.clone())));
@@ -46,12 +56,17 @@ impl Server {
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let accept = tokio::spawn(accept_loop(listener, state, permits, stopped));
         tracing::info!(%http_addr, "switchboard listening");
-        Ok(Self { http_addr, hub, stop, tasks: vec![timers, accept] })
+        Ok(Self { http_addr, turn, hub, stop, tasks: vec![timers, accept] })
     }
 
     /// The address the HTTP and WebSocket listener is bound to.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The STUN/TURN UDP address, when TURN is on.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().map(|turn| turn.local_addr)
     }
 
     /// Counters of the signaling core.
@@ -63,6 +78,9 @@ impl Server {
     /// moment for the close frames to go out.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        if let Some(turn) = self.turn {
+            let _ = tokio::task::spawn_blocking(move || turn.stop()).await;
+        }
         self.hub.close_all(close_code::GOING_AWAY, "server shutting down");
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
@@ -71,6 +89,59 @@ impl Server {
         while self.hub.stats().connections > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Starts the STUN/TURN listener and tells the signaling core which ICE servers and credentials to hand out.
+fn start_turn(
+    settings: &TurnSettings,
+    http_addr: SocketAddr,
+    core: &mut switchboard_core::Config,
+) -> anyhow::Result<crate::turn::RunningTurn> {
+    let listen = settings.listen.unwrap_or_else(|| SocketAddr::new(http_addr.ip(), 3478));
+    let concrete = |ip: IpAddr| (!ip.is_unspecified()).then_some(ip);
+    let relay_ip =
+        settings.relay_ip.or(concrete(listen.ip())).or(settings.external_ip).context(
+            "TURN listens on an unspecified address: set --turn-relay-ip (and --turn-external-ip behind NAT)",
+        )?;
+    let secrets = if settings.secrets.is_empty() {
+        // No configured secret: credentials minted by this process are checked by this process only.
+        vec![(0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect::<String>()]
+    } else {
+        settings.secrets.clone()
+    };
+    let credentials = Credentials::new(secrets, settings.users.iter().cloned().collect());
+    let policy = PeerPolicy::new(settings.allow_peers.clone(), settings.deny_peers.clone());
+    let mut turn_config = settings.turn.clone();
+    turn_config.realm = settings.realm.clone();
+    let shared = Arc::new(Shared::new(turn_config, credentials.clone(), policy, rand::random()));
+    let workers = if settings.workers == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        settings.workers
+    };
+    let running = crate::turn::start(crate::turn::TurnListener { listen, relay_ip, workers, shared })
+        .with_context(|| format!("cannot start STUN/TURN on {listen}"))?;
+    let port = running.local_addr.port();
+    let host = match (&settings.host, settings.external_ip, concrete(listen.ip())) {
+        (Some(host), _, _) => host.clone(),
+        (None, Some(ip), _) | (None, None, Some(ip)) => url_host(ip),
+        (None, None, None) => url_host(relay_ip),
+    };
+    core.ice_servers.push(IceServer { urls: vec![format!("stun:{host}:{port}")], username: None, credential: None });
+    core.turn = Some(TurnAuth {
+        credentials,
+        ttl: settings.credential_ttl,
+        urls: vec![format!("turn:{host}:{port}?transport=udp")],
+    });
+    Ok(running)
+}
+
+/// An IP as the host part of a URL (IPv6 in brackets).
+fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
     }
 }
 

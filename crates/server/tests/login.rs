@@ -41,7 +41,13 @@ async fn server_says_nothing_before_the_first_frame_then_hello_precedes_welcome(
         json!({"maxMessageBytes": 65536, "heartbeatMs": 20000, "resumeGraceMs": 500, "ringTimeoutMs": 30000,
                "maxRoomSize": 16, "maxRoomsPerUser": 8, "ratePerSecond": 100, "rateBurst": 200})
     );
-    assert_eq!(welcome["iceServers"], json!([{"urls": ["stun:stun.example.org:3478"]}]));
+    // The configured server first, then the built-in STUN and TURN with this user's own short-lived credentials.
+    let ice = welcome["iceServers"].as_array().unwrap();
+    assert_eq!(ice[0], json!({"urls": ["stun:stun.example.org:3478"]}));
+    assert!(ice[1]["urls"][0].as_str().unwrap().starts_with("stun:127.0.0.1:"), "{welcome}");
+    assert!(ice[2]["urls"][0].as_str().unwrap().starts_with("turn:127.0.0.1:"), "{welcome}");
+    assert!(ice[2]["username"].as_str().unwrap().ends_with(":alice"), "{welcome}");
+    assert!(ice[2]["credential"].as_str().is_some_and(|c| !c.is_empty()), "{welcome}");
     assert!(welcome.get("rooms").is_none() && welcome.get("call").is_none(), "fresh login has no rooms/call");
     server.shutdown().await;
 }

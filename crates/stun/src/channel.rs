@@ -6,12 +6,12 @@ use crate::{pad4, StunError};
 /// Length of the ChannelData header: channel number and length, 2 bytes each.
 pub const CHANNEL_DATA_HEADER_LEN: usize = 4;
 
-/// Whether `first` can start a ChannelData message (channels 0x4000..=0x4FFF).
+/// Whether `first` can start a ChannelData message (channels 0x4000..=0x7FFF, see [`crate::CHANNELS`]).
 fn is_channel_byte(first: u8) -> bool {
-    (0x40..=0x4F).contains(&first)
+    (0x40..=0x7F).contains(&first)
 }
 
-/// Parses a ChannelData message: returns the channel number (0x4000..=0x4FFF) and the application data, borrowed
+/// Parses a ChannelData message: returns the channel number (in [`crate::CHANNELS`]) and the application data, borrowed
 /// from `bytes`.
 ///
 /// `bytes` holds the header, the data, and optionally padding up to a multiple of 4 (padding is optional over UDP
@@ -35,14 +35,14 @@ pub fn parse_channel_data(bytes: &[u8]) -> Result<(u16, &[u8]), StunError> {
     Ok((channel, data))
 }
 
-/// Clears `buf` and writes a ChannelData message for `channel` (0x4000..=0x4FFF) carrying `data`, padded with zeros
+/// Clears `buf` and writes a ChannelData message for `channel` (in [`crate::CHANNELS`]) carrying `data`, padded with zeros
 /// to a multiple of 4 when `pad` (required on TCP and TLS, optional on UDP).
 ///
 /// Fails, leaving `buf` empty, with [`StunError::BadChannelNumber`] for a channel outside the range, or
 /// [`StunError::TooLongToEncode`] when `data` is longer than 65535 bytes.
 pub fn write_channel_data(buf: &mut Vec<u8>, channel: u16, data: &[u8], pad: bool) -> Result<(), StunError> {
     buf.clear();
-    if !(0x4000..=0x4FFF).contains(&channel) {
+    if !crate::CHANNELS.contains(&channel) {
         return Err(StunError::BadChannelNumber(channel));
     }
     let Ok(len) = u16::try_from(data.len()) else {

@@ -88,8 +88,8 @@ pub enum StunError {
         /// The number (last two digits).
         number: u8,
     },
-    /// A channel number outside 0x4000..=0x4FFF (RFC 8656 section 12).
-    #[error("channel number {0:#06x} is outside 0x4000..=0x4FFF")]
+    /// A channel number outside [`crate::CHANNELS`].
+    #[error("channel number {0:#06x} is outside 0x4000..=0x7FFF")]
     BadChannelNumber(u16),
     /// A ChannelData message is followed by more bytes than its padding allows.
     #[error("ChannelData followed by {extra} bytes, more than its padding")]

@@ -67,6 +67,12 @@ pub use error::StunError;
 pub use message::{AttrTypes, Integrity, Message};
 pub use writer::MessageWriter;
 
+/// Channel numbers accepted in CHANNEL-NUMBER and ChannelData. RFC 8656 narrowed them to 0x4000..=0x4FFF (leaving the
+/// rest for RFC 7983 demultiplexing at endpoints); RFC 5766 allowed 0x4000..=0x7FFF, and coturn and its test clients
+/// still pick from that range. A TURN server's own port carries only STUN and ChannelData, so the wider range is safe
+/// there, and the codec accepts it for interoperability.
+pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
+
 /// The magic cookie: bytes 4..8 of every RFC 5389/8489 STUN message.
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 
@@ -174,7 +180,7 @@ pub(crate) const fn split_message_type(t: u16) -> (Method, Class) {
 pub enum Kind {
     /// A STUN message: first two bits zero and the magic cookie in place (at least 8 bytes seen).
     Stun,
-    /// A ChannelData message: first byte 0x40..=0x4F (channels 0x4000..=0x4FFF), at least the 4-byte header seen.
+    /// A ChannelData message: first byte 0x40..=0x7F (channels in [`CHANNELS`]), at least the 4-byte header seen.
     ChannelData,
     /// Anything else, or too few bytes to tell.
     Other,
@@ -194,7 +200,7 @@ pub fn classify(bytes: &[u8]) -> Kind {
                 Kind::Other
             }
         }
-        [0x40..=0x4F, _, _, _, ..] => Kind::ChannelData,
+        [0x40..=0x7F, _, _, _, ..] => Kind::ChannelData,
         _ => Kind::Other,
     }
 }
@@ -243,7 +249,8 @@ mod tests {
         assert_eq!(classify(&[0x40, 0x00, 0x00, 0x00]), Kind::ChannelData);
         assert_eq!(classify(&[0x4F, 0xFF, 0x00, 0x04, 1, 2, 3, 4]), Kind::ChannelData);
         assert_eq!(classify(&[0x40, 0x00, 0x00]), Kind::Other);
-        assert_eq!(classify(&[0x50, 0x00, 0x00, 0x00]), Kind::Other);
+        assert_eq!(classify(&[0x7F, 0xFF, 0x00, 0x00]), Kind::ChannelData);
+        assert_eq!(classify(&[0x80, 0x00, 0x00, 0x00]), Kind::Other);
         assert_eq!(classify(&[0x80, 0x00, 0x00, 0x00, 0, 0, 0, 0]), Kind::Other); // RTP/DTLS-ish
         assert_eq!(classify(&[]), Kind::Other);
     }

@@ -394,14 +394,14 @@ impl<'a> Message<'a> {
         Ok(self.u32_value(attr::REQUESTED_TRANSPORT)?.map(|v| (v >> 24) as u8))
     }
 
-    /// CHANNEL-NUMBER, checked to be in 0x4000..=0x4FFF ([`StunError::BadChannelNumber`] otherwise, which a server
+    /// CHANNEL-NUMBER, checked to be in [`crate::CHANNELS`] ([`StunError::BadChannelNumber`] otherwise, which a server
     /// answers with 400). The reserved bytes are ignored.
     pub fn channel_number(&self) -> Result<Option<u16>, StunError> {
         match self.u32_value(attr::CHANNEL_NUMBER)? {
             None => Ok(None),
             Some(v) => {
                 let channel = (v >> 16) as u16;
-                if (0x4000..=0x4FFF).contains(&channel) {
+                if crate::CHANNELS.contains(&channel) {
                     Ok(Some(channel))
                 } else {
                     Err(StunError::BadChannelNumber(channel))

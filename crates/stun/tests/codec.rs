@@ -447,7 +447,7 @@ fn channel_data_round_trips_with_and_without_padding() {
 #[test]
 fn channel_data_errors_are_typed() {
     assert_eq!(parse_channel_data(&[0x40, 0x00, 0x00]).unwrap_err(), StunError::Truncated { needed: 4, available: 3 });
-    assert_eq!(parse_channel_data(&[0x50, 0x00, 0x00, 0x00]).unwrap_err(), StunError::BadChannelNumber(0x5000));
+    assert_eq!(parse_channel_data(&[0x80, 0x00, 0x00, 0x00]).unwrap_err(), StunError::BadChannelNumber(0x8000));
     assert_eq!(parse_channel_data(&[0x3F, 0xFF, 0x00, 0x00]).unwrap_err(), StunError::BadChannelNumber(0x3FFF));
     assert_eq!(
         parse_channel_data(&[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4]).unwrap_err(),
@@ -462,7 +462,7 @@ fn channel_data_errors_are_typed() {
         StunError::ChannelDataTrailingBytes { extra: 1 }
     );
     let mut buf = vec![1, 2, 3];
-    assert_eq!(write_channel_data(&mut buf, 0x5000, b"x", true).unwrap_err(), StunError::BadChannelNumber(0x5000));
+    assert_eq!(write_channel_data(&mut buf, 0x8000, b"x", true).unwrap_err(), StunError::BadChannelNumber(0x8000));
     assert!(buf.is_empty());
     assert_eq!(write_channel_data(&mut buf, 0x4000, &vec![0; 65_536], true).unwrap_err(), StunError::TooLongToEncode);
     write_channel_data(&mut buf, 0x4FFF, &vec![7; 65_535], false).unwrap();
@@ -526,7 +526,7 @@ fn stream_framing_needs_enough_bytes_and_rejects_garbage() {
     );
     assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00]).unwrap(), None);
     assert_eq!(stream_frame_len(&[0x40, 0x00, 0xFF, 0xFF]).unwrap(), Some(4 + 65_536));
-    for first in [0x50u8, 0x80, 0xFF, 0x16] {
+    for first in [0x80u8, 0xFF, 0x16] {
         if first & 0xC0 != 0 {
             assert_eq!(stream_frame_len(&[first]).unwrap_err(), StunError::UnknownFraming(first));
         }

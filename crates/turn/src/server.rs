@@ -749,7 +749,7 @@ impl TurnServer {
     ) -> Result<Success, (u16, &'static str)> {
         let message = &request.message;
         let channel = match message.channel_number() {
-            Ok(Some(channel)) if (0x4000..=0x4FFF).contains(&channel) => channel,
+            Ok(Some(channel)) if switchboard_stun::CHANNELS.contains(&channel) => channel,
             _ => return Err((400, "Bad Request")),
         };
         let peer = match message.xor_address(attr::XOR_PEER_ADDRESS) {

@@ -20,6 +20,10 @@ pub const QUIET: Duration = Duration::from_millis(300);
 /// The configuration every test starts from: loopback, ephemeral port, short resume grace.
 pub fn test_config() -> Config {
     let mut config = Config { http: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+    // Tests run in parallel: the STUN/TURN port must be ephemeral too.
+    if let Some(turn) = &mut config.turn {
+        turn.listen = Some("127.0.0.1:0".parse().unwrap());
+    }
     config.core.resume_grace = Duration::from_millis(500);
     config
 }
