@@ -160,7 +160,17 @@ impl Shared {
         self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The quota key of a user: a REST username `<expiry>:<user>` counts as `<user>`, so minting fresh credentials
+    /// does not reset the quota.
+    fn quota_key(user: &str) -> &str {
+        match user.split_once(':') {
+            Some((expiry, name)) if expiry.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => user,
+        }
+    }
+
     fn reserve(&self, user: &str) -> Result<(), u16> {
+        let user = Self::quota_key(user);
         let mut counts = self.counts();
         if counts.total >= self.config.max_allocations {
             return Err(508);
@@ -175,6 +185,7 @@ impl Shared {
     }
 
     fn release(&self, user: &str) {
+        let user = Self::quota_key(user);
         let mut counts = self.counts();
         counts.total = counts.total.saturating_sub(1);
         if let Some(mine) = counts.per_user.get_mut(user) {

@@ -51,6 +51,11 @@ impl TestServer {
         Self { server: Some(server), addr }
     }
 
+    /// The STUN/TURN UDP address, when TURN is on.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().and_then(Server::turn_addr)
+    }
+
     /// The v1 endpoint.
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
