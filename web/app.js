@@ -209,8 +209,12 @@ function removeTile(peer) {
 
 // ---------- peer links ----------
 
+// `?relay` forces every call through the TURN server (iceTransportPolicy 'relay'): for trying TURN out.
+const forceRelay = new URLSearchParams(location.search).has('relay');
+
 function createLink(peer, options) {
-  const link = new PeerLink(client, peer, { stream: app.media.stream, ...options });
+  const policy = forceRelay ? { iceTransportPolicy: 'relay' } : {};
+  const link = new PeerLink(client, peer, { stream: app.media.stream, ...policy, ...options });
   app.links.set(peer, link);
   link.addEventListener('track', (event) => addTile(peer, event.detail.stream));
   link.addEventListener('chat', (event) => addChat(event.detail.from, event.detail.text));
