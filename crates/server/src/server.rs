@@ -132,7 +132,7 @@ fn start_turn(
     core.turn = Some(TurnAuth {
         credentials,
         ttl: settings.credential_ttl,
-        urls: vec![format!("turn:{host}:{port}?transport=udp")],
+        urls: vec![format!("turn:{host}:{port}?transport=udp"), format!("turn:{host}:{port}?transport=tcp")],
     });
     Ok(running)
 }

@@ -99,7 +99,7 @@ async fn stunclient_learns_its_reflexive_address() {
 }
 
 #[tokio::test]
-async fn uclient_relays_over_channels_send_indications_and_client_to_client_without_loss() {
+async fn uclient_relays_over_udp_and_tcp_with_channels_send_indications_and_client_to_client_without_loss() {
     // turnutils_uclient leaves its allocations to expire, so the runs add up: allow them all.
     let (server, port) = turn_server(|config| config.turn.as_mut().unwrap().turn.max_allocations_per_user = 100).await;
     let peer = Peer::start();
@@ -136,6 +136,57 @@ async fn uclient_relays_over_channels_send_indications_and_client_to_client_with
     let client_to_client =
         uclient(port, &["-c", "-y", "-u", "tool", "-w", "pass", "-n", "60", "-m", "4", "-l", "200"]).await;
     assert_no_loss(&client_to_client, 240);
+    // The same over TCP to the server (the relay side stays UDP).
+    let tcp = uclient(
+        port,
+        &[
+            "-t",
+            "-c",
+            "-u",
+            "tool",
+            "-w",
+            "pass",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port,
+            "-n",
+            "60",
+            "-m",
+            "3",
+            "-l",
+            "200",
+        ],
+    )
+    .await;
+    assert_no_loss(&tcp, 180);
+    let tcp_indications = uclient(
+        port,
+        &[
+            "-t",
+            "-c",
+            "-s",
+            "-u",
+            "tool",
+            "-w",
+            "pass",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port,
+            "-n",
+            "60",
+            "-m",
+            "3",
+            "-l",
+            "200",
+        ],
+    )
+    .await;
+    assert_no_loss(&tcp_indications, 180);
+    let tcp_client_to_client =
+        uclient(port, &["-t", "-c", "-y", "-u", "tool", "-w", "pass", "-n", "60", "-m", "4", "-l", "200"]).await;
+    assert_no_loss(&tcp_client_to_client, 240);
     server.shutdown().await;
 }
 

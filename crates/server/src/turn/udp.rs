@@ -1,4 +1,4 @@
-//! The STUN/TURN listener over UDP: worker threads around the sans-IO `switchboard_turn::TurnServer`.
+//! STUN/TURN over UDP: worker threads around the sans-IO `switchboard_turn::TurnServer`.
 //!
 //! Every worker is an OS thread with a single-threaded runtime and its own socket bound to the TURN port with
 //! `SO_REUSEPORT`; the kernel hashes each client's address to one of them, so a client's allocations, and their relay
@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use super::unix_now;
 
 use switchboard_turn::server::{Action, FiveTuple, RelayError, RelayId, Relays, Shared, Transport, TurnServer};
 use tokio::net::UdpSocket;
@@ -33,24 +35,22 @@ pub struct TurnListener {
 
 /// The running listener: its address and the workers' stop switch.
 pub struct RunningTurn {
-    /// The bound address (the port is known even when 0 was asked for).
+    /// The bound address (the port is known even when 0 was asked for); TCP listens on the same port.
     pub local_addr: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    tcp: tokio::task::JoinHandle<()>,
 }
 
 impl RunningTurn {
     /// Stops the workers and waits for them.
     pub fn stop(self) {
+        self.tcp.abort();
         let _ = self.stop.send(true);
         for thread in self.threads {
             let _ = thread.join();
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
@@ -64,10 +64,20 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Binds the TURN port once per worker and starts the workers.
+/// Binds the TURN port (UDP once per worker, and TCP) and starts serving. Must run inside a Tokio runtime, which
+/// serves the TCP side.
 pub fn start(listener: TurnListener) -> std::io::Result<RunningTurn> {
     let first = reuseport_socket(listener.listen)?;
     let local_addr = first.local_addr()?;
+    let tcp_listener = {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(local_addr), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&local_addr.into())?;
+        socket.listen(1024)?;
+        tokio::net::TcpListener::from_std(socket.into())?
+    };
+    let tcp = tokio::spawn(super::tcp::serve(tcp_listener, listener.shared.clone(), listener.relay_ip));
     let mut sockets = vec![first];
     for _ in 1..listener.workers.max(1) {
         sockets.push(reuseport_socket(local_addr)?);
@@ -89,8 +99,8 @@ pub fn start(listener: TurnListener) -> std::io::Result<RunningTurn> {
         })?;
         threads.push(thread);
     }
-    tracing::info!(%local_addr, workers = threads.len(), "STUN/TURN listening on UDP");
-    Ok(RunningTurn { local_addr, stop, threads })
+    tracing::info!(%local_addr, workers = threads.len(), "STUN/TURN listening on UDP and TCP");
+    Ok(RunningTurn { local_addr, stop, threads, tcp })
 }
 
 /// The relay sockets of one worker.
