@@ -33,6 +33,9 @@ pub struct Config {
     pub max_connections: usize,
     /// The built-in STUN/TURN server; None turns it off.
     pub turn: Option<TurnSettings>,
+    /// With the built-in TURN off: an external TURN server (coturn with `use-auth-secret`) sharing the secret, for
+    /// which Switchboard only mints credentials.
+    pub external_turn: Option<ExternalTurn>,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -47,9 +50,21 @@ impl Default for Config {
             max_frame_bytes: 1024 * 1024,
             max_connections: 10_000,
             turn: Some(TurnSettings::default()),
+            external_turn: None,
             log_format: LogFormat::Text,
         }
     }
+}
+
+/// An external TURN server that shares Switchboard's REST secret.
+#[derive(Debug, Clone)]
+pub struct ExternalTurn {
+    /// The shared secrets (the first mints).
+    pub secrets: Vec<String>,
+    /// Its `turn:`/`turns:` URLs.
+    pub urls: Vec<String>,
+    /// Lifetime of minted credentials.
+    pub credential_ttl: Duration,
 }
 
 /// Settings of the built-in STUN/TURN server.
@@ -75,6 +90,8 @@ pub struct TurnSettings {
     pub host: Option<String>,
     /// Lifetime of the credentials minted for users.
     pub credential_ttl: Duration,
+    /// The `turn:`/`turns:` URLs handed to users instead of the ones derived from `host` and the ports.
+    pub urls: Vec<String>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// Allocation quotas and lifetimes.
@@ -94,6 +111,7 @@ impl Default for TurnSettings {
             external_ip: None,
             host: None,
             credential_ttl: Duration::from_secs(6 * 3600),
+            urls: Vec::new(),
             workers: 0,
             turn: switchboard_turn::server::TurnConfig::default(),
         }
@@ -275,6 +293,24 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_TURN_HOST", value_name = "HOST")]
     pub turn_host: Option<String>,
 
+    /// TURN URL handed to users instead of the derived ones (repeatable); with --turn off and --turn-secret, the URLs
+    /// of an external TURN server sharing the secret.
+    #[arg(long = "turn-url", env = "SWITCHBOARD_TURN_URLS", value_delimiter = ',', value_name = "URL")]
+    #[serde(default, rename = "turn-urls")]
+    pub turn_urls: Vec<String>,
+
+    /// Most TURN allocations one user may hold [default: 10].
+    #[arg(long, env = "SWITCHBOARD_TURN_MAX_ALLOCATIONS_PER_USER", value_name = "N")]
+    pub turn_max_allocations_per_user: Option<usize>,
+
+    /// Most TURN allocations in total [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_TURN_MAX_ALLOCATIONS", value_name = "N")]
+    pub turn_max_allocations: Option<usize>,
+
+    /// Relayed bytes per second per allocation; excess is dropped [default: no cap].
+    #[arg(long, env = "SWITCHBOARD_TURN_BANDWIDTH", value_name = "BYTES_PER_SECOND")]
+    pub turn_bandwidth: Option<u64>,
+
     /// Lifetime of the TURN credentials minted for each user [default: 6h].
     #[arg(long, env = "SWITCHBOARD_TURN_TTL", value_name = "DURATION")]
     pub turn_ttl: Option<HumanDuration>,
@@ -321,6 +357,10 @@ impl Options {
             turn_external_ip: self.turn_external_ip.or(file.turn_external_ip),
             turn_host: self.turn_host.or(file.turn_host),
             turn_ttl: self.turn_ttl.or(file.turn_ttl),
+            turn_urls: if self.turn_urls.is_empty() { file.turn_urls } else { self.turn_urls },
+            turn_max_allocations_per_user: self.turn_max_allocations_per_user.or(file.turn_max_allocations_per_user),
+            turn_max_allocations: self.turn_max_allocations.or(file.turn_max_allocations),
+            turn_bandwidth: self.turn_bandwidth.or(file.turn_bandwidth),
             log_format: self.log_format.or(file.log_format),
         }
     }
@@ -421,8 +461,28 @@ impl Options {
         if let Some(format) = self.log_format {
             config.log_format = format;
         }
+        for url in &self.turn_urls {
+            let scheme_ok = ["turn:", "turns:"].iter().any(|s| url.starts_with(s));
+            anyhow::ensure!(scheme_ok, "turn-urls: {url:?} is not a turn: or turns: URL");
+        }
+        let ttl = match self.turn_ttl {
+            Some(HumanDuration(ttl)) => {
+                within("turn-ttl", ttl, Duration::from_secs(60), Duration::from_secs(7 * 86_400))?
+            }
+            None => TurnSettings::default().credential_ttl,
+        };
         config.turn = match self.turn.as_deref() {
-            Some("off") => None,
+            Some("off") => {
+                if !self.turn_urls.is_empty() {
+                    anyhow::ensure!(
+                        !self.turn_secrets.is_empty(),
+                        "turn-urls of an external TURN server need turn-secrets"
+                    );
+                    config.external_turn =
+                        Some(ExternalTurn { secrets: self.turn_secrets, urls: self.turn_urls, credential_ttl: ttl });
+                }
+                None
+            }
             listen => {
                 let listen = match listen {
                     None => None,
@@ -457,9 +517,17 @@ impl Options {
                 turn.external_ip = self.turn_external_ip;
                 turn.turn.external_ip = self.turn_external_ip;
                 turn.host = self.turn_host;
-                if let Some(HumanDuration(ttl)) = self.turn_ttl {
-                    turn.credential_ttl =
-                        within("turn-ttl", ttl, Duration::from_secs(60), Duration::from_secs(7 * 86_400))?;
+                turn.credential_ttl = ttl;
+                turn.urls = self.turn_urls;
+                if let Some(n) = self.turn_max_allocations_per_user {
+                    turn.turn.max_allocations_per_user = at_least("turn-max-allocations-per-user", n, 1)?;
+                }
+                if let Some(n) = self.turn_max_allocations {
+                    turn.turn.max_allocations = at_least("turn-max-allocations", n, 1)?;
+                }
+                if let Some(n) = self.turn_bandwidth {
+                    anyhow::ensure!(n >= 1024, "turn-bandwidth must be at least 1024 bytes per second, not {n}");
+                    turn.turn.bandwidth_bytes_per_second = Some(n);
                 }
                 Some(turn)
             }
@@ -496,6 +564,58 @@ mod tests {
         assert_eq!(config.core.ring_timeout, Duration::from_secs(7));
         assert_eq!(config.core.max_room_size, 4);
         assert_eq!(config.core.resume_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn turn_flags_and_an_external_turn_server() {
+        let on = Options::try_parse_from([
+            "switchboard",
+            "--turn",
+            "127.0.0.1:0",
+            "--turn-user",
+            "tool:pass",
+            "--turn-allow-peer",
+            "127.0.0.1",
+            "--turn-max-allocations-per-user",
+            "3",
+            "--turn-url",
+            "turns:turn.example.org:443",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let turn = on.turn.unwrap();
+        assert_eq!(turn.users, vec![("tool".to_owned(), "pass".to_owned())]);
+        assert_eq!(turn.allow_peers, vec!["127.0.0.1/32".parse::<ipnet::IpNet>().unwrap()]);
+        assert_eq!(turn.turn.max_allocations_per_user, 3);
+        assert_eq!(turn.urls, vec!["turns:turn.example.org:443".to_owned()]);
+        assert!(on.external_turn.is_none());
+
+        let external = Options::try_parse_from([
+            "switchboard",
+            "--turn",
+            "off",
+            "--turn-secret",
+            "shared",
+            "--turn-url",
+            "turn:coturn.example.org:3478",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert!(external.turn.is_none());
+        let external = external.external_turn.unwrap();
+        assert_eq!((external.secrets, external.urls.len()), (vec!["shared".to_owned()], 1));
+
+        let error = Options::try_parse_from(["switchboard", "--turn", "off", "--turn-url", "turn:x:1"])
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert!(error.to_string().contains("turn-secrets"), "{error}");
+        let error = Options::try_parse_from(["switchboard", "--turn", "nowhere"]).unwrap().into_config().unwrap_err();
+        assert!(error.to_string().contains("turn"), "{error}");
+        let error = Options::try_parse_from(["switchboard", "--turn-allow-peer", "10.0.0.0/33"]).unwrap().into_config();
+        assert!(error.unwrap_err().to_string().contains("turn-allow-peers"));
     }
 
     #[test]

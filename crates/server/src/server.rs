@@ -47,6 +47,13 @@ impl Server {
             Some(settings) => Some(start_turn(settings, http_addr, &mut core_config)?),
             None => None,
         };
+        if let Some(external) = &config.external_turn {
+            core_config.turn = Some(TurnAuth {
+                credentials: Credentials::new(external.secrets.clone(), Default::default()),
+                ttl: external.credential_ttl,
+                urls: external.urls.clone(),
+            });
+        }
         let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let core = Signaling::new(core_config, rand::random()).with_wall_clock(Instant::now(), unix_now);
         let hub = Arc::new(Hub::new(core, config.outbound_queue_frames, config.outbound_queue_bytes));
@@ -132,7 +139,11 @@ fn start_turn(
     core.turn = Some(TurnAuth {
         credentials,
         ttl: settings.credential_ttl,
-        urls: vec![format!("turn:{host}:{port}?transport=udp"), format!("turn:{host}:{port}?transport=tcp")],
+        urls: if settings.urls.is_empty() {
+            vec![format!("turn:{host}:{port}?transport=udp"), format!("turn:{host}:{port}?transport=tcp")]
+        } else {
+            settings.urls.clone()
+        },
     });
     Ok(running)
 }
