@@ -36,6 +36,8 @@ pub struct Config {
     /// With the built-in TURN off: an external TURN server (coturn with `use-auth-secret`) sharing the secret, for
     /// which Switchboard only mints credentials.
     pub external_turn: Option<ExternalTurn>,
+    /// TLS certificate chain and private key (PEM), for `turns:`.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -51,6 +53,7 @@ impl Default for Config {
             max_connections: 10_000,
             turn: Some(TurnSettings::default()),
             external_turn: None,
+            tls: None,
             log_format: LogFormat::Text,
         }
     }
@@ -92,6 +95,10 @@ pub struct TurnSettings {
     pub credential_ttl: Duration,
     /// The `turn:`/`turns:` URLs handed to users instead of the ones derived from `host` and the ports.
     pub urls: Vec<String>,
+    /// `turns:` listen address, used when a certificate is configured. None: port 5349 on the TURN listen IP.
+    pub tls_listen: Option<SocketAddr>,
+    /// Whether `turns:` is served (a certificate is configured and `--turn-tls` is not `off`).
+    pub tls_enabled: bool,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// Allocation quotas and lifetimes.
@@ -112,6 +119,8 @@ impl Default for TurnSettings {
             host: None,
             credential_ttl: Duration::from_secs(6 * 3600),
             urls: Vec::new(),
+            tls_listen: None,
+            tls_enabled: false,
             workers: 0,
             turn: switchboard_turn::server::TurnConfig::default(),
         }
@@ -293,6 +302,18 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_TURN_HOST", value_name = "HOST")]
     pub turn_host: Option<String>,
 
+    /// TLS certificate chain (PEM); with --tls-key, turns TLS on for `turns:`.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM).
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// `turns:` (TURN over TLS) listen address, or `off` [default: port 5349 on the TURN host when TLS is on].
+    #[arg(long, env = "SWITCHBOARD_TURN_TLS", value_name = "ADDR:PORT|off")]
+    pub turn_tls: Option<String>,
+
     /// TURN URL handed to users instead of the derived ones (repeatable); with --turn off and --turn-secret, the URLs
     /// of an external TURN server sharing the secret.
     #[arg(long = "turn-url", env = "SWITCHBOARD_TURN_URLS", value_delimiter = ',', value_name = "URL")]
@@ -358,6 +379,9 @@ impl Options {
             turn_host: self.turn_host.or(file.turn_host),
             turn_ttl: self.turn_ttl.or(file.turn_ttl),
             turn_urls: if self.turn_urls.is_empty() { file.turn_urls } else { self.turn_urls },
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            turn_tls: self.turn_tls.or(file.turn_tls),
             turn_max_allocations_per_user: self.turn_max_allocations_per_user.or(file.turn_max_allocations_per_user),
             turn_max_allocations: self.turn_max_allocations.or(file.turn_max_allocations),
             turn_bandwidth: self.turn_bandwidth.or(file.turn_bandwidth),
@@ -461,6 +485,19 @@ impl Options {
         if let Some(format) = self.log_format {
             config.log_format = format;
         }
+        config.tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!("tls-cert and tls-key go together"),
+        };
+        let turn_tls = match self.turn_tls.as_deref() {
+            Some("off") => Some(None),
+            Some(text) => Some(Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|_| anyhow::anyhow!("turn-tls: {text:?} is not ADDR:PORT or off"))?,
+            )),
+            None => None,
+        };
         for url in &self.turn_urls {
             let scheme_ok = ["turn:", "turns:"].iter().any(|s| url.starts_with(s));
             anyhow::ensure!(scheme_ok, "turn-urls: {url:?} is not a turn: or turns: URL");
@@ -519,6 +556,8 @@ impl Options {
                 turn.host = self.turn_host;
                 turn.credential_ttl = ttl;
                 turn.urls = self.turn_urls;
+                turn.tls_listen = turn_tls.flatten();
+                turn.tls_enabled = config.tls.is_some() && turn_tls != Some(None);
                 if let Some(n) = self.turn_max_allocations_per_user {
                     turn.turn.max_allocations_per_user = at_least("turn-max-allocations-per-user", n, 1)?;
                 }

@@ -8,7 +8,8 @@
 //! - [`ws`]: the WebSocket transport: handshake, frame codec, the task that runs one connection.
 //! - [`hub`]: the signaling core behind a lock, with the outboxes of all connections and the timer task.
 //! - [`outbox`]: the bounded per-connection queue of frames to write.
-//! - [`turn`]: the STUN/TURN UDP listener: worker threads around `switchboard_turn`.
+//! - [`turn`]: the STUN/TURN listeners (UDP workers, TCP, TLS) around `switchboard_turn`.
+//! - [`tls`]: TLS configuration from PEM files.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod http;
 pub mod hub;
 pub mod outbox;
 pub mod server;
+pub mod tls;
 pub mod turn;
 pub mod ws;
 

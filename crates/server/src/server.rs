@@ -44,7 +44,7 @@ impl Server {
         };
         let mut core_config = config.core;
         let turn = match &config.turn {
-            Some(settings) => Some(start_turn(settings, http_addr, &mut core_config)?),
+            Some(settings) => Some(start_turn(settings, config.tls.as_ref(), http_addr, &mut core_config)?),
             None => None,
         };
         if let Some(external) = &config.external_turn {
@@ -76,6 +76,11 @@ impl Server {
         self.turn.as_ref().map(|turn| turn.local_addr)
     }
 
+    /// The `turns:` address, when TURN over TLS is on.
+    pub fn turn_tls_addr(&self) -> Option<SocketAddr> {
+        self.turn.as_ref().and_then(crate::turn::RunningTurn::tls_addr)
+    }
+
     /// Counters of the signaling core.
     pub fn stats(&self) -> switchboard_core::Stats {
         self.hub.stats()
@@ -102,6 +107,7 @@ impl Server {
 /// Starts the STUN/TURN listener and tells the signaling core which ICE servers and credentials to hand out.
 fn start_turn(
     settings: &TurnSettings,
+    tls: Option<&(std::path::PathBuf, std::path::PathBuf)>,
     http_addr: SocketAddr,
     core: &mut switchboard_core::Config,
 ) -> anyhow::Result<crate::turn::RunningTurn> {
@@ -127,8 +133,20 @@ fn start_turn(
     } else {
         settings.workers
     };
-    let running = crate::turn::start(crate::turn::TurnListener { listen, relay_ip, workers, shared })
-        .with_context(|| format!("cannot start STUN/TURN on {listen}"))?;
+    let mut running =
+        crate::turn::start(crate::turn::TurnListener { listen, relay_ip, workers, shared: shared.clone() })
+            .with_context(|| format!("cannot start STUN/TURN on {listen}"))?;
+    let tls_port = match (settings.tls_enabled, tls) {
+        (true, Some((cert, key))) => {
+            let config = crate::tls::server_config(cert, key)?;
+            let addr = settings.tls_listen.unwrap_or_else(|| SocketAddr::new(listen.ip(), 5349));
+            let bound = running
+                .start_tls(addr, config, shared, relay_ip)
+                .with_context(|| format!("cannot start TURN over TLS on {addr}"))?;
+            Some(bound.port())
+        }
+        _ => None,
+    };
     let port = running.local_addr.port();
     let host = match (&settings.host, settings.external_ip, concrete(listen.ip())) {
         (Some(host), _, _) => host.clone(),
@@ -140,7 +158,12 @@ fn start_turn(
         credentials,
         ttl: settings.credential_ttl,
         urls: if settings.urls.is_empty() {
-            vec![format!("turn:{host}:{port}?transport=udp"), format!("turn:{host}:{port}?transport=tcp")]
+            let mut urls =
+                vec![format!("turn:{host}:{port}?transport=udp"), format!("turn:{host}:{port}?transport=tcp")];
+            if let Some(tls_port) = tls_port {
+                urls.push(format!("turns:{host}:{tls_port}?transport=tcp"));
+            }
+            urls
         } else {
             settings.urls.clone()
         },

@@ -235,3 +235,54 @@ async fn allocations_beyond_the_user_quota_get_486() {
     assert!(over_quota.contains("error 486"), "{over_quota}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn uclient_relays_over_tls_on_the_turns_port() {
+    let dir = std::env::temp_dir().join(format!("switchboard-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let (server, _) = turn_server(|config| {
+        config.tls = Some((cert.clone(), key.clone()));
+        let turn = config.turn.as_mut().unwrap();
+        turn.tls_enabled = true;
+        turn.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let tls_port = server.turn_tls_addr().expect("turns: is on").port();
+    let peer = Peer::start();
+    let peer_port = peer.port.to_string();
+    let output = uclient(
+        tls_port,
+        &[
+            "-S",
+            "-t",
+            "-c",
+            "-u",
+            "tool",
+            "-w",
+            "pass",
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port,
+            "-n",
+            "60",
+            "-m",
+            "3",
+            "-l",
+            "200",
+        ],
+    )
+    .await;
+    assert_no_loss(&output, 180);
+    // The users' ICE servers include the turns: URL.
+    let mut client = server.connect().await;
+    let welcome = client.login("alice").await.unwrap();
+    let urls = serde_json::to_string(&welcome.ice_servers).unwrap();
+    assert!(urls.contains(&format!("turns:127.0.0.1:{tls_port}")), "{urls}");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

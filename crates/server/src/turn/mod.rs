@@ -2,6 +2,7 @@
 //! port.
 
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 pub use udp::{start, RunningTurn, TurnListener};

@@ -40,12 +40,41 @@ pub struct RunningTurn {
     stop: tokio::sync::watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     tcp: tokio::task::JoinHandle<()>,
+    /// The `turns:` address and its accept task, when TLS is on.
+    tls: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl RunningTurn {
+    /// Serves `turns:` on `addr` with `config`, beside the UDP and TCP listeners.
+    pub fn start_tls(
+        &mut self,
+        addr: SocketAddr,
+        config: std::sync::Arc<rustls::ServerConfig>,
+        shared: Arc<Shared>,
+        relay_ip: IpAddr,
+    ) -> std::io::Result<SocketAddr> {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener = tokio::net::TcpListener::from_std(socket.into())?;
+        let local = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        self.tls = Some((local, tokio::spawn(super::tls::serve(listener, acceptor, shared, relay_ip))));
+        Ok(local)
+    }
+
+    /// The `turns:` address, when TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|(addr, _)| *addr)
+    }
     /// Stops the workers and waits for them.
     pub fn stop(self) {
         self.tcp.abort();
+        if let Some((_, task)) = &self.tls {
+            task.abort();
+        }
         let _ = self.stop.send(true);
         for thread in self.threads {
             let _ = thread.join();
@@ -100,7 +129,7 @@ pub fn start(listener: TurnListener) -> std::io::Result<RunningTurn> {
         threads.push(thread);
     }
     tracing::info!(%local_addr, workers = threads.len(), "STUN/TURN listening on UDP and TCP");
-    Ok(RunningTurn { local_addr, stop, threads, tcp })
+    Ok(RunningTurn { local_addr, stop, threads, tcp, tls: None })
 }
 
 /// The relay sockets of one worker.

@@ -56,6 +56,11 @@ impl TestServer {
         self.server.as_ref().and_then(Server::turn_addr)
     }
 
+    /// The `turns:` address, when TURN over TLS is on.
+    pub fn turn_tls_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().and_then(Server::turn_tls_addr)
+    }
+
     /// The v1 endpoint.
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
