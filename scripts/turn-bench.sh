@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# TURN relay benchmark: Switchboard's built-in TURN server against coturn (Debian package `coturn`), both on
+# loopback with equivalent settings (one static user, loopback peers allowed, no TLS, one worker per core), under the
+# same fixed load from coturn's own client, turnutils_uclient, with turnutils_peer echoing. Runs alternate, so that
+# machine noise hits both. Reports per run: relayed packets, loss, round trip, and server CPU seconds per 100,000
+# relayed packets (user+system time of the server process, from /proc).
+#
+# Usage: scripts/turn-bench.sh [ROUNDS] [CLIENTS] [MESSAGES] [LENGTH] [INTERVAL_MS]
+# Bounded: ROUNDS x 2 runs of CLIENTS x MESSAGES messages each, every run under a 120 s timeout. Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+clients=${2:-50}
+messages=${3:-2000}
+length=${4:-200}
+interval=${5:-2}
+
+command -v turnserver >/dev/null || { echo "needs coturn: apt-get install coturn"; exit 1; }
+cargo build --quiet --release -p switchboard-server
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+peer_port=$(free_port)
+turnutils_peer -p "$peer_port" -L 127.0.0.1 >/dev/null 2>&1 &
+pids+=($!)
+
+sb_port=$(free_port)
+./target/release/switchboard --http 127.0.0.1:0 --turn "127.0.0.1:$sb_port" --turn-user tool:pass \
+  --turn-allow-peer 127.0.0.1/32 --turn-max-allocations-per-user 1000 >"$work/switchboard.log" 2>&1 &
+sb_pid=$!
+pids+=($sb_pid)
+
+co_port=$(free_port)
+turnserver -n --listening-ip=127.0.0.1 --listening-port="$co_port" --relay-ip=127.0.0.1 --realm=switchboard \
+  --lt-cred-mech --user=tool:pass --allow-loopback-peers --no-tls --no-dtls --no-cli --no-tcp-relay \
+  --min-port=40000 --max-port=60000 --log-file=stdout --simple-log --no-stdout-log >"$work/coturn.log" 2>&1 &
+co_pid=$!
+pids+=($co_pid)
+sleep 1
+
+run() {
+  local name=$1 pid=$2 port=$3
+  local before after out sent received lost rtt cpu
+  before=$(cpu_ticks "$pid")
+  out=$(timeout 120 turnutils_uclient -c -u tool -w pass -e 127.0.0.1 -r "$peer_port" -m "$clients" -n "$messages" \
+    -l "$length" -z "$interval" -p "$port" 127.0.0.1 2>&1 || true)
+  after=$(cpu_ticks "$pid")
+  sent=$(grep -o 'tot_send_msgs=[0-9]*' <<<"$out" | tail -n1 | cut -d= -f2)
+  received=$(grep -o 'tot_recv_msgs=[0-9]*' <<<"$out" | tail -n1 | cut -d= -f2)
+  lost=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' <<<"$out" | tail -n1)
+  rtt=$(grep -o 'Average round trip delay [0-9.]* ms' <<<"$out" | tail -n1 | awk '{print $5}')
+  # Each message crosses the relay twice: client -> peer and the echo back.
+  relayed=$(( ${sent:-0} + ${received:-0} ))
+  cpu=$(awk -v t=$((after - before)) -v hz="$hz" 'BEGIN {printf "%.2f", t / hz}')
+  per=$(awk -v t=$((after - before)) -v hz="$hz" -v r="$relayed" 'BEGIN {if (r > 0) printf "%.3f", (t / hz) / r * 100000; else print "n/a"}')
+  printf '%-12s relayed %8s  %-36s rtt %6s ms  server cpu %6s s  cpu per 100k relayed %7s s\n' \
+    "$name" "$relayed" "$lost" "${rtt:-?}" "$cpu" "$per"
+}
+
+echo "load: $clients clients x $messages messages of $length bytes, one every $interval ms per client"
+for round in $(seq "$rounds"); do
+  run switchboard "$sb_pid" "$sb_port"
+  run coturn "$co_pid" "$co_port"
+done
