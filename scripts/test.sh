@@ -53,6 +53,11 @@ done
 ./target/debug/switchboard-bench capacity --url "ws://${addr#http://}/" --clients 100 --dialect tutorial --prefix tut --settle 1 --timeout 60
 echo "load generator smoke: ok"
 
+step "fuzzing the STUN decoder (60 s)"
+command -v cargo-fuzz >/dev/null || cargo install --locked --quiet cargo-fuzz
+# cargo-fuzz needs unstable compiler flags; the machine has a stable toolchain only.
+(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run stun_parse -- -max_total_time=60 -print_final_stats=1 2>&1 | tail -n 4)
+
 step "browser tests (headless Chromium in a loopback-only network namespace)"
 browser_log=$(mktemp)
 e2e/run.sh 2>&1 | tee "$browser_log"
