@@ -93,18 +93,35 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
 /// Binds the TURN port (UDP once per worker, and TCP) and starts serving. Must run inside a Tokio runtime, which
 /// serves the TCP side.
 pub fn start(listener: TurnListener) -> std::io::Result<RunningTurn> {
-    let first = reuseport_socket(listener.listen)?;
-    let local_addr = first.local_addr()?;
-    let tcp_listener = {
-        let socket = socket2::Socket::new(socket2::Domain::for_address(local_addr), socket2::Type::STREAM, None)?;
-        socket.set_reuse_address(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&local_addr.into())?;
-        socket.listen(1024)?;
-        tokio::net::TcpListener::from_std(socket.into())?
+    // UDP and TCP share the port number. With port 0, the kernel's UDP pick may be taken for TCP: pick again.
+    let attempts = if listener.listen.port() == 0 { 16 } else { 1 };
+    let mut bound = None;
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let first = reuseport_socket(listener.listen)?;
+        let local_addr = first.local_addr()?;
+        match tcp_listener(local_addr) {
+            Ok(tcp) => {
+                bound = Some((first, local_addr, tcp));
+                break;
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    let Some((first, local_addr, tcp_listener)) = bound else {
+        return Err(last_error.unwrap_or_else(|| std::io::Error::other("cannot bind the TURN port")));
     };
     let tcp = tokio::spawn(super::tcp::serve(tcp_listener, listener.shared.clone(), listener.relay_ip));
     let mut sockets = vec![first];
