@@ -160,26 +160,12 @@ struct RelaySockets {
 
 impl Relays for RelaySockets {
     fn open(&mut self, ipv6: bool, even_port: bool) -> Result<(RelayId, SocketAddr), RelayError> {
-        if ipv6 != self.relay_ip.is_ipv6() {
-            return Err(RelayError::Family);
-        }
-        // The kernel picks the port; for EVEN-PORT, retry a few times until it picks an even one.
-        for _ in 0..if even_port { 16 } else { 1 } {
-            let std_socket =
-                std::net::UdpSocket::bind(SocketAddr::new(self.relay_ip, 0)).map_err(|_| RelayError::Exhausted)?;
-            let local = std_socket.local_addr().map_err(|_| RelayError::Exhausted)?;
-            if even_port && local.port() % 2 == 1 {
-                continue;
-            }
-            std_socket.set_nonblocking(true).map_err(|_| RelayError::Exhausted)?;
-            let socket = UdpSocket::from_std(std_socket).map_err(|_| RelayError::Exhausted)?;
-            self.next += 1;
-            let id = RelayId(self.next);
-            self.sockets.insert(id, (Rc::new(socket), None));
-            self.opened.push(id);
-            return Ok((id, local));
-        }
-        Err(RelayError::Exhausted)
+        let (socket, local) = super::bind_relay(self.relay_ip, ipv6, even_port)?;
+        self.next += 1;
+        let id = RelayId(self.next);
+        self.sockets.insert(id, (Rc::new(socket), None));
+        self.opened.push(id);
+        Ok((id, local))
     }
 
     fn close(&mut self, relay: RelayId) {
