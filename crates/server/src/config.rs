@@ -267,12 +267,12 @@ pub struct Options {
     pub turn: Option<String>,
 
     /// TURN REST shared secret (repeatable; the first mints, all verify) [default: random per process].
-    #[arg(long = "turn-secret", env = "SWITCHBOARD_TURN_SECRETS", value_delimiter = ',', value_name = "SECRET")]
+    #[arg(long = "turn-secret", env = "SWITCHBOARD_TURN_SECRET", value_name = "SECRET")]
     #[serde(default, rename = "turn-secrets")]
     pub turn_secrets: Vec<String>,
 
     /// Static TURN user, NAME:PASSWORD (repeatable).
-    #[arg(long = "turn-user", env = "SWITCHBOARD_TURN_USERS", value_delimiter = ',', value_name = "NAME:PASSWORD")]
+    #[arg(long = "turn-user", env = "SWITCHBOARD_TURN_USER", value_name = "NAME:PASSWORD")]
     #[serde(default, rename = "turn-users")]
     pub turn_users: Vec<String>,
 
@@ -323,6 +323,10 @@ pub struct Options {
     /// Most TURN allocations one user may hold [default: 10].
     #[arg(long, env = "SWITCHBOARD_TURN_MAX_ALLOCATIONS_PER_USER", value_name = "N")]
     pub turn_max_allocations_per_user: Option<usize>,
+
+    /// Most TURN allocations from one client IP address [default: 32].
+    #[arg(long, env = "SWITCHBOARD_TURN_MAX_ALLOCATIONS_PER_IP", value_name = "N")]
+    pub turn_max_allocations_per_ip: Option<usize>,
 
     /// Most TURN allocations in total [default: 10000].
     #[arg(long, env = "SWITCHBOARD_TURN_MAX_ALLOCATIONS", value_name = "N")]
@@ -384,6 +388,7 @@ impl Options {
             turn_tls: self.turn_tls.or(file.turn_tls),
             turn_max_allocations_per_user: self.turn_max_allocations_per_user.or(file.turn_max_allocations_per_user),
             turn_max_allocations: self.turn_max_allocations.or(file.turn_max_allocations),
+            turn_max_allocations_per_ip: self.turn_max_allocations_per_ip.or(file.turn_max_allocations_per_ip),
             turn_bandwidth: self.turn_bandwidth.or(file.turn_bandwidth),
             log_format: self.log_format.or(file.log_format),
         }
@@ -560,6 +565,9 @@ impl Options {
                 turn.tls_enabled = config.tls.is_some() && turn_tls != Some(None);
                 if let Some(n) = self.turn_max_allocations_per_user {
                     turn.turn.max_allocations_per_user = at_least("turn-max-allocations-per-user", n, 1)?;
+                }
+                if let Some(n) = self.turn_max_allocations_per_ip {
+                    turn.turn.max_allocations_per_ip = at_least("turn-max-allocations-per-ip", n, 1)?;
                 }
                 if let Some(n) = self.turn_max_allocations {
                     turn.turn.max_allocations = at_least("turn-max-allocations", n, 1)?;

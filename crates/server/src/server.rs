@@ -140,14 +140,16 @@ fn start_turn(
         (true, Some((cert, key))) => {
             let config = crate::tls::server_config(cert, key)?;
             let addr = settings.tls_listen.unwrap_or_else(|| SocketAddr::new(listen.ip(), 5349));
-            let bound = running
-                .start_tls(addr, config, shared, relay_ip)
-                .with_context(|| format!("cannot start TURN over TLS on {addr}"))?;
+            let bound =
+                running.start_tls(addr, config).with_context(|| format!("cannot start TURN over TLS on {addr}"))?;
             Some(bound.port())
         }
         _ => None,
     };
     let port = running.local_addr.port();
+    let mut own = vec![running.local_addr];
+    own.extend(running.tls_addr());
+    shared.set_own_addresses(own);
     let host = match (&settings.host, settings.external_ip, concrete(listen.ip())) {
         (Some(host), _, _) => host.clone(),
         (None, Some(ip), _) | (None, None, Some(ip)) => url_host(ip),

@@ -286,3 +286,29 @@ async fn uclient_relays_over_tls_on_the_turns_port() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_tcp_client_that_never_reads_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, port) = turn_server(|_| {}).await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    // Binding requests need no credentials; their answers pile up in a socket nobody reads.
+    let mut binding = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    binding.extend_from_slice(&[7; 12]);
+    let burst: Vec<u8> = binding.iter().copied().cycle().take(binding.len() * 200_000).collect();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.write_all(&burst)).await;
+    // The server gives up on writing after its write timeout and closes: reading then ends, instead of hanging.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let mut sink = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled connection was never closed");
+    server.shutdown().await;
+}

@@ -91,6 +91,11 @@ pub struct TurnConfig {
     pub channel_lifetime: Duration,
     /// Most allocations one user may hold at once (486 beyond).
     pub max_allocations_per_user: usize,
+    /// Most allocations from one client IP address at once (486 beyond).
+    pub max_allocations_per_ip: usize,
+    /// How long after its expiry a REST credential may still refresh the allocation it created (long calls).
+    pub expired_refresh_grace: Duration,
+
     /// Most allocations in total (508 beyond).
     pub max_allocations: usize,
     /// Most permissions per allocation (508 beyond).
@@ -114,6 +119,9 @@ impl Default for TurnConfig {
             permission_lifetime: Duration::from_secs(300),
             channel_lifetime: Duration::from_secs(600),
             max_allocations_per_user: 10,
+            max_allocations_per_ip: 32,
+            expired_refresh_grace: Duration::from_secs(3600),
+
             max_allocations: 10_000,
             max_permissions: 64,
             max_channels: 64,
@@ -136,18 +144,38 @@ pub struct Shared {
     nonce_key: [u8; 32],
     /// Allocations per user, and in total.
     counts: Mutex<Counts>,
+    /// The server's own STUN/TURN addresses, known once the listeners are bound: relays never send there.
+    own_addresses: std::sync::OnceLock<Vec<SocketAddr>>,
 }
 
 #[derive(Debug, Default)]
 struct Counts {
     per_user: HashMap<String, usize>,
+    per_ip: HashMap<IpAddr, usize>,
     total: usize,
 }
 
 impl Shared {
     /// Shared state; `nonce_key` must be random and secret.
     pub fn new(config: TurnConfig, credentials: Credentials, policy: PeerPolicy, nonce_key: [u8; 32]) -> Self {
-        Self { config, credentials, policy, nonce_key, counts: Mutex::new(Counts::default()) }
+        Self {
+            config,
+            credentials,
+            policy,
+            nonce_key,
+            counts: Mutex::new(Counts::default()),
+            own_addresses: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Tells the relays the server's own STUN/TURN addresses, which they never send to (a loop through the server).
+    /// Only the first call counts.
+    pub fn set_own_addresses(&self, addresses: Vec<SocketAddr>) {
+        let _ = self.own_addresses.set(addresses);
+    }
+
+    fn is_own(&self, peer: &SocketAddr) -> bool {
+        self.own_addresses.get().is_some_and(|own| own.contains(peer))
     }
 
     /// Allocations in use across all owners.
@@ -169,31 +197,32 @@ impl Shared {
         }
     }
 
-    fn reserve(&self, user: &str) -> Result<(), u16> {
+    /// Counts one more allocation for `user` from `ip`, or says which quota is full (486 per user or per address,
+    /// 508 in total). Per address too: names are whatever a signaling login claimed, so a per-name quota alone would
+    /// not stop one client from holding every relay.
+    fn reserve(&self, user: &str, ip: IpAddr) -> Result<(), u16> {
         let user = Self::quota_key(user);
         let mut counts = self.counts();
         if counts.total >= self.config.max_allocations {
             return Err(508);
         }
-        let mine = counts.per_user.entry(user.to_owned()).or_default();
-        if *mine >= self.config.max_allocations_per_user {
+        let mine = counts.per_user.get(user).copied().unwrap_or(0);
+        let from_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
+        if mine >= self.config.max_allocations_per_user || from_ip >= self.config.max_allocations_per_ip {
             return Err(486);
         }
-        *mine += 1;
+        *counts.per_user.entry(user.to_owned()).or_default() += 1;
+        *counts.per_ip.entry(ip).or_default() += 1;
         counts.total += 1;
         Ok(())
     }
 
-    fn release(&self, user: &str) {
+    fn release(&self, user: &str, ip: IpAddr) {
         let user = Self::quota_key(user);
         let mut counts = self.counts();
         counts.total = counts.total.saturating_sub(1);
-        if let Some(mine) = counts.per_user.get_mut(user) {
-            *mine = mine.saturating_sub(1);
-            if *mine == 0 {
-                counts.per_user.remove(user);
-            }
-        }
+        decrement(&mut counts.per_user, user);
+        decrement(&mut counts.per_ip, &ip);
     }
 
     /// A nonce: issue time and an HMAC over it and the client's address, hex-encoded (32 characters).
@@ -241,6 +270,18 @@ enum NonceCheck {
     Unknown,
 }
 
+fn decrement<K: std::hash::Hash + Eq + std::borrow::Borrow<Q>, Q: std::hash::Hash + Eq + ?Sized>(
+    map: &mut HashMap<K, usize>,
+    key: &Q,
+) {
+    if let Some(count) = map.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            map.remove(key);
+        }
+    }
+}
+
 /// What to do with a packet after [`TurnServer::handle_client`] or [`TurnServer::handle_peer`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
@@ -265,6 +306,9 @@ struct Allocation {
     relay: RelayId,
     relay_addr: SocketAddr,
     expires: Instant,
+    /// The earliest entry this allocation has in the expiry heap. Refreshes only extend `expires`; the heap entry is
+    /// renewed when it comes due, so refresh spam cannot grow the heap.
+    scheduled: Instant,
     /// Transaction id of the Allocate, to answer retransmissions.
     allocate_tid: TransactionId,
     /// Peer IP -> expiry.
@@ -320,7 +364,6 @@ const KNOWN: &[u16] = &[
     attr::CHANNEL_NUMBER,
     attr::EVEN_PORT,
     attr::REQUESTED_ADDRESS_FAMILY,
-    attr::PASSWORD_ALGORITHM,
     attr::ICMP,
 ];
 
@@ -372,8 +415,12 @@ impl TurnServer {
             }
             self.expiries.pop();
             let Some(tuple) = self.by_relay.get(&relay).copied() else { continue };
-            if self.allocations.get(&tuple).is_some_and(|a| a.expires <= now) {
+            let Some(allocation) = self.allocations.get_mut(&tuple) else { continue };
+            if allocation.expires <= now {
                 self.remove(tuple, relays);
+            } else if allocation.scheduled == at {
+                allocation.scheduled = allocation.expires;
+                self.expiries.push(Reverse((allocation.expires, relay)));
             }
         }
     }
@@ -390,7 +437,7 @@ impl TurnServer {
         if let Some(allocation) = self.allocations.remove(&tuple) {
             self.by_relay.remove(&allocation.relay);
             relays.close(allocation.relay);
-            self.shared.release(&allocation.user);
+            self.shared.release(&allocation.user, tuple.client.ip());
         }
     }
 
@@ -432,7 +479,12 @@ impl TurnServer {
         let Some(&(peer, expires)) = allocation.channels.get(&channel) else {
             return self.drop_packet();
         };
-        if expires <= now || !spend(allocation, now, data.len(), self.shared.config.bandwidth_bytes_per_second) {
+        let permitted = allocation.permissions.get(&peer.ip()).is_some_and(|until| *until > now);
+        let live = expires > now && allocation.expires > now && permitted;
+        if !live || self.shared.is_own(&peer) {
+            return self.drop_packet();
+        }
+        if !spend(allocation, now, data.len(), self.shared.config.bandwidth_bytes_per_second) {
             return self.drop_packet();
         }
         self.stats.to_peer_packets += 1;
@@ -452,7 +504,7 @@ impl TurnServer {
     ) -> Action {
         let message = &request.message;
         match (message.class(), message.method()) {
-            (Class::Request, Method::BINDING) => {
+            (Class::Request, Method::BINDING) if message.unknown_comprehension_required(KNOWN).is_empty() => {
                 let mut writer = MessageWriter::new(out, Method::BINDING, Class::Success, message.transaction_id());
                 writer.xor_address(attr::XOR_MAPPED_ADDRESS, request.tuple.client);
                 if request.fingerprint {
@@ -511,10 +563,15 @@ impl TurnServer {
         if realm != self.shared.config.realm {
             return Err((401, "Unauthorized"));
         }
-        // A REST credential that expired during a long call still refreshes the allocation it created: the HMAC
-        // proves it, and cutting a call off mid-way helps nobody. New allocations need an unexpired one.
+        // A REST credential that expired during a long call still refreshes the allocation it created for a while
+        // (`expired_refresh_grace`): the HMAC proves it, and cutting a call off mid-way helps nobody. New allocations
+        // need an unexpired one.
         let existing = self.allocations.get(&request.tuple).filter(|a| a.user == username);
-        let check_time = if existing.is_some() { 0 } else { unix_now };
+        let check_time = if existing.is_some() {
+            unix_now.saturating_sub(self.shared.config.expired_refresh_grace.as_secs())
+        } else {
+            unix_now
+        };
         for password in self.shared.credentials.passwords(username, check_time) {
             let key = long_term_key_md5(username, realm, &password);
             if let Integrity::Valid { sha256 } = message.check_integrity(&key) {
@@ -628,7 +685,7 @@ impl TurnServer {
             Err(_) => return Err((400, "Bad Request")),
         };
         let lifetime = self.granted_lifetime(message)?;
-        self.shared.reserve(&auth.user).map_err(|code| {
+        self.shared.reserve(&auth.user, request.tuple.client.ip()).map_err(|code| {
             if code == 486 {
                 (486, "Allocation Quota Reached")
             } else {
@@ -638,7 +695,7 @@ impl TurnServer {
         let (relay, local) = match relays.open(ipv6, even_port) {
             Ok(opened) => opened,
             Err(error) => {
-                self.shared.release(&auth.user);
+                self.shared.release(&auth.user, request.tuple.client.ip());
                 return Err(match error {
                     RelayError::Family => (440, "Address Family not Supported"),
                     RelayError::Exhausted => (508, "Insufficient Capacity"),
@@ -657,6 +714,7 @@ impl TurnServer {
                 relay,
                 relay_addr,
                 expires,
+                scheduled: expires,
                 allocate_tid: message.transaction_id(),
                 permissions: HashMap::new(),
                 channels: HashMap::new(),
@@ -710,7 +768,11 @@ impl TurnServer {
         let allocation = self.own_allocation(request, auth)?;
         allocation.expires = now + lifetime;
         let (expires, relay) = (allocation.expires, allocation.relay);
-        self.expiries.push(Reverse((expires, relay)));
+        if expires < allocation.scheduled {
+            // A shorter lifetime than before: the heap needs an earlier entry.
+            allocation.scheduled = expires;
+            self.expiries.push(Reverse((expires, relay)));
+        }
         Ok(Success { relayed: None, lifetime: Some(secs(lifetime)) })
     }
 
@@ -811,7 +873,8 @@ impl TurnServer {
             return self.drop_packet();
         };
         let permitted = allocation.permissions.get(&peer.ip()).is_some_and(|expires| *expires > now);
-        if !permitted || !spend(allocation, now, data.len(), bandwidth) {
+        let own = self.shared.is_own(&peer);
+        if !permitted || own || allocation.expires <= now || !spend(allocation, now, data.len(), bandwidth) {
             return self.drop_packet();
         }
         let Some(offset) = offset_in(packet, data) else {

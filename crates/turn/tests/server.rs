@@ -414,3 +414,74 @@ proptest::proptest! {
         let _ = h.server.handle_peer(h.start, RelayId(1), peer(), &packet, &mut h.out);
     }
 }
+
+#[test]
+fn one_address_cannot_hold_every_relay() {
+    let mut h = Harness::new(|c| c.max_allocations_per_ip = 2);
+    let creds = Credentials::new(vec!["s3cret".into()], HashMap::new());
+    for (port, name, expected) in [(5000, "a", None), (5001, "b", None), (5002, "c", Some(486))] {
+        let minted = creds.mint(name, UNIX, 600).unwrap();
+        assert_eq!(
+            error_code(&allocate(&mut h, tuple(port), &minted.username, &minted.password).0),
+            expected,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn refreshes_extend_the_lifetime_without_piling_up_timers() {
+    let mut h = Harness::new(|_| {});
+    let client = tuple(5000);
+    allocate(&mut h, client, "tool", "pass");
+    let nonce = h.nonce(Duration::ZERO, client);
+    for second in 1..=200 {
+        let tid = h.tid();
+        let refresh = signed(Method::REFRESH, tid, "tool", "pass", &nonce, |w| {
+            w.lifetime(600);
+        });
+        assert_eq!(error_code(&h.request(Duration::from_secs(second), client, &refresh)), None);
+    }
+    // One heap entry, at the first expiry; when it comes due, the allocation (refreshed until 800 s) lives on.
+    assert_eq!(h.server.poll_timeout(), Some(h.start + Duration::from_secs(600)));
+    h.server.handle_timeout(h.start + Duration::from_secs(600), &mut h.relays);
+    assert_eq!(h.server.allocation_count(), 1);
+    assert_eq!(h.server.poll_timeout(), Some(h.start + Duration::from_secs(800)));
+    h.server.handle_timeout(h.start + Duration::from_secs(800), &mut h.relays);
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+#[test]
+fn relays_never_send_to_the_server_itself_or_past_an_expired_permission() {
+    let config = TurnConfig::default();
+    let credentials = Credentials::new(Vec::new(), HashMap::from([("tool".to_owned(), "pass".to_owned())]));
+    let policy = PeerPolicy::new(vec!["127.0.0.1/32".parse().unwrap()], Vec::new());
+    let shared = Arc::new(Shared::new(config, credentials, policy, [9; 32]));
+    let own: SocketAddr = "127.0.0.1:3478".parse().unwrap();
+    shared.set_own_addresses(vec![own]);
+    let mut h = Harness {
+        server: TurnServer::new(shared),
+        relays: FakeRelays::default(),
+        start: Instant::now(),
+        out: Vec::new(),
+        tid: 0,
+    };
+    let client = tuple(5000);
+    allocate(&mut h, client, "tool", "pass");
+    let nonce = h.nonce(Duration::ZERO, client);
+    for (channel, peer) in [(0x4001u16, own), (0x4002, peer())] {
+        let tid = h.tid();
+        let bind = signed(Method::CHANNEL_BIND, tid, "tool", "pass", &nonce, |w| {
+            w.channel_number(channel).xor_address(attr::XOR_PEER_ADDRESS, peer);
+        });
+        assert_eq!(error_code(&h.request(Duration::ZERO, client, &bind)), None);
+    }
+    // To the server's own TURN port: dropped.
+    assert_eq!(h.client(Duration::ZERO, client, &[0x40, 0x01, 0x00, 0x01, b'x']).0, Action::Nothing);
+    // To the peer: relayed while the permission lives (5 min), dropped after, although the channel lives 10 min.
+    assert!(matches!(
+        h.client(Duration::from_secs(10), client, &[0x40, 0x02, 0x00, 0x01, b'x']).0,
+        Action::ToPeer { .. }
+    ));
+    assert_eq!(h.client(Duration::from_secs(301), client, &[0x40, 0x02, 0x00, 0x01, b'x']).0, Action::Nothing);
+}

@@ -9,23 +9,46 @@ use switchboard_stun::stream_frame_len;
 use switchboard_turn::server::{Action, FiveTuple, RelayError, RelayId, Relays, Shared, Transport, TurnServer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{watch, Semaphore};
 
 use super::unix_now;
 
-/// Largest framed message accepted from a client (a ChannelData header plus the largest UDP payload).
-const MAX_FRAME: usize = 4 + 65_535 + 3;
-/// A connection that holds no allocation is closed after this long without traffic.
+/// Largest framed message accepted from a client: the largest STUN message (20-byte header, 65,532 bytes of
+/// attributes) or ChannelData (4-byte header, 65,535 bytes, padding).
+const MAX_FRAME: usize = 20 + 65_532 + 4;
+/// A connection that holds no allocation is closed after this long without a complete message.
 const IDLE_WITHOUT_ALLOCATION: Duration = Duration::from_secs(60);
+/// A client that does not take what the server writes for this long is dropped, so that it cannot pin the task (and
+/// its allocation) forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every stream connection shares: the TURN state, the relay address, the connection limit and the stop switch.
+#[derive(Clone)]
+pub struct StreamContext {
+    /// Settings, credentials, policy, quotas.
+    pub shared: Arc<Shared>,
+    /// Where relay sockets bind.
+    pub relay_ip: IpAddr,
+    /// Connections (TCP and TLS together) allowed at once; more are closed at accept.
+    pub permits: Arc<Semaphore>,
+    /// Set on shutdown: every connection ends and frees its allocation.
+    pub stopped: watch::Receiver<bool>,
+}
 
 /// Accepts TURN-over-TCP connections until the task is aborted.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, relay_ip: IpAddr) {
+pub async fn serve(listener: TcpListener, context: StreamContext) {
     let Ok(server) = listener.local_addr() else { return };
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
+                let Ok(permit) = context.permits.clone().try_acquire_owned() else { continue };
                 let _ = stream.set_nodelay(true);
                 let tuple = FiveTuple { client, server, transport: Transport::Tcp };
-                tokio::spawn(connection(stream, tuple, shared.clone(), relay_ip));
+                let context = context.clone();
+                tokio::spawn(async move {
+                    connection(stream, tuple, context).await;
+                    drop(permit);
+                });
             }
             Err(error) => {
                 tracing::warn!(%error, "TURN TCP accept failed");
@@ -59,23 +82,33 @@ impl Relays for OneRelay {
 }
 
 /// Serves one client stream (TCP, or TLS decrypted around it).
-pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    tuple: FiveTuple,
-    shared: Arc<Shared>,
-    relay_ip: IpAddr,
-) {
+pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, tuple: FiveTuple, context: StreamContext) {
+    let StreamContext { shared, relay_ip, mut stopped, .. } = context;
     let mut turn = TurnServer::new(shared);
     let mut relays = OneRelay { relay_ip, next: 0, socket: None };
+    serve_stream(stream, tuple, &mut turn, &mut relays, &mut stopped).await;
+    turn.close_all(&mut relays);
+}
+
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    tuple: FiveTuple,
+    turn: &mut TurnServer,
+    relays: &mut OneRelay,
+    stopped: &mut watch::Receiver<bool>,
+) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut input: Vec<u8> = Vec::with_capacity(2048);
     let mut out = Vec::with_capacity(2048);
     let mut from_peer = vec![0u8; 65_536];
-    let mut last_heard = Instant::now();
+    let mut last_message = Instant::now();
     loop {
-        let deadline = match turn.poll_timeout() {
-            Some(expiry) => tokio::time::Instant::from_std(expiry),
-            None => tokio::time::Instant::from_std(last_heard + IDLE_WITHOUT_ALLOCATION),
+        if *stopped.borrow() {
+            return;
+        }
+        let deadline = match (turn.allocation_count(), turn.poll_timeout()) {
+            (0, _) | (_, None) => last_message + IDLE_WITHOUT_ALLOCATION,
+            (_, Some(expiry)) => expiry,
         };
         let peer = async {
             match &relays.socket {
@@ -85,52 +118,60 @@ pub async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         };
         tokio::select! {
             read = reader.read_buf(&mut input) => {
-                match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => last_heard = Instant::now(),
+                if !matches!(read, Ok(n) if n > 0) {
+                    return;
                 }
-                // Every complete message in the buffer; a partial one waits for more bytes.
+                // Every complete message in the buffer; a partial one waits for more bytes. Consumed bytes are
+                // removed once per read, not once per message.
+                let mut consumed = 0;
                 loop {
-                    let len = match stream_frame_len(&input) {
-                        Ok(Some(len)) if len <= input.len() => len,
+                    let rest = &input[consumed..];
+                    let len = match stream_frame_len(rest) {
+                        Ok(Some(len)) if len <= rest.len() => len,
                         Ok(Some(len)) if len <= MAX_FRAME => break,
                         Ok(None) => break,
                         // Not STUN, not ChannelData, or absurdly long: the stream cannot be resynchronised.
-                        _ => return turn.close_all(&mut relays),
+                        _ => return,
                     };
-                    let action = turn.handle_client(Instant::now(), unix_now(), tuple, &input[..len], &mut relays, &mut out);
-                    match action {
+                    last_message = Instant::now();
+                    let frame = &input[consumed..consumed + len];
+                    match turn.handle_client(Instant::now(), unix_now(), tuple, frame, relays, &mut out) {
                         Action::Nothing => {}
                         Action::ToClient(_) => {
-                            if writer.write_all(&out).await.is_err() {
-                                return turn.close_all(&mut relays);
+                            if !write(&mut writer, &out).await {
+                                return;
                             }
                         }
                         Action::ToPeer { peer, range, .. } => {
                             if let Some((_, socket)) = &relays.socket {
-                                let _ = socket.try_send_to(&input[range], peer);
+                                let _ = socket.try_send_to(&frame[range], peer);
                             }
                         }
                     }
-                    input.drain(..len);
+                    consumed += len;
                 }
+                input.drain(..consumed);
             }
             (relay, received) = peer => {
                 if let Ok((len, peer)) = received {
-                    if let Action::ToClient(_) = turn.handle_peer(Instant::now(), relay, peer, &from_peer[..len], &mut out) {
-                        if writer.write_all(&out).await.is_err() {
-                            break;
-                        }
+                    let action = turn.handle_peer(Instant::now(), relay, peer, &from_peer[..len], &mut out);
+                    if action != Action::Nothing && !write(&mut writer, &out).await {
+                        return;
                     }
                 }
             }
-            () = tokio::time::sleep_until(deadline) => {
-                turn.handle_timeout(Instant::now(), &mut relays);
-                if turn.allocation_count() == 0 && last_heard.elapsed() >= IDLE_WITHOUT_ALLOCATION {
-                    break;
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                turn.handle_timeout(Instant::now(), relays);
+                if turn.allocation_count() == 0 && last_message.elapsed() >= IDLE_WITHOUT_ALLOCATION {
+                    return;
                 }
             }
+            _ = stopped.changed() => return,
         }
     }
-    turn.close_all(&mut relays);
+}
+
+/// Writes `bytes`, giving up on a client that does not read; false when the connection should end.
+async fn write<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> bool {
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes)).await, Ok(Ok(())))
 }

@@ -1,10 +1,8 @@
 //! STUN/TURN over TLS (`turns:`): TCP connections, a TLS handshake, then the same per-connection handling as TCP.
 
-use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_turn::server::{FiveTuple, Shared, Transport};
+use switchboard_turn::server::{FiveTuple, Transport};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -12,7 +10,7 @@ use tokio_rustls::TlsAcceptor;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts `turns:` connections until the task is aborted.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>, relay_ip: IpAddr) {
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, context: super::tcp::StreamContext) {
     let Ok(server) = listener.local_addr() else { return };
     loop {
         let (stream, client) = match listener.accept().await {
@@ -23,14 +21,16 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Sha
                 continue;
             }
         };
+        let Ok(permit) = context.permits.clone().try_acquire_owned() else { continue };
         let _ = stream.set_nodelay(true);
-        let (acceptor, shared) = (acceptor.clone(), shared.clone());
+        let (acceptor, context) = (acceptor.clone(), context.clone());
         tokio::spawn(async move {
             let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
                 return;
             };
             let tuple = FiveTuple { client, server, transport: Transport::Tls };
-            super::tcp::connection(tls, tuple, shared, relay_ip).await;
+            super::tcp::connection(tls, tuple, context).await;
+            drop(permit);
         });
     }
 }

@@ -17,6 +17,9 @@ use switchboard_turn::server::{Action, FiveTuple, RelayError, RelayId, Relays, S
 use tokio::net::UdpSocket;
 use tokio::task::{AbortHandle, LocalSet};
 
+/// TCP and TLS connections to the TURN ports allowed at once (each may hold an allocation and a relay socket).
+const MAX_STREAM_CONNECTIONS: usize = 4096;
+
 /// Largest UDP payload a worker reads (a TURN message never exceeds the path MTU, but be generous).
 const DATAGRAM: usize = 65_536;
 
@@ -42,6 +45,8 @@ pub struct RunningTurn {
     tcp: tokio::task::JoinHandle<()>,
     /// The `turns:` address and its accept task, when TLS is on.
     tls: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
+    /// What TCP and TLS connections share (the TLS listener joins later).
+    streams: super::tcp::StreamContext,
 }
 
 impl RunningTurn {
@@ -50,8 +55,6 @@ impl RunningTurn {
         &mut self,
         addr: SocketAddr,
         config: std::sync::Arc<rustls::ServerConfig>,
-        shared: Arc<Shared>,
-        relay_ip: IpAddr,
     ) -> std::io::Result<SocketAddr> {
         let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
@@ -61,7 +64,7 @@ impl RunningTurn {
         let listener = tokio::net::TcpListener::from_std(socket.into())?;
         let local = listener.local_addr()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        self.tls = Some((local, tokio::spawn(super::tls::serve(listener, acceptor, shared, relay_ip))));
+        self.tls = Some((local, tokio::spawn(super::tls::serve(listener, acceptor, self.streams.clone()))));
         Ok(local)
     }
 
@@ -123,12 +126,18 @@ pub fn start(listener: TurnListener) -> std::io::Result<RunningTurn> {
     let Some((first, local_addr, tcp_listener)) = bound else {
         return Err(last_error.unwrap_or_else(|| std::io::Error::other("cannot bind the TURN port")));
     };
-    let tcp = tokio::spawn(super::tcp::serve(tcp_listener, listener.shared.clone(), listener.relay_ip));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let streams = super::tcp::StreamContext {
+        shared: listener.shared.clone(),
+        relay_ip: listener.relay_ip,
+        permits: Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_CONNECTIONS)),
+        stopped: stopped.clone(),
+    };
+    let tcp = tokio::spawn(super::tcp::serve(tcp_listener, streams.clone()));
     let mut sockets = vec![first];
     for _ in 1..listener.workers.max(1) {
         sockets.push(reuseport_socket(local_addr)?);
     }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut threads = Vec::new();
     for (index, socket) in sockets.into_iter().enumerate() {
         let (shared, relay_ip, stopped) = (listener.shared.clone(), listener.relay_ip, stopped.clone());
@@ -146,7 +155,7 @@ pub fn start(listener: TurnListener) -> std::io::Result<RunningTurn> {
         threads.push(thread);
     }
     tracing::info!(%local_addr, workers = threads.len(), "STUN/TURN listening on UDP and TCP");
-    Ok(RunningTurn { local_addr, stop, threads, tcp, tls: None })
+    Ok(RunningTurn { local_addr, stop, threads, tcp, tls: None, streams })
 }
 
 /// The relay sockets of one worker.
