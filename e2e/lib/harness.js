@@ -8,6 +8,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { before, after } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -165,4 +166,21 @@ export async function waitForTutorialVideo(page, timeoutMs = 20000) {
     await page.waitForTimeout(250);
   }
   throw new Error('the tutorial page decoded no video');
+}
+
+/**
+ * Registers node:test hooks that start a server (with `args`) and a browser before the file's tests and stop them
+ * after; returns an object whose `server` and `browser` are set once they run.
+ */
+export function useServerAndBrowser(args = []) {
+  const env = { server: null, browser: null };
+  before(async () => {
+    env.server = await startServer(args);
+    env.browser = await launchBrowser();
+  });
+  after(async () => {
+    await env.browser?.close();
+    await env.server?.stop();
+  });
+  return env;
 }

@@ -1,25 +1,14 @@
 // 1:1 calls between two web clients: video both ways, chat both ways, hang up; reject, cancel, busy, no-answer.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openClient, callUser, waitForUser, waitForVideoFrom, screenshot } from '../lib/harness.js';
+import { useServerAndBrowser, openClient, callUser, waitForUser, waitForVideoFrom, screenshot } from '../lib/harness.js';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer(['--ring-timeout', '3s']);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = useServerAndBrowser(['--ring-timeout', '3s']);
 
 test('alice calls bob, both see video, chat both ways, hang up', async () => {
-  const alice = await openClient(browser.context, server, 'alice');
-  const bob = await openClient(browser.context, server, 'bob');
+  const alice = await openClient(env.browser.context, env.server, 'alice');
+  const bob = await openClient(env.browser.context, env.server, 'bob');
   await waitForUser(alice, 'bob', 'idle');
   await screenshot(alice, 'lobby');
   await callUser(alice, 'bob');
@@ -58,9 +47,9 @@ test('alice calls bob, both see video, chat both ways, hang up', async () => {
 });
 
 test('reject, cancel, busy and no-answer are shown to the caller', async () => {
-  const carol = await openClient(browser.context, server, 'carol');
-  const dave = await openClient(browser.context, server, 'dave');
-  const erin = await openClient(browser.context, server, 'erin');
+  const carol = await openClient(env.browser.context, env.server, 'carol');
+  const dave = await openClient(env.browser.context, env.server, 'dave');
+  const erin = await openClient(env.browser.context, env.server, 'erin');
 
   // Reject.
   await callUser(carol, 'dave');
@@ -96,7 +85,7 @@ test('reject, cancel, busy and no-answer are shown to the caller', async () => {
 });
 
 test('a user name with HTML shows as text and runs nothing', async () => {
-  const page = await openClient(browser.context, server, null);
+  const page = await openClient(env.browser.context, env.server, null);
   const hostile = '<img src=x onerror=alert(1)>';
   let dialogs = 0;
   page.on('dialog', async (dialog) => { dialogs += 1; await dialog.dismiss(); });
@@ -108,7 +97,7 @@ test('a user name with HTML shows as text and runs nothing', async () => {
   await page.getByLabel('Your name').fill('mallory');
   await page.getByRole('button', { name: 'Join', exact: true }).click();
   await page.locator('#lobby-view').waitFor({ state: 'visible' });
-  const other = await openClient(browser.context, server, 'trent');
+  const other = await openClient(env.browser.context, env.server, 'trent');
   await callUser(other, 'mallory');
   await page.getByRole('button', { name: 'Accept' }).click();
   await waitForVideoFrom(other, ['mallory']);

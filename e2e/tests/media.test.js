@@ -1,21 +1,10 @@
 // Pages without a camera, or without any device, still join calls: audio only, or receive-only, and say so.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openClient, callUser, waitForVideoFrom } from '../lib/harness.js';
+import { useServerAndBrowser, openClient, callUser, waitForVideoFrom } from '../lib/harness.js';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = useServerAndBrowser();
 
 /** Makes getUserMedia refuse video (`audio: true` still works) or everything. */
 async function restrictDevices(page, refuse) {
@@ -29,10 +18,10 @@ async function restrictDevices(page, refuse) {
 }
 
 test('a page without a camera joins with audio only; one without devices receives only', async () => {
-  const withCamera = await openClient(browser.context, server, 'vera');
-  const audioOnly = await browser.context.newPage();
+  const withCamera = await openClient(env.browser.context, env.server, 'vera');
+  const audioOnly = await env.browser.context.newPage();
   await restrictDevices(audioOnly, 'video');
-  await audioOnly.goto(server.url);
+  await audioOnly.goto(env.server.url);
   await audioOnly.getByLabel('Your name').fill('otto');
   await audioOnly.getByRole('button', { name: 'Join', exact: true }).click();
   await audioOnly.locator('#lobby-view').waitFor({ state: 'visible' });
@@ -45,9 +34,9 @@ test('a page without a camera joins with audio only; one without devices receive
   assert.equal(await audioOnly.getByRole('button', { name: 'Camera off' }).isDisabled(), true);
   await audioOnly.getByRole('button', { name: 'Hang up' }).click();
 
-  const receiveOnly = await browser.context.newPage();
+  const receiveOnly = await env.browser.context.newPage();
   await restrictDevices(receiveOnly, 'all');
-  await receiveOnly.goto(server.url);
+  await receiveOnly.goto(env.server.url);
   await receiveOnly.getByLabel('Your name').fill('rita');
   await receiveOnly.getByRole('button', { name: 'Join', exact: true }).click();
   await receiveOnly.locator('#lobby-view').waitFor({ state: 'visible' });

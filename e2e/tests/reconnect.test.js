@@ -1,26 +1,15 @@
 // Losing the signaling WebSocket mid-call: the page shows a banner, reconnects, resumes its session, and the call
 // (a peer-to-peer connection that never depended on the WebSocket) goes on.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openClient, callUser, waitForVideoFrom } from '../lib/harness.js';
+import { useServerAndBrowser, openClient, callUser, waitForVideoFrom } from '../lib/harness.js';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = useServerAndBrowser();
 
 test('the WebSocket drops mid-call, the page resumes and the call survives', async () => {
-  const alice = await openClient(browser.context, server, 'alice');
-  const bob = await openClient(browser.context, server, 'bob');
+  const alice = await openClient(env.browser.context, env.server, 'alice');
+  const bob = await openClient(env.browser.context, env.server, 'bob');
   await callUser(alice, 'bob');
   await bob.getByRole('button', { name: 'Accept' }).click();
   await waitForVideoFrom(alice, ['bob']);

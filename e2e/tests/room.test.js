@@ -1,22 +1,11 @@
 // Group (mesh) calls: three pages in one room each decode two remote videos; when one leaves, the others' grids
 // shrink.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openClient, waitForVideoFrom, screenshot } from '../lib/harness.js';
+import { useServerAndBrowser, openClient, waitForVideoFrom, screenshot } from '../lib/harness.js';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = useServerAndBrowser();
 
 async function joinRoom(page, room) {
   await page.getByLabel('Room name').fill(room);
@@ -28,7 +17,7 @@ test('three pages in a room see each other; one leaves and the grids update', as
   const names = ['ann', 'ben', 'cat'];
   const pages = [];
   for (const name of names) {
-    const page = await openClient(browser.context, server, name);
+    const page = await openClient(env.browser.context, env.server, name);
     await joinRoom(page, 'standup');
     pages.push(page);
   }

@@ -1,29 +1,18 @@
 // Calls relayed through the built-in TURN server: two pages with iceTransportPolicy 'relay', using the short-lived
 // credentials each got in its login reply.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, login, callUser, waitForVideoFrom } from '../lib/harness.js';
+import { useServerAndBrowser, login, callUser, waitForVideoFrom } from '../lib/harness.js';
 
-let server;
-let browser;
-
-before(async () => {
-  // The relays of both pages live on 127.0.0.1, which TURN refuses as a peer unless told otherwise.
-  server = await startServer(['--turn-allow-peer', '127.0.0.1/32']);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+// The relays of both pages live on 127.0.0.1, which TURN refuses as a peer unless told otherwise.
+const env = useServerAndBrowser(['--turn-allow-peer', '127.0.0.1/32']);
 
 test('two pages call through TURN only, with credentials from the login reply', async () => {
   const pages = [];
   for (const name of ['ruth', 'rolf']) {
-    const page = await browser.context.newPage();
-    await page.goto(`${server.url}/?relay`);
+    const page = await env.browser.context.newPage();
+    await page.goto(`${env.server.url}/?relay`);
     await login(page, name);
     pages.push(page);
   }

@@ -1,26 +1,15 @@
 // The classic tutorial client (a fixture page speaking only the tutorial dialect) and the web client call each
 // other, with video both ways.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, openClient, openTutorial, waitForUser, callUser, waitForVideoFrom, waitForTutorialVideo } from '../lib/harness.js';
+import { useServerAndBrowser, openClient, openTutorial, waitForUser, callUser, waitForVideoFrom, waitForTutorialVideo } from '../lib/harness.js';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = useServerAndBrowser();
 
 test('a tutorial page calls the web client', async () => {
-  const tutor = await openTutorial(browser.context, server, 'tutor');
-  const wendy = await openClient(browser.context, server, 'wendy');
+  const tutor = await openTutorial(env.browser.context, env.server, 'tutor');
+  const wendy = await openClient(env.browser.context, env.server, 'wendy');
   await waitForUser(wendy, 'tutor');
   await tutor.locator('#userlist li[data-user="wendy"]').click();
   await wendy.getByRole('dialog', { name: 'Incoming call' }).waitFor();
@@ -37,8 +26,8 @@ test('a tutorial page calls the web client', async () => {
 });
 
 test('the web client calls a tutorial page', async () => {
-  const tutor = await openTutorial(browser.context, server, 'tina');
-  const walt = await openClient(browser.context, server, 'walt');
+  const tutor = await openTutorial(env.browser.context, env.server, 'tina');
+  const walt = await openClient(env.browser.context, env.server, 'walt');
   await tutor.locator('#userlist li[data-user="walt"]').waitFor();
   await callUser(walt, 'tina');
   await waitForVideoFrom(walt, ['tina']);
