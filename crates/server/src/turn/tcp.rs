@@ -22,6 +22,11 @@ const IDLE_WITHOUT_ALLOCATION: Duration = Duration::from_secs(60);
 /// its allocation) forever.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+thread_local! {
+    /// Datagrams from peers land here; shared by every connection of the thread (see `serve_stream`).
+    static PEER_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 65_536]);
+}
+
 /// What every stream connection shares: the TURN state, the relay address, the connection limit and the stop switch.
 #[derive(Clone)]
 pub struct StreamContext {
@@ -100,7 +105,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut input: Vec<u8> = Vec::with_capacity(2048);
     let mut out = Vec::with_capacity(2048);
-    let mut from_peer = vec![0u8; 65_536];
+
     let mut last_message = Instant::now();
     loop {
         if *stopped.borrow() {
@@ -112,7 +117,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let peer = async {
             match &relays.socket {
-                Some((id, socket)) => (*id, socket.recv_from(&mut from_peer).await),
+                Some((id, socket)) => (*id, socket.readable().await),
                 None => std::future::pending().await,
             }
         };
@@ -152,12 +157,18 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 input.drain(..consumed);
             }
-            (relay, received) = peer => {
-                if let Ok((len, peer)) = received {
-                    let action = turn.handle_peer(Instant::now(), relay, peer, &from_peer[..len], &mut out);
-                    if action != Action::Nothing && !write(&mut writer, &out).await {
-                        return;
-                    }
+            (relay, ready) = peer => {
+                let Some((_, socket)) = &relays.socket else { continue };
+                if ready.is_err() {
+                    continue;
+                }
+                // Read into the worker thread's buffer, synchronously: a connection keeps no 64 KiB buffer of its own.
+                let action = PEER_BUFFER.with_borrow_mut(|buffer| match socket.try_recv_from(buffer) {
+                    Ok((len, peer)) => turn.handle_peer(Instant::now(), relay, peer, &buffer[..len], &mut out),
+                    Err(_) => Action::Nothing,
+                });
+                if action != Action::Nothing && !write(&mut writer, &out).await {
+                    return;
                 }
             }
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {

@@ -188,6 +188,8 @@ struct Worker {
     server: TurnServer,
     relays: RelaySockets,
     out: Vec<u8>,
+    /// Datagrams from peers, for every relay of the worker: a relay keeps no buffer of its own.
+    from_peer: Vec<u8>,
 }
 
 type SharedWorker = Rc<RefCell<Worker>>;
@@ -210,6 +212,7 @@ async fn worker(
         server: TurnServer::new(shared),
         relays: RelaySockets { relay_ip, next: 0, sockets: HashMap::new(), opened: Vec::new() },
         out: Vec::with_capacity(2048),
+        from_peer: vec![0; DATAGRAM],
     }));
     let timers = tokio::task::spawn_local(expire_loop(state.clone()));
     tokio::select! {
@@ -239,7 +242,7 @@ async fn client_loop(state: SharedWorker, socket: Rc<UdpSocket>, local_addr: Soc
         let packet = &buffer[..len];
         let tuple = FiveTuple { client, server: local_addr, transport: Transport::Udp };
         let mut worker = state.borrow_mut();
-        let Worker { server, relays, out } = &mut *worker;
+        let Worker { server, relays, out, .. } = &mut *worker;
         match server.handle_client(Instant::now(), unix_now(), tuple, packet, relays, out) {
             Action::Nothing => {}
             Action::ToClient(tuple) => {
@@ -264,13 +267,18 @@ async fn client_loop(state: SharedWorker, socket: Rc<UdpSocket>, local_addr: Soc
 }
 
 async fn relay_loop(state: SharedWorker, relay: RelayId, relay_socket: Rc<UdpSocket>, client_socket: Rc<UdpSocket>) {
-    let mut buffer = vec![0u8; DATAGRAM];
     loop {
-        let Ok((len, peer)) = relay_socket.recv_from(&mut buffer).await else { continue };
+        if relay_socket.readable().await.is_err() {
+            continue;
+        }
         let mut worker = state.borrow_mut();
-        let Worker { server, out, .. } = &mut *worker;
-        if let Action::ToClient(tuple) = server.handle_peer(Instant::now(), relay, peer, &buffer[..len], out) {
-            let _ = client_socket.try_send_to(out, tuple.client);
+        let Worker { server, out, from_peer, .. } = &mut *worker;
+        // Drain what is there (bounded, so other relays get their turn), reading synchronously into the shared buffer.
+        for _ in 0..32 {
+            let Ok((len, peer)) = relay_socket.try_recv_from(from_peer) else { break };
+            if let Action::ToClient(tuple) = server.handle_peer(Instant::now(), relay, peer, &from_peer[..len], out) {
+                let _ = client_socket.try_send_to(out, tuple.client);
+            }
         }
     }
 }
