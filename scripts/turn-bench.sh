@@ -32,7 +32,7 @@ pids+=($!)
 
 sb_port=$(free_port)
 ./target/release/switchboard --http 127.0.0.1:0 --turn "127.0.0.1:$sb_port" --turn-user tool:pass \
-  --turn-allow-peer 127.0.0.1/32 --turn-max-allocations-per-user 1000 >"$work/switchboard.log" 2>&1 &
+  --turn-allow-peer 127.0.0.1/32 --turn-max-allocations-per-user 1000 --turn-max-allocations-per-ip 1000 >"$work/switchboard.log" 2>&1 &
 sb_pid=$!
 pids+=($sb_pid)
 
@@ -51,10 +51,10 @@ run() {
   out=$(timeout 120 turnutils_uclient -c -u tool -w pass -e 127.0.0.1 -r "$peer_port" -m "$clients" -n "$messages" \
     -l "$length" -z "$interval" -p "$port" 127.0.0.1 2>&1 || true)
   after=$(cpu_ticks "$pid")
-  sent=$(grep -o 'tot_send_msgs=[0-9]*' <<<"$out" | tail -n1 | cut -d= -f2)
-  received=$(grep -o 'tot_recv_msgs=[0-9]*' <<<"$out" | tail -n1 | cut -d= -f2)
-  lost=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' <<<"$out" | tail -n1)
-  rtt=$(grep -o 'Average round trip delay [0-9.]* ms' <<<"$out" | tail -n1 | awk '{print $5}')
+  sent=$(grep -o 'tot_send_msgs=[0-9]*' <<<"$out" | tail -n1 | cut -d= -f2 || true)
+  received=$(grep -o 'tot_recv_msgs=[0-9]*' <<<"$out" | tail -n1 | cut -d= -f2 || true)
+  lost=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' <<<"$out" | tail -n1 || true)
+  rtt=$(grep -o 'Average round trip delay [0-9.]* ms' <<<"$out" | tail -n1 | awk "{print \$5}" || true)
   # Each message crosses the relay twice: client -> peer and the echo back.
   relayed=$(( ${sent:-0} + ${received:-0} ))
   cpu=$(awk -v t=$((after - before)) -v hz="$hz" 'BEGIN {printf "%.2f", t / hz}')

@@ -9,32 +9,30 @@ use sha2::{Digest, Sha256};
 /// The long-term credential key of PASSWORD-ALGORITHM MD5 (the only one of RFC 5389, the default when no
 /// PASSWORD-ALGORITHM is present): `MD5(username ":" realm ":" password)` (RFC 8489 section 9.2.2).
 pub fn long_term_key_md5(username: &str, realm: &str, password: &str) -> [u8; 16] {
-    Md5::new()
-        .chain_update(username.as_bytes())
-        .chain_update(b":")
-        .chain_update(realm.as_bytes())
-        .chain_update(b":")
-        .chain_update(password.as_bytes())
-        .finalize()
-        .into()
+    colon_joined::<Md5>(&[username, realm, password]).into()
 }
 
 /// The long-term credential key of PASSWORD-ALGORITHM SHA-256: `SHA-256(username ":" realm ":" password)`
 /// (RFC 8489 section 9.2.2).
 pub fn long_term_key_sha256(username: &str, realm: &str, password: &str) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(username.as_bytes())
-        .chain_update(b":")
-        .chain_update(realm.as_bytes())
-        .chain_update(b":")
-        .chain_update(password.as_bytes())
-        .finalize()
-        .into()
+    colon_joined::<Sha256>(&[username, realm, password]).into()
+}
+
+/// The digest of `parts` joined with ":", the shape of every key and hash of RFC 8489 section 9.2.2.
+fn colon_joined<D: Digest>(parts: &[&str]) -> sha2::digest::Output<D> {
+    let mut digest = D::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            digest.update(b":");
+        }
+        digest.update(part.as_bytes());
+    }
+    digest.finalize()
 }
 
 /// The value of USERHASH: `SHA-256(username ":" realm)` (RFC 8489 section 14.4).
 pub fn userhash(username: &str, realm: &str) -> [u8; 32] {
-    Sha256::new().chain_update(username.as_bytes()).chain_update(b":").chain_update(realm.as_bytes()).finalize().into()
+    colon_joined::<Sha256>(&[username, realm]).into()
 }
 
 #[cfg(test)]
