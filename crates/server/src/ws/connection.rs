@@ -236,20 +236,19 @@ impl Connection {
 
     /// Moves queued frames into the write buffer.
     fn refill(&mut self, outbox: &Outbox) {
-        let mut frames = Vec::new();
-        let close = outbox.drain(&mut frames, WRITE_BATCH);
         self.write.clear();
         self.written = 0;
-        for frame in &frames {
-            let (opcode, payload): (u8, &[u8]) = match frame {
+        let write = &mut self.write;
+        let close = outbox.drain(WRITE_BATCH, |frame| {
+            let (opcode, payload): (u8, &[u8]) = match &frame {
                 Frame::Text(bytes) => (OP_TEXT, bytes),
                 Frame::Pong(bytes) => (OP_PONG, bytes),
                 Frame::Ping => (OP_PING, &[]),
             };
             let (header, used) = encode_header(opcode, payload.len());
-            self.write.extend_from_slice(&header[..used]);
-            self.write.extend_from_slice(payload);
-        }
+            write.extend_from_slice(&header[..used]);
+            write.extend_from_slice(payload);
+        });
         if let Some((code, reason)) = close {
             self.write.extend_from_slice(&close_frame(code, reason));
             self.close_queued = true;
