@@ -79,6 +79,11 @@ impl Signaling {
         (call.caller == session || call.callee == session).then(|| (key.clone(), call))
     }
 
+    /// The call `call_id` if it still rings and `session` placed it (`as_caller`) or is being called.
+    fn ringing_call(&self, session: SessionId, call_id: &str, as_caller: bool) -> Option<(Arc<str>, &Call)> {
+        self.own_call(session, call_id).filter(|(_, c)| !c.active && (c.caller == session) == as_caller)
+    }
+
     fn unknown_call(&mut self, now: Instant, conn: ConnId, id: Option<&RawValue>, call_id: &str, state: &str) {
         let shown: String = call_id.chars().take(32).collect();
         let message = format!("no {state}call {shown:?} of yours");
@@ -99,11 +104,10 @@ impl Signaling {
         id: Option<&RawValue>,
         call_id: &str,
     ) {
-        let Some((key, call)) = self.own_call(session, call_id).filter(|(_, c)| c.callee == session && !c.active)
+        let Some((key, caller)) = self.ringing_call(session, call_id, false).map(|(key, call)| (key, call.caller))
         else {
             return self.unknown_call(now, conn, id, call_id, "ringing incoming ");
         };
-        let caller = call.caller;
         if let Some(call) = self.calls.get_mut(&key) {
             call.active = true;
         }
@@ -125,8 +129,7 @@ impl Signaling {
         call_id: &str,
         as_caller: bool,
     ) {
-        let ringing = self.own_call(session, call_id).filter(|(_, c)| !c.active && (c.caller == session) == as_caller);
-        let Some((key, _)) = ringing else {
+        let Some((key, _)) = self.ringing_call(session, call_id, as_caller) else {
             let which = if as_caller { "ringing outgoing " } else { "ringing incoming " };
             return self.unknown_call(now, conn, id, call_id, which);
         };
