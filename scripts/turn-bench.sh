@@ -32,7 +32,7 @@ pids+=($!)
 
 sb_port=$(free_port)
 ./target/release/switchboard --http 127.0.0.1:0 --turn "127.0.0.1:$sb_port" --turn-user tool:pass \
-  --turn-allow-peer 127.0.0.1/32 --turn-max-allocations-per-user 1000 --turn-max-allocations-per-ip 1000 >"$work/switchboard.log" 2>&1 &
+  --turn-allow-peer 127.0.0.1/32 --turn-max-allocations-per-user 1000 --turn-max-allocations-per-ip 1000 ${SB_ARGS:-} >"$work/switchboard.log" 2>&1 &
 sb_pid=$!
 pids+=($sb_pid)
 

@@ -332,6 +332,10 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_TURN_MAX_ALLOCATIONS", value_name = "N")]
     pub turn_max_allocations: Option<usize>,
 
+    /// UDP relay worker threads, each with its own socket on the TURN port [default: one per core].
+    #[arg(long, env = "SWITCHBOARD_TURN_WORKERS", value_name = "N")]
+    pub turn_workers: Option<usize>,
+
     /// Relayed bytes per second per allocation; excess is dropped [default: no cap].
     #[arg(long, env = "SWITCHBOARD_TURN_BANDWIDTH", value_name = "BYTES_PER_SECOND")]
     pub turn_bandwidth: Option<u64>,
@@ -388,6 +392,7 @@ impl Options {
             turn_tls: self.turn_tls.or(file.turn_tls),
             turn_max_allocations_per_user: self.turn_max_allocations_per_user.or(file.turn_max_allocations_per_user),
             turn_max_allocations: self.turn_max_allocations.or(file.turn_max_allocations),
+            turn_workers: self.turn_workers.or(file.turn_workers),
             turn_max_allocations_per_ip: self.turn_max_allocations_per_ip.or(file.turn_max_allocations_per_ip),
             turn_bandwidth: self.turn_bandwidth.or(file.turn_bandwidth),
             log_format: self.log_format.or(file.log_format),
@@ -571,6 +576,10 @@ impl Options {
                 }
                 if let Some(n) = self.turn_max_allocations {
                     turn.turn.max_allocations = at_least("turn-max-allocations", n, 1)?;
+                }
+                if let Some(n) = self.turn_workers {
+                    anyhow::ensure!((1..=256).contains(&n), "turn-workers must be 1 to 256, not {n}");
+                    turn.workers = n;
                 }
                 if let Some(n) = self.turn_bandwidth {
                     anyhow::ensure!(n >= 1024, "turn-bandwidth must be at least 1024 bytes per second, not {n}");

@@ -13,7 +13,7 @@ pub(crate) fn bind_relay(
     relay_ip: std::net::IpAddr,
     ipv6: bool,
     even_port: bool,
-) -> Result<(tokio::net::UdpSocket, std::net::SocketAddr), switchboard_turn::server::RelayError> {
+) -> Result<(std::net::UdpSocket, std::net::SocketAddr), switchboard_turn::server::RelayError> {
     use switchboard_turn::server::RelayError;
     if ipv6 != relay_ip.is_ipv6() {
         return Err(RelayError::Family);
@@ -26,7 +26,6 @@ pub(crate) fn bind_relay(
             continue;
         }
         socket.set_nonblocking(true).map_err(|_| RelayError::Exhausted)?;
-        let socket = tokio::net::UdpSocket::from_std(socket).map_err(|_| RelayError::Exhausted)?;
         return Ok((socket, local));
     }
     Err(RelayError::Exhausted)
