@@ -7,6 +7,7 @@
 
 mod capacity;
 mod proc_stats;
+mod turn;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -30,14 +31,19 @@ pub enum Dialect {
 enum Scenario {
     /// N clients log in and idle; report the server's RSS per connection.
     Capacity(capacity::Args),
+    /// TURN relay at a fixed rate between pairs of allocations; report loss, latency and server CPU per packet.
+    Turn(turn::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        match cli.scenario {
-            Scenario::Capacity(args) => capacity::run(args).await,
-        }
-    })
+    match cli.scenario {
+        // The TURN scenario runs on plain threads with batched system calls; the WebSocket ones on Tokio.
+        Scenario::Turn(args) => turn::run(args),
+        Scenario::Capacity(args) => runtime()?.block_on(capacity::run(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
