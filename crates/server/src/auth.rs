@@ -249,6 +249,42 @@ mod tests {
     }
 
     #[test]
+    fn auth_options_from_file_environment_and_command_line() {
+        use crate::config::Options;
+        use clap::Parser;
+        let file: Options = toml::from_str(
+            r#"
+            auth = "token"
+            auth-secrets = ["0123456789abcdef0123456789abcdef"]
+            allowed-origins = ["https://Example.org"]
+            room-passwords = ["lunch=file"]
+            [rooms."Board Room"]
+            password = "table"
+            "#,
+        )
+        .unwrap();
+        let cli = Options::try_parse_from(["switchboard", "--room-password", "lunch=cli"]).unwrap();
+        let config = cli.or(file).into_config().unwrap();
+        assert!(matches!(config.core.auth, Auth::Token(_)));
+        assert_eq!(config.allowed_origins, ["https://example.org"]);
+        let rooms: Vec<(&str, &str)> =
+            config.core.room_passwords.iter().map(|(n, p)| (n.as_str(), p.expose())).collect();
+        assert_eq!(rooms, [("Board Room", "table"), ("lunch", "cli")]);
+        let printed = format!("{:?}", config.core);
+        assert!(!printed.contains("0123456789abcdef") && !printed.contains("table"), "{printed}");
+
+        // The singular spelling of the key works too.
+        let file: Options = toml::from_str("auth-secret = [\"0123456789abcdef0123456789abcdef\"]").unwrap();
+        assert_eq!(file.auth_secrets.len(), 1);
+        let error = toml::from_str::<Options>("[rooms.x]\npasword = \"typo\"").unwrap_err().to_string();
+        assert!(error.contains("pasword"), "{error}");
+        let error = Options::try_parse_from(["switchboard", "--auth", "token"]).unwrap().into_config().unwrap_err();
+        assert!(error.to_string().contains("auth-secret"), "{error}");
+        let error = Options::try_parse_from(["switchboard", "--allowed-origin", "example.org"]).unwrap().into_config();
+        assert!(error.unwrap_err().to_string().contains("allowed-origins"));
+    }
+
+    #[test]
     fn token_mode_needs_good_secrets() {
         assert!(matches!(auth_mode(None, &[]), Ok(Auth::Open)));
         assert!(auth_mode(Some(AuthMode::Token), &[]).unwrap_err().to_string().contains("auth-secret"));

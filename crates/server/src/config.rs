@@ -380,7 +380,7 @@ pub struct Options {
 
 impl Options {
     /// Fills what the command line and environment left unset from `file`.
-    fn or(self, file: Options) -> Options {
+    pub(crate) fn or(self, file: Options) -> Options {
         Options {
             config: self.config,
             http: self.http.or(file.http),
@@ -449,7 +449,7 @@ impl Options {
         })
     }
 
-    fn into_config(self) -> anyhow::Result<Config> {
+    pub(crate) fn into_config(self) -> anyhow::Result<Config> {
         let mut config = Config::default();
         let core = &mut config.core;
         if let Some(http) = self.http {
