@@ -128,6 +128,13 @@ fn correctly_signed_tokens_with_bad_claims_are_invalid() {
 }
 
 #[test]
+fn the_example_token_of_the_protocol_docs_verifies() {
+    let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTgwMDAwMzYwMH0.xFJKRRmuInEgohp9M1-ZE43wtYREfZSoOyhe9KmYmWU";
+    let verified = keys(&["an-example-secret-of-32-bytes-or-more"]).verify(token, T0);
+    assert_eq!(verified, Ok(claims("alice", 1_800_003_600, None)));
+}
+
+#[test]
 fn secrets_must_be_long_enough_and_claims_mintable() {
     assert!(TokenKeys::new(Vec::<String>::new()).is_err());
     let error = TokenKeys::new([SECRET, "short"]).unwrap_err();
