@@ -685,6 +685,8 @@ impl Signaling {
         );
         if let Some(state) = self.conns.get_mut(&conn) {
             state.session = Some(session);
+            // Logged in: the URL's token has served its purpose and is not kept around.
+            state.token = None;
         }
         self.presence.joined(&key, &name, UserStatus::Idle);
         self.schedule_flush(now);
