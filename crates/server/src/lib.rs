@@ -10,10 +10,14 @@
 //! - [`outbox`]: the bounded per-connection queue of frames to write.
 //! - [`turn`]: the STUN/TURN listeners (UDP workers, TCP, TLS) around `switchboard_turn`.
 //! - [`tls`]: TLS configuration from PEM files.
+//! - [`auth`]: the `Origin` allow list, the token of the upgrade URL, auth options.
+//! - [`cli`]: subcommands of the binary (`switchboard token`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod assets;
+pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod hub;

@@ -7,7 +7,11 @@ use switchboard_server::{config::LogFormat, config::Options, Server};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
-    let config = Options::parse().resolve()?;
+    let mut options = Options::parse();
+    if let Some(command) = options.command.take() {
+        return command.run(options);
+    }
+    let config = options.resolve()?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match config.log_format {
         // Colours only for a terminal: log files and pipes get plain text that tools can grep.
