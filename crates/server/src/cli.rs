@@ -18,6 +18,9 @@ use crate::config::{HumanDuration, Options};
 pub enum Command {
     /// Print a login token for `--auth token` servers (a JWT signed with HS256).
     Token(TokenArgs),
+    /// Check from outside that STUN and TURN work at the address users are given (Binding, Allocate, relayed data
+    /// both ways). Exits non-zero, naming the failed step, when they do not.
+    Check(crate::check::CheckArgs),
 }
 
 /// Arguments of `switchboard token`.
@@ -53,6 +56,7 @@ impl Command {
                 writeln!(stdout, "{token}").context("cannot write the token")?;
                 Ok(())
             }
+            Command::Check(args) => crate::check::run(args, &options.resolve()?),
         }
     }
 }
@@ -96,6 +100,7 @@ mod tests {
         let mut options = Options::try_parse_from(args).unwrap();
         match options.command.take() {
             Some(Command::Token(token)) => (token, options),
+            Some(other) => panic!("not the token subcommand: {other:?}"),
             None => panic!("no subcommand in {args:?}"),
         }
     }

@@ -11,12 +11,14 @@
 //! - [`turn`]: the STUN/TURN listeners (UDP workers, TCP, TLS) around `switchboard_turn`.
 //! - [`tls`]: TLS configuration from PEM files.
 //! - [`auth`]: the `Origin` allow list, the token of the upgrade URL, auth options.
-//! - [`cli`]: subcommands of the binary (`switchboard token`).
+//! - [`cli`]: subcommands of the binary (`switchboard token`, `switchboard check`).
+//! - [`check`]: `switchboard check`, a STUN/TURN test from the client's side.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod assets;
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -105,3 +105,48 @@ fn a_silent_server_times_out_within_the_deadline() {
     assert_eq!(requests, 2, "the request and one retransmission");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+fn run_check(server: SocketAddr, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--turn-user", "tool:pass"])
+        .args(extra)
+        .args(["check", "--server", &server.to_string(), "--timeout", "3"])
+        .output()
+        .expect("switchboard check runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switchboard_check_relays_both_ways_and_names_a_denied_peer() {
+    let (server, addr) = turn_server().await;
+    let ok = tokio::task::spawn_blocking(move || run_check(addr, &[])).await.unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(stdout.contains("ok  relay -> peer"), "{stdout}");
+    assert!(stdout.contains("ok  peer -> relay -> client"), "{stdout}");
+    server.shutdown().await;
+
+    // Loopback peers are denied by default: the check fails at CreatePermission and says why.
+    let strict = TestServer::start_with(|config| {
+        config.turn.as_mut().unwrap().users = vec![("tool".into(), "pass".into())];
+    })
+    .await;
+    let addr = strict.turn_addr().unwrap();
+    let denied = tokio::task::spawn_blocking(move || run_check(addr, &[])).await.unwrap();
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(!denied.status.success());
+    assert!(stderr.contains("(403)") && stderr.contains("--turn-allow-peer"), "{stderr}");
+
+    // A wrong password fails at Allocate with 401.
+    let wrong = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["--turn-user", "tool:nope", "check", "--server", &addr.to_string()])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success());
+    assert!(stderr.contains("TURN Allocate failed") && stderr.contains("401"), "{stderr}");
+    strict.shutdown().await;
+}

@@ -32,6 +32,6 @@ pub(crate) fn bind_relay(
 }
 
 /// Seconds since the Unix epoch, which date nonces and REST credentials.
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
