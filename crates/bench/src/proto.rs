@@ -4,7 +4,7 @@
 use memchr::memmem;
 
 use crate::net::Target;
-use crate::ws::WsConn;
+use crate::ws::{Transport, WsConn};
 
 /// Whether a JSON message has `"type":"<kind>"` (as every server here writes it, without spaces).
 pub fn has_type(message: &[u8], kind: &str) -> bool {
@@ -57,14 +57,14 @@ pub async fn login_tutorial(target: &Target, i: usize, name: &str) -> anyhow::Re
 }
 
 /// Ends a v1 session at once (instead of leaving it to wait for a resume) and closes the connection.
-pub async fn logout_v1(conn: &mut WsConn) {
+pub async fn logout_v1(conn: &mut impl Transport) {
     conn.queue_text(br#"{"type":"logout"}"#);
     conn.queue_close();
     let _ = conn.flush().await;
 }
 
 /// Closes a connection politely.
-pub async fn close(conn: &mut WsConn) {
+pub async fn close(conn: &mut impl Transport) {
     conn.queue_close();
     let _ = conn.flush().await;
 }

@@ -18,7 +18,7 @@ use crate::payload::{self, SdpKind, Stamp, Template};
 use crate::proto;
 use crate::seq::SeqTracker;
 use crate::stats::{Recorder, SharedHistogram, Table, Usage};
-use crate::ws::{Incoming, WsConn};
+use crate::ws::{Incoming, Transport, TungConn, WsConn};
 
 /// Which server protocol the pairs speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,6 +42,15 @@ impl RelayDialect {
             RelayDialect::Peerjs => "peerjs",
         }
     }
+}
+
+/// Which WebSocket client implementation drives the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Client {
+    /// This tool's own client: buffers reused, frames rendered and masked in place, batched writes.
+    Lean,
+    /// tokio-tungstenite, to check what the lean client saves.
+    Tungstenite,
 }
 
 /// Options of `relay`.
@@ -87,6 +96,9 @@ pub struct Args {
     /// User names are this prefix, the pair's number and `a` or `b` [default: unique per run].
     #[arg(long)]
     pub prefix: Option<String>,
+    /// WebSocket client implementation (for checking the load generator's own cost).
+    #[arg(long, value_enum, default_value = "lean")]
+    pub client: Client,
     /// PeerJS API key.
     #[arg(long, default_value = "peerjs")]
     pub peerjs_key: String,
@@ -161,22 +173,22 @@ async fn measure(args: &Args, target: &Target) -> anyhow::Result<Outcome> {
             let permit = gate.acquire_owned().await;
             let conns = pair.login().await;
             drop(permit);
-            let (mut conns, templates) = match conns.and_then(|(conns, peers)| Ok((conns, pair.templates(&peers)?))) {
-                Ok(ready) => ready,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(format!("pair {p}: {e:#}"))).await;
-                    return PairResult { failure: Some(format!("{e:#}")), ..PairResult::default() };
-                }
+            let prepared = conns.and_then(|(conns, peers)| Ok((conns, pair.templates(&peers)?)));
+            let (conns, templates) = match prepared {
+                Ok(prepared) => prepared,
+                Err(e) => return pair.failed(&ready_tx, e).await,
             };
-            let _ = ready_tx.send(Ok(())).await;
-            let mut result = PairResult::default();
-            let Some(schedule) = wait_for_start(go_rx).await else { return result };
-            let mut recorder = Recorder::new(histogram);
-            if let Err(e) = pair.exchange(&mut conns, &templates, schedule, &mut recorder, &mut result).await {
-                result.failure = Some(format!("{e:#}"));
+            match pair.client {
+                Client::Lean => pair.drive(conns, templates, ready_tx, go_rx, histogram).await,
+                Client::Tungstenite => {
+                    let [a, b] = conns;
+                    let converted = async { anyhow::Ok([TungConn::from_lean(a).await?, TungConn::from_lean(b).await?]) };
+                    match converted.await {
+                        Ok(conns) => pair.drive(conns, templates, ready_tx, go_rx, histogram).await,
+                        Err(e) => pair.failed(&ready_tx, e).await,
+                    }
+                }
             }
-            pair.leave(&mut conns).await;
-            result
         }));
     }
     drop(ready_tx);
@@ -236,6 +248,7 @@ struct Pair {
     sdp_bytes: usize,
     candidate_bytes: usize,
     peerjs_key: String,
+    client: Client,
 }
 
 impl Pair {
@@ -250,7 +263,33 @@ impl Pair {
             sdp_bytes: args.sdp_bytes,
             candidate_bytes: args.candidate_bytes,
             peerjs_key: args.peerjs_key.clone(),
+            client: args.client,
         }
+    }
+
+    async fn failed(&self, ready: &mpsc::Sender<Result<(), String>>, e: anyhow::Error) -> PairResult {
+        let _ = ready.send(Err(format!("pair {}: {e:#}", self.index))).await;
+        PairResult { failure: Some(format!("{e:#}")), ..PairResult::default() }
+    }
+
+    /// Reports the pair ready, waits for the start, runs the exchange and leaves.
+    async fn drive<C: Transport>(
+        &self,
+        mut conns: [C; 2],
+        templates: [Direction; 2],
+        ready: mpsc::Sender<Result<(), String>>,
+        go: watch::Receiver<Option<Schedule>>,
+        histogram: Arc<SharedHistogram>,
+    ) -> PairResult {
+        let _ = ready.send(Ok(())).await;
+        let mut result = PairResult::default();
+        let Some(schedule) = wait_for_start(go).await else { return result };
+        let mut recorder = Recorder::new(histogram);
+        if let Err(e) = self.exchange(&mut conns, &templates, schedule, &mut recorder, &mut result).await {
+            result.failure = Some(format!("{e:#}"));
+        }
+        self.leave(&mut conns).await;
+        result
     }
 
     /// Connects and logs in both ends; returns the connections and the ids the server knows them by.
@@ -322,9 +361,9 @@ impl Pair {
         Ok([render(0)?, render(1)?])
     }
 
-    async fn exchange(
+    async fn exchange<C: Transport>(
         &self,
-        conns: &mut [WsConn; 2],
+        conns: &mut [C; 2],
         templates: &[Direction; 2],
         schedule: Schedule,
         recorder: &mut Recorder,
@@ -381,7 +420,7 @@ impl Pair {
         }
     }
 
-    async fn leave(&self, conns: &mut [WsConn; 2]) {
+    async fn leave<C: Transport>(&self, conns: &mut [C; 2]) {
         for conn in conns.iter_mut() {
             match self.dialect {
                 RelayDialect::V1 => proto::logout_v1(conn).await,
@@ -456,8 +495,8 @@ struct Arrival {
 
 /// Takes every complete message a connection has read (the receiving end of `direction`); returns how many window
 /// slots they free.
-fn receive(
-    conn: &mut WsConn,
+fn receive<C: Transport>(
+    conn: &mut C,
     direction: usize,
     stream: u32,
     finder: &memchr::memmem::Finder<'_>,

@@ -46,6 +46,28 @@ pub struct Payload {
     reassembled: bool,
 }
 
+/// What a scenario's hot loop needs from a client connection, so that the lean client can be compared with
+/// tokio-tungstenite under the same load (`relay --client`).
+#[allow(async_fn_in_trait)] // used with static dispatch only
+pub trait Transport {
+    /// Appends a text frame; `fill` writes the `len` payload bytes in place.
+    fn queue_text_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]));
+    /// Appends a close frame.
+    fn queue_close(&mut self);
+    /// Writes everything queued.
+    async fn flush(&mut self) -> anyhow::Result<()>;
+    /// Waits for more input; cancel-safe.
+    async fn fill(&mut self) -> anyhow::Result<()>;
+    /// The next complete message already read, if any.
+    fn next(&mut self) -> anyhow::Result<Option<Incoming>>;
+    /// The bytes of the message the last [`Transport::next`] returned.
+    fn payload(&self, payload: &Payload) -> &[u8];
+
+    fn queue_text(&mut self, text: &[u8]) {
+        self.queue_text_with(text.len(), |out| out.copy_from_slice(text));
+    }
+}
+
 /// One client connection.
 pub struct WsConn {
     stream: TcpStream,
@@ -256,6 +278,112 @@ impl WsConn {
             }
             self.flush().await?;
             self.fill().await?;
+        }
+    }
+}
+
+impl Transport for WsConn {
+    fn queue_text_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
+        WsConn::queue_text_with(self, len, fill);
+    }
+    fn queue_close(&mut self) {
+        WsConn::queue_close(self);
+    }
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        WsConn::flush(self).await
+    }
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        WsConn::fill(self).await
+    }
+    fn next(&mut self) -> anyhow::Result<Option<Incoming>> {
+        WsConn::next(self)
+    }
+    fn payload(&self, payload: &Payload) -> &[u8] {
+        WsConn::payload(self, payload)
+    }
+}
+
+/// The same connection driven by tokio-tungstenite after the lean client's handshake: one allocation per message
+/// each way, its own buffering. Kept to measure the lean client against (`relay --client tungstenite`).
+pub struct TungConn {
+    ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+    outgoing: Vec<tokio_tungstenite::tungstenite::Message>,
+    incoming: std::collections::VecDeque<tokio_tungstenite::tungstenite::Message>,
+    current: Option<tokio_tungstenite::tungstenite::Message>,
+}
+
+impl TungConn {
+    /// Takes over a connection that has done its handshake (and maybe its login).
+    pub async fn from_lean(conn: WsConn) -> anyhow::Result<Self> {
+        anyhow::ensure!(conn.write.is_empty() && conn.fragments.is_empty(), "the connection has unfinished business");
+        let leftover = conn.read[conn.start..conn.end].to_vec();
+        let ws = tokio_tungstenite::WebSocketStream::from_partially_read(
+            conn.stream,
+            leftover,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        Ok(Self { ws, outgoing: Vec::new(), incoming: Default::default(), current: None })
+    }
+}
+
+impl Transport for TungConn {
+    fn queue_text_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
+        let mut text = vec![0; len];
+        fill(&mut text);
+        // Scenarios only render UTF-8 (JSON); anything else would be a bug here, sent as binary to stand out.
+        let message = match String::from_utf8(text) {
+            Ok(text) => tokio_tungstenite::tungstenite::Message::text(text),
+            Err(e) => tokio_tungstenite::tungstenite::Message::binary(e.into_bytes()),
+        };
+        self.outgoing.push(message);
+    }
+    fn queue_close(&mut self) {
+        self.outgoing.push(tokio_tungstenite::tungstenite::Message::Close(None));
+    }
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        use futures_util::SinkExt;
+        for message in self.outgoing.drain(..) {
+            self.ws.feed(message).await?;
+        }
+        self.ws.flush().await?;
+        Ok(())
+    }
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        use futures_util::StreamExt;
+        match self.ws.next().await {
+            Some(message) => self.incoming.push_back(message?),
+            None => anyhow::bail!("the server closed the connection"),
+        }
+        Ok(())
+    }
+    fn next(&mut self) -> anyhow::Result<Option<Incoming>> {
+        use tokio_tungstenite::tungstenite::Message;
+        while let Some(message) = self.incoming.pop_front() {
+            match message {
+                Message::Text(_) | Message::Binary(_) => {
+                    let len = match &message {
+                        Message::Text(t) => t.len(),
+                        Message::Binary(b) => b.len(),
+                        _ => 0,
+                    };
+                    self.current = Some(message);
+                    return Ok(Some(Incoming::Message(Payload { range: 0..len, reassembled: false })));
+                }
+                Message::Close(frame) => return Ok(Some(Incoming::Close(frame.map(|f| f.code.into())))),
+                // tungstenite answers pings by itself.
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+    fn payload(&self, payload: &Payload) -> &[u8] {
+        use tokio_tungstenite::tungstenite::Message;
+        match &self.current {
+            Some(Message::Text(t)) => &t.as_bytes()[payload.range.clone()],
+            Some(Message::Binary(b)) => &b[payload.range.clone()],
+            _ => &[],
         }
     }
 }
