@@ -182,7 +182,8 @@ async fn measure(args: &Args, target: &Target) -> anyhow::Result<Outcome> {
                 Client::Lean => pair.drive(conns, templates, ready_tx, go_rx, histogram).await,
                 Client::Tungstenite => {
                     let [a, b] = conns;
-                    let converted = async { anyhow::Ok([TungConn::from_lean(a).await?, TungConn::from_lean(b).await?]) };
+                    let converted =
+                        async { anyhow::Ok([TungConn::from_lean(a).await?, TungConn::from_lean(b).await?]) };
                     match converted.await {
                         Ok(conns) => pair.drive(conns, templates, ready_tx, go_rx, histogram).await,
                         Err(e) => pair.failed(&ready_tx, e).await,
