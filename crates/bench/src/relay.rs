@@ -617,9 +617,13 @@ impl Outcome {
     /// A run with lost, duplicated or misrouted messages, errors or failed pairs is not a valid measurement.
     fn verdict(&self) -> anyhow::Result<()> {
         let t = self.totals();
+        let hint = match self.first(|p| p.first_error.as_ref()) {
+            Some(error) if error.contains("rate-limited") => " (start Switchboard with --rate-per-second 0)",
+            _ => "",
+        };
         anyhow::ensure!(
             t.lost == 0 && t.duplicates == 0 && t.misrouted == 0 && t.errors == 0 && t.failed_pairs == 0,
-            "faults: {} lost, {} duplicated, {} misrouted, {} errors, {} failed pairs",
+            "faults: {} lost, {} duplicated, {} misrouted, {} errors{hint}, {} failed pairs",
             t.lost,
             t.duplicates,
             t.misrouted,
