@@ -25,6 +25,8 @@ pub fn test_config() -> Config {
         turn.listen = Some("127.0.0.1:0".parse().unwrap());
     }
     config.core.resume_grace = Duration::from_millis(500);
+    // Clients in tests ignore `goaway`: a short drain keeps every shutdown quick.
+    config.shutdown_timeout = Duration::from_millis(200);
     config
 }
 
