@@ -412,8 +412,8 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
-    /// Where /metrics is served: `http` (the main listener), `off`, or ADDR:PORT, a separate listener that also
-    /// takes /healthz, /readyz and the admin API off the main one [default: http].
+    /// Where /metrics is served: `http` (the main listener), `off`, or ADDR:PORT, a separate listener for /metrics
+    /// and the admin API (it answers /healthz and /readyz too) [default: http].
     #[arg(long, env = "SWITCHBOARD_METRICS", value_name = "http|off|ADDR:PORT")]
     pub metrics: Option<String>,
 
@@ -633,6 +633,7 @@ impl Options {
             }
             None => TurnSettings::default().credential_ttl,
         };
+        anyhow::ensure!(self.turn_secrets.iter().all(|s| !s.is_empty()), "turn-secrets: a secret is empty");
         config.turn = match self.turn.as_deref() {
             Some("off") => {
                 if !self.turn_urls.is_empty() {
@@ -656,8 +657,10 @@ impl Options {
                 let mut turn = TurnSettings { listen, ..TurnSettings::default() };
                 turn.secrets = self.turn_secrets;
                 for user in &self.turn_users {
+                    // The name only: the rest may be a password, and this message ends up in logs.
+                    let name = user.split(':').next().unwrap_or_default();
                     let parsed = switchboard_turn::Credentials::parse_static_user(user)
-                        .map_err(|error| anyhow::anyhow!("turn-users: {user:?}: {error}"))?;
+                        .map_err(|error| anyhow::anyhow!("turn-users: the entry for {name:?}: {error}"))?;
                     turn.users.push(parsed);
                 }
                 if let Some(realm) = self.turn_realm {
@@ -678,6 +681,13 @@ impl Options {
                 turn.relay_ip = self.turn_relay_ip;
                 turn.external_ip = self.turn_external_ip;
                 turn.turn.external_ip = self.turn_external_ip;
+                if let Some(host) = &self.turn_host {
+                    let bad = |c: char| c.is_whitespace() || c.is_control() || "/?#@".contains(c);
+                    anyhow::ensure!(
+                        !host.is_empty() && !host.contains(bad),
+                        "turn-host: {host:?} is not a host name or address"
+                    );
+                }
                 turn.host = self.turn_host;
                 turn.credential_ttl = ttl;
                 turn.urls = self.turn_urls;

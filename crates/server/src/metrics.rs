@@ -91,9 +91,11 @@ pub const SERIES: &[Series] = &[
     Series::counter("calls_started", "Calls placed (call requests that rang someone).", |s| {
         Some(s.hub.counters.calls_started)
     }),
-    Series::counter("slow_consumer_closes", "Connections closed (4002) because their outbound queue overflowed.", |s| {
-        Some(s.hub.slow_consumers)
-    }),
+    Series::counter(
+        "slow_consumer_closes",
+        "Connections closed (4002) because their outbound queue overflowed.",
+        |s| Some(s.hub.slow_consumers),
+    ),
     Series::counter(
         "resume_queue_drops",
         "Messages for a session waiting for its resume dropped: queue full, or the session never came back.",

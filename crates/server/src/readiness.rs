@@ -156,12 +156,10 @@ impl StunProbe {
     }
 
     async fn probe(&self) -> Result<(), String> {
-        let local: SocketAddr = if self.target.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let socket = tokio::net::UdpSocket::bind(local).await.map_err(|e| format!("cannot open a probe socket: {e}"))?;
+        let local: SocketAddr =
+            if self.target.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
+        let socket =
+            tokio::net::UdpSocket::bind(local).await.map_err(|e| format!("cannot open a probe socket: {e}"))?;
         let tid = TransactionId(rand::random());
         let mut request = Vec::new();
         MessageWriter::new(&mut request, Method::BINDING, Class::Request, tid)
