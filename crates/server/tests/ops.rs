@@ -406,3 +406,20 @@ async fn disconnecting_a_user_closes_that_connection_only() {
     assert_eq!(metric(server.addr, "switchboard_admin_disconnects_total").await, 1.0);
     server.shutdown().await;
 }
+
+#[test]
+fn the_openapi_file_describes_every_route() {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/admin-api.yaml")).unwrap();
+    for path in [
+        "/healthz:",
+        "/readyz:",
+        "/metrics:",
+        "/admin/users:",
+        "/admin/users/{name}:",
+        "/admin/rooms:",
+        "/admin/calls:",
+        "/admin/turn/allocations:",
+    ] {
+        assert!(spec.contains(&format!("\n  {path}\n")), "docs/admin-api.yaml lacks {path}");
+    }
+}
