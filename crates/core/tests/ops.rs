@@ -287,3 +287,16 @@ fn goaway_reaches_v1_connections_and_closes_the_others_with_1001() {
     assert_eq!(sim.take(alice)[0]["type"], "pong");
     assert_eq!(sim.core.stats().connections, 2);
 }
+
+#[test]
+fn refused_tokens_are_counted_as_login_outcomes() {
+    let keys = switchboard_core::TokenKeys::new(["a-secret-of-at-least-thirty-two-bytes!!"]).unwrap();
+    let config = Config { auth: switchboard_core::Auth::Token(keys), ..Config::default() };
+    let mut sim = Sim { core: Signaling::new(config, [3; 32]), ..Sim::new() };
+    let conn = sim.connect();
+    sim.send(conn, json!({"type":"login","name":"alice"}));
+    sim.send(conn, json!({"type":"login","token":"not.a.token"}));
+    assert_eq!(sim.core.counters().logins_of(LoginOutcome::AuthRequired), 1);
+    assert_eq!(sim.core.counters().logins_of(LoginOutcome::InvalidToken), 1);
+    assert_eq!(sim.core.counters().errors_of(ErrorCode::AuthRequired), 1);
+}

@@ -249,7 +249,7 @@ pub struct Options {
     pub auth: Option<crate::auth::AuthMode>,
 
     /// Login token signing secret, at least 32 bytes (repeatable: the first signs, all verify).
-    #[arg(long = "auth-secret", env = "SWITCHBOARD_AUTH_SECRET", value_name = "SECRET")]
+    #[arg(long = "auth-secret", env = "SWITCHBOARD_AUTH_SECRET", value_name = "SECRET", hide_env_values = true)]
     #[serde(default, rename = "auth-secrets", alias = "auth-secret")]
     pub auth_secrets: Vec<String>,
 
@@ -259,7 +259,12 @@ pub struct Options {
     pub allowed_origins: Vec<String>,
 
     /// A room that needs a password, NAME=PASSWORD (repeatable; in the file also `[rooms.NAME] password = "..."`).
-    #[arg(long = "room-password", env = "SWITCHBOARD_ROOM_PASSWORD", value_name = "NAME=PASSWORD")]
+    #[arg(
+        long = "room-password",
+        env = "SWITCHBOARD_ROOM_PASSWORD",
+        value_name = "NAME=PASSWORD",
+        hide_env_values = true
+    )]
     #[serde(default, rename = "room-passwords")]
     pub room_passwords: Vec<String>,
 

@@ -94,7 +94,8 @@ fn the_example_file_still_loads_with_every_commented_setting_enabled() {
 /// The TOML key of each long flag: the flag's name, except for lists, whose key is plural.
 fn key_of(flag: &str) -> String {
     match flag {
-        "ice-server" | "turn-secret" | "turn-user" | "turn-allow-peer" | "turn-deny-peer" | "turn-url" => {
+        "ice-server" | "turn-secret" | "turn-user" | "turn-allow-peer" | "turn-deny-peer" | "turn-url"
+        | "auth-secret" | "allowed-origin" | "room-password" => {
             format!("{flag}s")
         }
         _ => flag.to_owned(),

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use common::http::request;
 use common::{TestServer, T};
 use serde_json::json;
+use switchboard_client::Client;
+use switchboard_core::{Auth, Claims, TokenKeys};
 use switchboard_server::config::Secret;
 use switchboard_stun::{attr, long_term_key_md5, Class, Message, MessageWriter, Method, TransactionId};
 use tokio::net::UdpSocket;
@@ -22,6 +24,8 @@ const TURN_SECRET: &str = "turn-secret-MARKER-abcdef";
 const STATIC_PASSWORD: &str = "static-password-MARKER";
 const SDP_MARKER: &str = "SDP-BODY-MARKER";
 const CANDIDATE_MARKER: &str = "CANDIDATE-MARKER";
+const AUTH_SECRET: &str = "auth-secret-MARKER-0123456789abcdef0123456789";
+const ROOM_PASSWORD: &str = "room-password-MARKER";
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -121,6 +125,25 @@ async fn logs_hold_no_payloads_tokens_or_credentials() {
     server.shutdown().await;
     drop(again);
 
+    // Token mode: login tokens in the login message and in the upgrade URL, a forged one, and a room password.
+    let keys = TokenKeys::new([AUTH_SECRET]).unwrap();
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let mint = |sub: &str| keys.mint(&Claims { sub: sub.into(), exp, rooms: None }).unwrap();
+    let (dave_token, erin_token) = (mint("dave"), mint("erin"));
+    let server = TestServer::start_with(|c| c.core.auth = Auth::Token(TokenKeys::new([AUTH_SECRET]).unwrap())).await;
+    let mut dave = server.connect().await;
+    dave.login_with_token(None, &dave_token).await.unwrap();
+    let mut erin = Client::connect(&format!("{}?token={erin_token}", server.url())).await.unwrap();
+    erin.login_with_token(None, &erin_token).await.unwrap();
+    let forged = format!("{}x", &dave_token[..dave_token.len() - 1]);
+    let mut mallory = server.connect().await;
+    assert!(mallory.login_with_token(None, &forged).await.is_err());
+    let joined = dave.request(json!({"type": "join", "room": "club", "password": ROOM_PASSWORD})).await.unwrap();
+    assert_eq!(joined["type"], "joined");
+    let wrong = erin.request(json!({"type": "join", "room": "club", "password": "wrong-room-password-MARKER"})).await;
+    assert!(wrong.is_err());
+    server.shutdown().await;
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("switchboard listening"), "the capture works: {logs}");
     assert!(logs.contains("admin API: user disconnected"), "{logs}");
@@ -135,6 +158,12 @@ async fn logs_hold_no_payloads_tokens_or_credentials() {
         ("a TURN REST secret", TURN_SECRET),
         ("a static TURN password", STATIC_PASSWORD),
         ("the admin token", ADMIN_TOKEN),
+        ("a login token", dave_token.as_str()),
+        ("a login token", erin_token.as_str()),
+        ("a forged login token", forged.as_str()),
+        ("a login token signing secret", AUTH_SECRET),
+        ("a room password", ROOM_PASSWORD),
+        ("a wrong room password", "wrong-room-password-MARKER"),
     ] {
         assert!(!logs.contains(secret), "the logs hold {what}:\n{logs}");
     }
