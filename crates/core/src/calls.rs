@@ -18,6 +18,8 @@ pub(crate) struct Call {
     pub(crate) callee: SessionId,
     pub(crate) active: bool,
     ring_deadline: Instant,
+    /// When it was placed.
+    pub(crate) since: Instant,
 }
 
 impl Signaling {
@@ -54,7 +56,12 @@ impl Signaling {
         let ring_deadline = now + self.config.ring_timeout;
         // Tutorial pages answer every offer by themselves and cannot answer a ring: accept on their behalf.
         let active = callee_dialect == Dialect::Tutorial;
-        self.calls.insert(call_id.clone(), Call { caller: session, callee, active, ring_deadline });
+        self.calls.insert(call_id.clone(), Call { caller: session, callee, active, ring_deadline, since: now });
+        self.ordered_calls.insert(call_id.clone());
+        self.counters.calls_started += 1;
+        if active {
+            self.counters.active_calls += 1;
+        }
         for party in [session, callee] {
             if let Some(state) = self.sessions.get_mut(&party) {
                 state.call = Some(call_id.clone());
@@ -110,6 +117,8 @@ impl Signaling {
         };
         if let Some(call) = self.calls.get_mut(&key) {
             call.active = true;
+            self.counters.active_calls += 1;
+            self.counters.call_setup.observe(now.saturating_duration_since(call.since));
         }
         self.ack(conn, id);
         let Some(callee_name) = self.sessions.get(&session).map(|s| s.name.clone()) else {
@@ -167,6 +176,7 @@ impl Signaling {
             return;
         };
         self.calls.remove(call_id);
+        self.ordered_calls.remove(call_id);
         let hangup = Bytes::from(
             OutEvent::Hangup {
                 call_id: call_id.as_ref().into(),
@@ -186,6 +196,10 @@ impl Signaling {
         let Some(call) = self.calls.remove(call_id) else {
             return;
         };
+        self.ordered_calls.remove(call_id);
+        if call.active {
+            self.counters.active_calls = self.counters.active_calls.saturating_sub(1);
+        }
         let peer = if call.caller == by { call.callee } else { call.caller };
         self.clear_call(now, by);
         self.clear_call(now, peer);

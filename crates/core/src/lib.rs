@@ -12,18 +12,24 @@
 //! - [`rate`]: token buckets (message rate, error strikes).
 //! - [`config`]: the settings ([`Config`]).
 //! - [`auth`]: signed login tokens (JWT, HS256) and room password digests.
+//! - [`metrics`]: counters the IO layer exports ([`Counters`]).
+//! - [`admin`]: paged read-only views of users, rooms and calls; disconnecting a user; `goaway` before shutdown.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 mod calls;
 pub mod config;
+pub mod metrics;
 pub mod presence;
 pub mod rate;
 mod rooms;
 pub mod signaling;
 mod timers;
 
+pub use admin::{CallInfo, Page, RoomInfo, UserCall, UserInfo};
 pub use auth::{Claims, TokenError, TokenKeys};
 pub use config::{Auth, Config, NamePolicy, TurnAuth};
+pub use metrics::{Counters, LoginOutcome, MessageKind};
 pub use signaling::{ConnId, Input, Output, Signaling, Stats};

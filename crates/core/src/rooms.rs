@@ -100,6 +100,7 @@ impl Signaling {
                     None => password.map(|p| self.password_key.digest(p)),
                 };
                 self.rooms.insert(key.clone(), Room { name: Arc::from(name.as_str()), members: Vec::new(), password });
+                self.ordered_rooms.insert(key.clone());
             }
             let Some(room) = self.rooms.get_mut(&key) else {
                 return;
@@ -165,6 +166,7 @@ impl Signaling {
         let (room_name, others) = (room.name.clone(), room.members.clone());
         if others.is_empty() {
             self.rooms.remove(key);
+            self.ordered_rooms.remove(key);
             return;
         }
         let event = OutEvent::MemberLeft { room: room_name.as_ref().into(), name: name.as_ref().into(), reason };

@@ -43,6 +43,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `Origin`s allowed to open WebSockets, canonical (`scheme://host[:port]`); empty allows any.
     pub allowed_origins: Vec<String>,
+    /// Where `/metrics` (and the admin API) are served.
+    pub metrics: MetricsListen,
+    /// Bearer token of the admin API; None turns the API off.
+    pub admin_token: Option<Secret>,
+    /// How long a shutdown waits, after `goaway`, for clients to leave before closing the rest with 1001.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Config {
@@ -59,7 +65,32 @@ impl Default for Config {
             tls: None,
             log_format: LogFormat::Text,
             allowed_origins: Vec::new(),
+            metrics: MetricsListen::Http,
+            admin_token: None,
+            shutdown_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// Where `/metrics` and the admin API are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// On the main HTTP listener, beside the web page and `/ws`.
+    Http,
+    /// A separate listener (an internal address) serving `/metrics`, `/healthz`, `/readyz` and the admin API; the
+    /// main listener then serves neither `/metrics` nor the admin API.
+    Listen(SocketAddr),
+    /// No `/metrics`; the admin API, if enabled, stays on the main listener.
+    Off,
+}
+
+/// A secret from the configuration. Its `Debug` form is redacted, so that printing a [`Config`] never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
     }
 }
 
@@ -218,7 +249,7 @@ pub struct Options {
     pub auth: Option<crate::auth::AuthMode>,
 
     /// Login token signing secret, at least 32 bytes (repeatable: the first signs, all verify).
-    #[arg(long = "auth-secret", env = "SWITCHBOARD_AUTH_SECRET", value_name = "SECRET")]
+    #[arg(long = "auth-secret", env = "SWITCHBOARD_AUTH_SECRET", value_name = "SECRET", hide_env_values = true)]
     #[serde(default, rename = "auth-secrets", alias = "auth-secret")]
     pub auth_secrets: Vec<String>,
 
@@ -228,7 +259,12 @@ pub struct Options {
     pub allowed_origins: Vec<String>,
 
     /// A room that needs a password, NAME=PASSWORD (repeatable; in the file also `[rooms.NAME] password = "..."`).
-    #[arg(long = "room-password", env = "SWITCHBOARD_ROOM_PASSWORD", value_name = "NAME=PASSWORD")]
+    #[arg(
+        long = "room-password",
+        env = "SWITCHBOARD_ROOM_PASSWORD",
+        value_name = "NAME=PASSWORD",
+        hide_env_values = true
+    )]
     #[serde(default, rename = "room-passwords")]
     pub room_passwords: Vec<String>,
 
@@ -300,12 +336,12 @@ pub struct Options {
     pub turn: Option<String>,
 
     /// TURN REST shared secret (repeatable; the first mints, all verify) [default: random per process].
-    #[arg(long = "turn-secret", env = "SWITCHBOARD_TURN_SECRET", value_name = "SECRET")]
+    #[arg(long = "turn-secret", env = "SWITCHBOARD_TURN_SECRET", value_name = "SECRET", hide_env_values = true)]
     #[serde(default, rename = "turn-secrets")]
     pub turn_secrets: Vec<String>,
 
     /// Static TURN user, NAME:PASSWORD (repeatable).
-    #[arg(long = "turn-user", env = "SWITCHBOARD_TURN_USER", value_name = "NAME:PASSWORD")]
+    #[arg(long = "turn-user", env = "SWITCHBOARD_TURN_USER", value_name = "NAME:PASSWORD", hide_env_values = true)]
     #[serde(default, rename = "turn-users")]
     pub turn_users: Vec<String>,
 
@@ -380,6 +416,21 @@ pub struct Options {
     /// Log format [default: text]; the level comes from RUST_LOG (default info).
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// Where /metrics is served: `http` (the main listener), `off`, or ADDR:PORT, a separate listener for /metrics
+    /// and the admin API (it answers /healthz and /readyz too) [default: http].
+    #[arg(long, env = "SWITCHBOARD_METRICS", value_name = "http|off|ADDR:PORT")]
+    pub metrics: Option<String>,
+
+    /// Turns the admin API on, for requests with `Authorization: Bearer TOKEN` (16 to 256 visible ASCII
+    /// characters) [default: off].
+    #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// On SIGTERM/SIGINT: how long clients get, after `goaway`, to leave before the rest are closed with 1001
+    /// [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<HumanDuration>,
 }
 
 impl Options {
@@ -435,6 +486,9 @@ impl Options {
             turn_max_allocations_per_ip: self.turn_max_allocations_per_ip.or(file.turn_max_allocations_per_ip),
             turn_bandwidth: self.turn_bandwidth.or(file.turn_bandwidth),
             log_format: self.log_format.or(file.log_format),
+            metrics: self.metrics.or(file.metrics),
+            admin_token: self.admin_token.or(file.admin_token),
+            shutdown_timeout: self.shutdown_timeout.or(file.shutdown_timeout),
         }
     }
 
@@ -524,6 +578,8 @@ impl Options {
         }
         if let Some(n) = self.max_connections {
             config.max_connections = at_least("max-connections", n, 1)?;
+            // Far above what one process can hold, and below the limit of the semaphore that counts them.
+            anyhow::ensure!(n <= 10_000_000, "max-connections must be at most 10000000, not {n}");
         }
         if let Some(n) = self.outbound_queue_frames {
             config.outbound_queue_frames = at_least("outbound-queue-frames", n, 16)?;
@@ -540,6 +596,24 @@ impl Options {
         }
         if let Some(format) = self.log_format {
             config.log_format = format;
+        }
+        config.metrics = match self.metrics.as_deref() {
+            None | Some("http") => MetricsListen::Http,
+            Some("off") => MetricsListen::Off,
+            Some(text) => MetricsListen::Listen(
+                text.parse().map_err(|_| anyhow::anyhow!("metrics: {text:?} is not http, off or ADDR:PORT"))?,
+            ),
+        };
+        if let Some(token) = self.admin_token {
+            anyhow::ensure!(
+                (16..=256).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic()),
+                "admin-token must be 16 to 256 visible ASCII characters (no spaces), got {} bytes",
+                token.len()
+            );
+            config.admin_token = Some(Secret(token));
+        }
+        if let Some(HumanDuration(d)) = self.shutdown_timeout {
+            config.shutdown_timeout = within("shutdown-timeout", d, Duration::ZERO, hour)?;
         }
         config.tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
@@ -564,6 +638,7 @@ impl Options {
             }
             None => TurnSettings::default().credential_ttl,
         };
+        anyhow::ensure!(self.turn_secrets.iter().all(|s| !s.is_empty()), "turn-secrets: a secret is empty");
         config.turn = match self.turn.as_deref() {
             Some("off") => {
                 if !self.turn_urls.is_empty() {
@@ -587,8 +662,10 @@ impl Options {
                 let mut turn = TurnSettings { listen, ..TurnSettings::default() };
                 turn.secrets = self.turn_secrets;
                 for user in &self.turn_users {
+                    // The name only: the rest may be a password, and this message ends up in logs.
+                    let name = user.split(':').next().unwrap_or_default();
                     let parsed = switchboard_turn::Credentials::parse_static_user(user)
-                        .map_err(|error| anyhow::anyhow!("turn-users: {user:?}: {error}"))?;
+                        .map_err(|error| anyhow::anyhow!("turn-users: the entry for {name:?}: {error}"))?;
                     turn.users.push(parsed);
                 }
                 if let Some(realm) = self.turn_realm {
@@ -609,6 +686,13 @@ impl Options {
                 turn.relay_ip = self.turn_relay_ip;
                 turn.external_ip = self.turn_external_ip;
                 turn.turn.external_ip = self.turn_external_ip;
+                if let Some(host) = &self.turn_host {
+                    let bad = |c: char| c.is_whitespace() || c.is_control() || "/?#@".contains(c);
+                    anyhow::ensure!(
+                        !host.is_empty() && !host.contains(bad),
+                        "turn-host: {host:?} is not a host name or address"
+                    );
+                }
                 turn.host = self.turn_host;
                 turn.credential_ttl = ttl;
                 turn.urls = self.turn_urls;

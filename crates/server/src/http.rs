@@ -1,4 +1,5 @@
-//! HTTP routes: the web page, the WebSocket upgrade (at `/ws`, and at `/` for tutorial pages), health.
+//! HTTP routes: the web page, the WebSocket upgrade (at `/ws`, and at `/` for tutorial pages), health; and the
+//! operator routes of [`crate::ops`].
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub struct AppState {
     pub ws: connection::Settings,
     /// Which `Origin`s may open WebSockets.
     pub origins: Arc<crate::auth::OriginPolicy>,
+    /// Readiness, metrics and the admin API.
+    pub ops: Arc<crate::ops::Ops>,
 }
 
 /// The router.
@@ -34,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(root))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::ops::main_routes(&state.ops))
         .fallback(get(asset))
         .with_state(state)
 }
@@ -76,11 +80,15 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
         }
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     };
+    state.ops.metrics.websocket_upgrades.inc();
+    let live = state.hub.live();
     let on_upgrade = hyper::upgrade::on(&mut request);
     let permit = request.extensions_mut().remove::<crate::server::ConnectionPermit>();
     tokio::spawn(async move {
         // The connection counts against the limit until this task ends.
         let _permit = permit;
+        // Shutdown waits for this to drop: the close frame is on its way by then.
+        let _live = live;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {

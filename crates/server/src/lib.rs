@@ -4,6 +4,8 @@
 //! - [`config`]: command line, environment and TOML file, merged into one [`Config`].
 //! - [`server`]: binds the listener, runs the accept loop, the timer task and shutdown ([`Server`]).
 //! - [`http`]: routes: the page, the WebSocket upgrade, health.
+//! - [`ops`]: operator routes (`/readyz`, `/metrics`, the admin API) and their optional separate listener;
+//!   [`readiness`], [`metrics`] and [`admin`] behind them.
 //! - [`assets`]: the web client and JS SDK from `web/`, embedded in the binary.
 //! - [`ws`]: the WebSocket transport: handshake, frame codec, the task that runs one connection.
 //! - [`hub`]: the signaling core behind a lock, with the outboxes of all connections and the timer task.
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod assets;
 pub mod auth;
 pub mod check;
@@ -23,7 +26,10 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod metrics;
+pub mod ops;
 pub mod outbox;
+pub mod readiness;
 pub mod server;
 pub mod tls;
 pub mod turn;

@@ -23,6 +23,10 @@ use crate::ws::connection;
 /// Pending connections the kernel may hold for us; a login storm opens thousands at once.
 const LISTEN_BACKLOG: i32 = 4096;
 
+/// After the drain, how long closing connections get to write their close frame (a connection gives up on a peer
+/// that does not read after 3 s, and lingers at most 1 s for the peer's close).
+const CLOSE_GRACE: Duration = Duration::from_secs(4);
+
 /// A running server.
 pub struct Server {
     http_addr: SocketAddr,
@@ -30,6 +34,11 @@ pub struct Server {
     hub: Arc<Hub>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    ops: Arc<crate::ops::Ops>,
+    /// Stops what must outlive the drain: the core's timers and the ops listener.
+    late_stop: watch::Sender<bool>,
+    metrics_addr: Option<SocketAddr>,
+    shutdown_timeout: Duration,
 }
 
 impl Server {
@@ -43,9 +52,12 @@ impl Server {
             heartbeat: config.core.heartbeat,
         };
         let mut core_config = config.core;
-        let turn = match &config.turn {
-            Some(settings) => Some(start_turn(settings, config.tls.as_ref(), http_addr, &mut core_config)?),
-            None => None,
+        let (turn, turn_shared) = match &config.turn {
+            Some(settings) => {
+                let (running, shared) = start_turn(settings, config.tls.as_ref(), http_addr, &mut core_config)?;
+                (Some(running), Some(shared))
+            }
+            None => (None, None),
         };
         if let Some(external) = &config.external_turn {
             core_config.turn = Some(TurnAuth {
@@ -58,13 +70,38 @@ impl Server {
         let core = Signaling::new(core_config, rand::random()).with_wall_clock(Instant::now(), unix_now);
         let hub = Arc::new(Hub::new(core, config.outbound_queue_frames, config.outbound_queue_bytes));
         let (stop, stopped) = watch::channel(false);
-        let timers = tokio::spawn(hub.clone().run_timers(wait_for(stopped.clone())));
+        let (late_stop, late_stopped) = watch::channel(false);
+        let timers = tokio::spawn(hub.clone().run_timers(wait_for(late_stopped.clone())));
         let origins = Arc::new(crate::auth::OriginPolicy::new(config.allowed_origins.clone()));
-        let state = AppState { hub: hub.clone(), ws, origins };
         let permits = Arc::new(Semaphore::new(config.max_connections));
+        let ops = crate::ops::Ops::new(
+            config.admin_token.as_ref(),
+            config.metrics,
+            config.max_connections,
+            hub.clone(),
+            permits.clone(),
+            turn_shared,
+        );
+        let state = AppState { hub: hub.clone(), ws, origins, ops: ops.clone() };
         let accept = tokio::spawn(accept_loop(listener, state, permits, stopped));
+        let turn_addr = turn.as_ref().map(|turn| turn.local_addr);
+        let mut tasks = vec![timers];
+        let metrics_addr =
+            crate::ops::start(&ops, config.metrics, accept.abort_handle(), turn_addr, late_stopped, &mut tasks)?;
+        tasks.push(accept);
         tracing::info!(%http_addr, "switchboard listening");
-        Ok(Self { http_addr, turn, hub, stop, tasks: vec![timers, accept] })
+        let shutdown_timeout = config.shutdown_timeout;
+        Ok(Self { http_addr, turn, hub, stop, tasks, ops, late_stop, metrics_addr, shutdown_timeout })
+    }
+
+    /// The address of the separate metrics and admin listener, when `--metrics ADDR:PORT` asks for one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Readiness, metrics and the admin API.
+    pub fn ops(&self) -> &Arc<crate::ops::Ops> {
+        &self.ops
     }
 
     /// The address the HTTP and WebSocket listener is bound to.
@@ -87,21 +124,45 @@ impl Server {
         self.hub.stats()
     }
 
-    /// Stops accepting, closes every WebSocket with 1001 (clients reconnect and resume elsewhere), and waits a
-    /// moment for the close frames to go out.
+    /// Graceful shutdown: `/readyz` turns 503, the listener stops accepting, v1 clients get `goaway` (tutorial
+    /// clients a 1001 close), and clients get up to `shutdown-timeout` to leave while messages in flight still go
+    /// through; then the rest are closed with 1001 and their close frames given [`CLOSE_GRACE`] to go out. TURN
+    /// stops last, so media of calls keeps flowing during the drain.
     pub async fn shutdown(self) {
+        self.ops.readiness.begin_shutdown();
         let _ = self.stop.send(true);
+        let connected = self.hub.stats().connections;
+        self.hub.goaway(self.shutdown_timeout);
+        tracing::info!(connected, timeout = ?self.shutdown_timeout, "shutdown: goaway sent, draining");
+        let hub = &self.hub;
+        let drained = wait_until(self.shutdown_timeout, || hub.stats().connections == 0).await;
+        let left = hub.stats().connections;
+        hub.close_all(close_code::GOING_AWAY, "server shutting down");
+        if !drained {
+            tracing::info!(left, "shutdown: drain timeout; closing the remaining connections with 1001");
+        }
+        wait_until(CLOSE_GRACE, || hub.live_websockets() == 0).await;
         if let Some(turn) = self.turn {
             let _ = tokio::task::spawn_blocking(move || turn.stop()).await;
         }
-        self.hub.close_all(close_code::GOING_AWAY, "server shutting down");
+        let _ = self.late_stop.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while self.hub.stats().connections > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `done` until it holds or `limit` passes; whether it held.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
         }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -111,7 +172,7 @@ fn start_turn(
     tls: Option<&(std::path::PathBuf, std::path::PathBuf)>,
     http_addr: SocketAddr,
     core: &mut switchboard_core::Config,
-) -> anyhow::Result<crate::turn::RunningTurn> {
+) -> anyhow::Result<(crate::turn::RunningTurn, Arc<Shared>)> {
     let listen = settings.listen.unwrap_or_else(|| SocketAddr::new(http_addr.ip(), 3478));
     let concrete = |ip: IpAddr| (!ip.is_unspecified()).then_some(ip);
     let relay_ip =
@@ -171,7 +232,7 @@ fn start_turn(
             settings.urls.clone()
         },
     });
-    Ok(running)
+    Ok((running, shared))
 }
 
 /// An IP as the host part of a URL (IPv6 in brackets).

@@ -24,6 +24,7 @@ use switchboard_stun::{
     MessageWriter, Method, TransactionId,
 };
 
+use crate::observe::{AllocationInfo, AllocationRegistry, TurnMetrics};
 use crate::{Credentials, PeerPolicy};
 
 /// How clients reach the server on one connection.
@@ -140,6 +141,10 @@ pub struct Shared {
     pub credentials: Credentials,
     /// Where relays may send.
     pub policy: PeerPolicy,
+    /// Authentication counters, for metrics.
+    pub metrics: TurnMetrics,
+    /// Live allocations, for the admin view.
+    pub registry: AllocationRegistry,
     /// Signs nonces, so that they need no state.
     nonce_key: [u8; 32],
     /// Allocations per user, and in total.
@@ -162,6 +167,8 @@ impl Shared {
             config,
             credentials,
             policy,
+            metrics: TurnMetrics::default(),
+            registry: AllocationRegistry::default(),
             nonce_key,
             counts: Mutex::new(Counts::default()),
             own_addresses: std::sync::OnceLock::new(),
@@ -447,7 +454,22 @@ impl TurnServer {
             self.by_relay.remove(&allocation.relay);
             relays.close(allocation.relay);
             self.shared.release(&allocation.user, tuple.client.ip());
+            self.shared.registry.remove(allocation.relay_addr);
         }
+    }
+
+    /// Shows the allocation of `tuple` as it now is in the admin registry (after a request changed it).
+    fn publish(&self, tuple: FiveTuple) {
+        let Some(allocation) = self.allocations.get(&tuple) else { return };
+        self.shared.registry.publish(AllocationInfo {
+            user: allocation.user.clone(),
+            client: tuple.client,
+            transport: tuple.transport,
+            relay: allocation.relay_addr,
+            expires: allocation.expires,
+            permissions: allocation.permissions.iter().map(|(ip, until)| (*ip, *until)).collect(),
+            channels: allocation.channels.iter().map(|(number, (peer, until))| (*number, *peer, *until)).collect(),
+        });
     }
 
     /// Handles one message from a client. `unix_now` dates nonces and REST credentials.
@@ -534,6 +556,9 @@ impl TurnServer {
                     Ok(auth) => auth,
                     Err((code, reason)) => {
                         self.stats.auth_failures += u64::from(code == 401);
+                        let had_credentials = message.get(attr::MESSAGE_INTEGRITY).is_some()
+                            || message.get(attr::MESSAGE_INTEGRITY_SHA256).is_some();
+                        self.shared.metrics.auth_failure(code, had_credentials);
                         return self.challenge(unix_now, &request, code, reason, out);
                     }
                 };
@@ -544,6 +569,9 @@ impl TurnServer {
                     Method::CHANNEL_BIND => self.channel_bind(now, &request, &auth),
                     _ => Err((400, "Bad Request")),
                 };
+                if result.is_ok() {
+                    self.publish(request.tuple);
+                }
                 let written = self.respond(&request, &auth, result, out);
                 sent(written, request.tuple)
             }

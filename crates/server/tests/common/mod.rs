@@ -2,6 +2,8 @@
 //! presence waits. Every wait is bounded.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod http;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,6 +27,8 @@ pub fn test_config() -> Config {
         turn.listen = Some("127.0.0.1:0".parse().unwrap());
     }
     config.core.resume_grace = Duration::from_millis(500);
+    // Clients in tests ignore `goaway`: a short drain keeps every shutdown quick.
+    config.shutdown_timeout = Duration::from_millis(200);
     config
 }
 
@@ -49,6 +53,20 @@ impl TestServer {
         let addr = server.http_addr();
         assert!(addr.ip().is_loopback(), "tests only listen on loopback, got {addr}");
         Self { server: Some(server), addr }
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("the server is running")
+    }
+
+    /// Shuts the server down and hands back the time it took.
+    pub async fn shutdown_timed(mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        started.elapsed()
     }
 
     /// The STUN/TURN UDP address, when TURN is on.
