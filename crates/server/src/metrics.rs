@@ -106,6 +106,19 @@ pub const SERIES: &[Series] = &[
     }),
     Series::gauge("turn_allocations", "TURN allocations alive.", |s| s.turn.and_then(|t| n(t.allocations))),
     Series::counter(
+        "turn_relayed_packets",
+        "Packets relayed by TURN, both directions (published every second).",
+        |s| s.turn.map(|t| t.auth.to_peer_packets + t.auth.to_client_packets),
+    ),
+    Series::counter("turn_relayed_bytes", "Payload bytes relayed by TURN, both directions.", |s| {
+        s.turn.map(|t| t.auth.to_peer_bytes + t.auth.to_client_bytes)
+    }),
+    Series::counter(
+        "turn_dropped_packets",
+        "Packets TURN dropped: no permission or channel, bandwidth cap, malformed.",
+        |s| s.turn.map(|t| t.auth.dropped),
+    ),
+    Series::counter(
         "turn_auth_challenges",
         "TURN requests without credentials answered 401 with a nonce (the normal first round trip).",
         |s| s.turn.map(|t| t.auth.challenges),

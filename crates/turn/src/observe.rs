@@ -4,8 +4,8 @@
 //!
 //! Neither is touched on the packet path: the counters move on failed requests, and the registry is written when a
 //! request changes an allocation (Allocate, Refresh, CreatePermission, ChannelBind, expiry), which happens a few
-//! times per allocation and minute at most. Relayed packet and byte counters belong to the relay path and are not
-//! here.
+//! times per allocation and minute at most. Relayed packet and byte counters are kept per owner on the relay path
+//! and added here in bulk (`TurnServer::publish_stats`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +22,7 @@ pub struct TurnMetrics {
     challenges: AtomicU64,
     unauthorized: AtomicU64,
     stale_nonce: AtomicU64,
+    relayed: [AtomicU64; 5],
 }
 
 /// A copy of [`TurnMetrics`].
@@ -34,6 +35,16 @@ pub struct TurnCounters {
     pub unauthorized: u64,
     /// 438 answers: the nonce was ours but too old (clients retry with the fresh one).
     pub stale_nonce: u64,
+    /// Packets relayed client -> peer, as published by the owners (up to a second late).
+    pub to_peer_packets: u64,
+    /// Payload bytes relayed client -> peer.
+    pub to_peer_bytes: u64,
+    /// Packets relayed peer -> client.
+    pub to_client_packets: u64,
+    /// Payload bytes relayed peer -> client.
+    pub to_client_bytes: u64,
+    /// Packets dropped (no permission or channel, bandwidth cap, malformed).
+    pub dropped: u64,
 }
 
 impl TurnMetrics {
@@ -48,12 +59,29 @@ impl TurnMetrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds an owner's relay counters since its last report.
+    pub(crate) fn add_relayed(&self, delta: &crate::server::TurnStats) {
+        let values =
+            [delta.to_peer_packets, delta.to_peer_bytes, delta.to_client_packets, delta.to_client_bytes, delta.dropped];
+        for (counter, value) in self.relayed.iter().zip(values) {
+            if value > 0 {
+                counter.fetch_add(value, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> TurnCounters {
+        let relayed = |index: usize| self.relayed[index].load(Ordering::Relaxed);
         TurnCounters {
             challenges: self.challenges.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
             stale_nonce: self.stale_nonce.load(Ordering::Relaxed),
+            to_peer_packets: relayed(0),
+            to_peer_bytes: relayed(1),
+            to_client_packets: relayed(2),
+            to_client_bytes: relayed(3),
+            dropped: relayed(4),
         }
     }
 }

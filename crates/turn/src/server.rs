@@ -362,6 +362,8 @@ pub struct TurnServer {
     by_relay: HashMap<RelayId, FiveTuple>,
     expiries: BinaryHeap<Reverse<(Instant, RelayId)>>,
     stats: TurnStats,
+    /// `stats` as last added to the shared counters.
+    published: TurnStats,
 }
 
 /// STUN attributes this server understands (others in the comprehension-required range get 420).
@@ -405,7 +407,24 @@ impl TurnServer {
             by_relay: HashMap::new(),
             expiries: BinaryHeap::new(),
             stats: TurnStats::default(),
+            published: TurnStats::default(),
         }
+    }
+
+    /// Adds what this owner relayed since the last call to the shared counters that `/metrics` reads. Owners call it
+    /// now and then (UDP workers every second, stream connections on their timers and at the end) rather than per
+    /// packet, so the relay path touches no shared cache line.
+    pub fn publish_stats(&mut self) {
+        let delta = TurnStats {
+            to_peer_packets: self.stats.to_peer_packets - self.published.to_peer_packets,
+            to_peer_bytes: self.stats.to_peer_bytes - self.published.to_peer_bytes,
+            to_client_packets: self.stats.to_client_packets - self.published.to_client_packets,
+            to_client_bytes: self.stats.to_client_bytes - self.published.to_client_bytes,
+            auth_failures: 0,
+            dropped: self.stats.dropped - self.published.dropped,
+        };
+        self.shared.metrics.add_relayed(&delta);
+        self.published = self.stats;
     }
 
     /// Counters so far.
@@ -423,8 +442,9 @@ impl TurnServer {
         self.expiries.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Expires allocations whose lifetime is over, closing their relays.
+    /// Expires allocations whose lifetime is over, closing their relays; publishes the relay counters.
     pub fn handle_timeout(&mut self, now: Instant, relays: &mut impl Relays) {
+        self.publish_stats();
         while let Some(Reverse((at, relay))) = self.expiries.peek().copied() {
             if at > now {
                 break;
@@ -443,6 +463,7 @@ impl TurnServer {
 
     /// Closes every allocation (the connection that owned them went away).
     pub fn close_all(&mut self, relays: &mut impl Relays) {
+        self.publish_stats();
         let tuples: Vec<FiveTuple> = self.allocations.keys().copied().collect();
         for tuple in tuples {
             self.remove(tuple, relays);

@@ -112,7 +112,10 @@ fn challenges_wrong_credentials_and_stale_nonces_are_counted_apart() {
     let mut h = Harness::new();
     let client = tuple(5000);
     let nonce = h.nonce(client);
-    assert_eq!(h.shared.metrics.snapshot(), TurnCounters { challenges: 1, unauthorized: 0, stale_nonce: 0 });
+    assert_eq!(
+        h.shared.metrics.snapshot(),
+        TurnCounters { challenges: 1, unauthorized: 0, stale_nonce: 0, ..TurnCounters::default() }
+    );
 
     let response = h.request(Duration::ZERO, client, |tid| {
         signed(Method::ALLOCATE, tid, "wrong", &nonce, |w| {
@@ -120,7 +123,10 @@ fn challenges_wrong_credentials_and_stale_nonces_are_counted_apart() {
         })
     });
     assert_eq!(response.error_code().unwrap().unwrap().0, 401);
-    assert_eq!(h.shared.metrics.snapshot(), TurnCounters { challenges: 1, unauthorized: 1, stale_nonce: 0 });
+    assert_eq!(
+        h.shared.metrics.snapshot(),
+        TurnCounters { challenges: 1, unauthorized: 1, stale_nonce: 0, ..TurnCounters::default() }
+    );
 
     // A nonce of ours from long ago: 438.
     let stale = TurnConfig::default().nonce_lifetime + Duration::from_secs(5);
@@ -132,7 +138,10 @@ fn challenges_wrong_credentials_and_stale_nonces_are_counted_apart() {
         h.server.handle_client(h.start + stale, UNIX + stale.as_secs(), client, &packet, &mut h.relays, &mut h.out);
     assert_eq!(action, Action::ToClient(client));
     assert_eq!(Message::parse(&h.out).unwrap().error_code().unwrap().unwrap().0, 438);
-    assert_eq!(h.shared.metrics.snapshot(), TurnCounters { challenges: 1, unauthorized: 1, stale_nonce: 1 });
+    assert_eq!(
+        h.shared.metrics.snapshot(),
+        TurnCounters { challenges: 1, unauthorized: 1, stale_nonce: 1, ..TurnCounters::default() }
+    );
 }
 
 #[test]
