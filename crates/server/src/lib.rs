@@ -9,7 +9,9 @@
 //! - [`hub`]: the signaling core behind a lock, with the outboxes of all connections and the timer task.
 //! - [`outbox`]: the bounded per-connection queue of frames to write.
 //! - [`turn`]: the STUN/TURN listeners (UDP workers, TCP, TLS) around `switchboard_turn`.
-//! - [`tls`]: TLS configuration from PEM files.
+//! - [`tls`]: the certificate store of HTTPS/WSS and `turns:` (PEM files reloaded on change, or self-signed).
+//! - [`limits`]: accept-time limits per client address (connections, attempt rate) and their counters.
+//! - [`redirect`]: the plain HTTP listener that redirects to HTTPS.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -17,7 +19,9 @@ pub mod assets;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod outbox;
+pub mod redirect;
 pub mod server;
 pub mod tls;
 pub mod turn;

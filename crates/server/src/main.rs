@@ -22,7 +22,8 @@ fn main() -> anyhow::Result<()> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     runtime.block_on(async {
         let server = Server::start(config).await?;
-        println!("Switchboard is running: open http://{} (WebSocket endpoint /ws)", server.http_addr());
+        server.reload_tls_on_sighup();
+        println!("Switchboard is running: open {} (WebSocket endpoint /ws)", server.http_url());
         shutdown_signal().await;
         tracing::info!("shutting down");
         server.shutdown().await;
