@@ -278,10 +278,10 @@ async fn uclient_relays_over_tls_on_the_turns_port() {
     )
     .await;
     assert_no_loss(&output, 180);
-    // The users' ICE servers include the turns: URL.
-    let mut client = server.connect().await;
-    let welcome = client.login("alice").await.unwrap();
-    let urls = serde_json::to_string(&welcome.ice_servers).unwrap();
+    // The users' ICE servers include the turns: URL (the HTTP listener speaks TLS too, with the same certificate).
+    let trust = common::tls::client_config(&[certified.cert.der().clone()]);
+    let (welcome, _ws) = common::tls::wss_login(server.addr, trust, "alice").await;
+    let urls = serde_json::to_string(&welcome["iceServers"]).unwrap();
     assert!(urls.contains(&format!("turns:127.0.0.1:{tls_port}")), "{urls}");
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);

@@ -11,6 +11,8 @@ use switchboard_client::{Client, TutorialClient, UserEntry, UserStatus, Welcome}
 use switchboard_server::{Config, Server};
 use tokio::time::Instant;
 
+pub mod tls;
+
 /// Upper bound of every single wait in the tests.
 pub const T: Duration = Duration::from_secs(5);
 
@@ -25,6 +27,10 @@ pub fn test_config() -> Config {
         turn.listen = Some("127.0.0.1:0".parse().unwrap());
     }
     config.core.resume_grace = Duration::from_millis(500);
+    // Every test client connects from 127.0.0.1, many at once: the per-address limits, on by default for every
+    // address including loopback, are lifted here. Tests of those limits set them explicitly (abuse.rs).
+    config.limits.max_per_ip = 0;
+    config.limits.rate_per_ip = 0;
     config
 }
 
@@ -32,6 +38,15 @@ pub fn test_config() -> Config {
 pub struct TestServer {
     server: Option<Server>,
     pub addr: SocketAddr,
+}
+
+/// The running server's own methods (TLS store, reload, limits counters).
+impl std::ops::Deref for TestServer {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        self.server.as_ref().expect("the server is running")
+    }
 }
 
 impl TestServer {
