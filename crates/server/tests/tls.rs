@@ -94,6 +94,22 @@ async fn wss_carries_the_protocol_with_large_frames_and_bursts() {
     assert!(!response.contains("200 OK"), "{response:.200}");
     send(&mut bob, json!({"type": "ping", "id": 4})).await;
     expect(&mut bob, "pong").await;
+
+    // Logout ends with the server's close frame (4004) delivered over TLS.
+    send(&mut bob, json!({"type": "logout", "id": 5})).await;
+    expect(&mut bob, "ack").await;
+    let close = tokio::time::timeout(T, async {
+        loop {
+            match bob.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(close, Some(4004));
     let _ = alice.close(None).await;
     server.shutdown().await;
 }
