@@ -40,7 +40,9 @@ rm -f "$test_log"
 step "load generator smoke"
 cargo build --locked -p switchboard-server -p switchboard-bench
 log=$(mktemp)
-./target/debug/switchboard --http 127.0.0.1:0 --turn 127.0.0.1:0 >"$log" 2>&1 &
+# No message rate limit: the relay and calls runs send far more than a person would.
+./target/debug/switchboard --http 127.0.0.1:0 --turn 127.0.0.1:0 --turn-user tool:pass --turn-allow-peer 127.0.0.0/8 \
+  --turn-max-allocations-per-ip 100 --rate-per-second 0 >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 100); do
@@ -51,6 +53,16 @@ done
 [ -n "$addr" ] || { echo "server did not start"; cat "$log"; exit 1; }
 ./target/debug/switchboard-bench capacity --url "ws://${addr#http://}/ws" --clients 300 --server-pid "$server" --settle 1 --timeout 60
 ./target/debug/switchboard-bench capacity --url "ws://${addr#http://}/" --clients 100 --dialect tutorial --prefix tut --settle 1 --timeout 60
+turn_addr=$(grep -o 'local_addr=127[.0-9]*:[0-9]*' "$log" | head -n1 | cut -d= -f2)
+[ -n "$turn_addr" ] || { echo "no TURN address in the server log"; cat "$log"; exit 1; }
+turn_report=$(./target/debug/switchboard-bench turn --server "$turn_addr" --pairs 4 --rate 2000 --warmup 0.2 --duration 1 --json)
+echo "$turn_report"
+grep -q '"lost":0,' <<<"$turn_report" || { echo "TURN scenario lost packets"; exit 1; }
+# Signaling scenarios, a few seconds each; each exits non-zero on any lost, duplicated or refused message.
+./target/debug/switchboard-bench relay --url "ws://${addr#http://}/ws" --pairs 4 --warmup 0.5 --duration 2 --server-pid "$server" --timeout 30
+./target/debug/switchboard-bench relay --url "ws://${addr#http://}/" --dialect tutorial --pairs 4 --warmup 0.5 --duration 2 --timeout 30
+./target/debug/switchboard-bench storm --url "ws://${addr#http://}/ws" --clients 300 --server-pid "$server" --timeout 30
+./target/debug/switchboard-bench calls --url "ws://${addr#http://}/ws" --pairs 4 --warmup 0.5 --duration 2 --server-pid "$server" --timeout 30
 echo "load generator smoke: ok"
 
 step "fuzzing (45 s per target: STUN decoder, v1 and tutorial message decoders, WebSocket frames)"

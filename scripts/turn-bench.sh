@@ -5,8 +5,14 @@
 # machine noise hits both. Reports per run: relayed packets, loss, round trip, and server CPU seconds per 100,000
 # relayed packets (user+system time of the server process, from /proc).
 #
+# Then the same servers under Switchboard's own TURN scenario (`switchboard-bench turn`: pairs of allocations sending
+# each other ChannelData at a fixed rate with batched system calls), which reaches rates uclient cannot produce.
+#
 # Usage: scripts/turn-bench.sh [ROUNDS] [CLIENTS] [MESSAGES] [LENGTH] [INTERVAL_MS]
-# Bounded: ROUNDS x 2 runs of CLIENTS x MESSAGES messages each, every run under a 120 s timeout. Loopback only.
+#   environment: RATES (messages/s of the bench scenario, space-separated, default "25000 100000"), PAIRS (10),
+#   DURATION (seconds, 5), SB_ARGS (extra switchboard flags, e.g. "--turn-workers 1").
+# Bounded: ROUNDS x 2 runs of CLIENTS x MESSAGES messages each, every run under a 120 s timeout; then ROUNDS x 2 runs
+# per rate of DURATION seconds each. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -16,7 +22,7 @@ length=${4:-200}
 interval=${5:-2}
 
 command -v turnserver >/dev/null || { echo "needs coturn: apt-get install coturn"; exit 1; }
-cargo build --quiet --release -p switchboard-server
+cargo build --quiet --release -p switchboard-server -p switchboard-bench
 work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -32,7 +38,7 @@ pids+=($!)
 
 sb_port=$(free_port)
 ./target/release/switchboard --http 127.0.0.1:0 --turn "127.0.0.1:$sb_port" --turn-user tool:pass \
-  --turn-allow-peer 127.0.0.1/32 --turn-max-allocations-per-user 1000 --turn-max-allocations-per-ip 1000 >"$work/switchboard.log" 2>&1 &
+  --turn-allow-peer 127.0.0.1/32 --turn-max-allocations-per-user 1000 --turn-max-allocations-per-ip 1000 ${SB_ARGS:-} >"$work/switchboard.log" 2>&1 &
 sb_pid=$!
 pids+=($sb_pid)
 
@@ -67,4 +73,27 @@ echo "load: $clients clients x $messages messages of $length bytes, one every $i
 for round in $(seq "$rounds"); do
   run switchboard "$sb_pid" "$sb_port"
   run coturn "$co_pid" "$co_port"
+done
+
+bench() {
+  local name=$1 pid=$2 port=$3 rate=$4
+  local out
+  out=$(timeout 120 ./target/release/switchboard-bench turn --server "127.0.0.1:$port" --pairs "${PAIRS:-10}" \
+    --rate "$rate" --size "$length" --duration "${DURATION:-5}" --server-pid "$pid" --json) || { echo "$name: bench failed"; return; }
+  python3 - "$name" "$out" <<'PY'
+import json, sys
+name, r = sys.argv[1], json.loads(sys.argv[2])
+print(f"{name:<12} relayed {r['relayed_packets_per_second']:>9.0f}/s  lost {r['lost']:>6}  "
+      f"p50 {r['latency_us_p50']:>6} us  p99 {r['latency_us_p99']:>7} us  "
+      f"server cpu {r['server_cpu_percent']:>4.0f}%  cpu per 100k relayed {r['server_cpu_s_per_100k_relayed']:.3f} s  "
+      f"bench cpu {r['own_cpu_percent']:.0f}%")
+PY
+}
+
+for rate in ${RATES:-25000 100000}; do
+  echo "switchboard-bench turn: ${PAIRS:-10} pairs, $rate messages/s of $length bytes ($((2 * rate)) relayed packets/s)"
+  for round in $(seq "$rounds"); do
+    bench switchboard "$sb_pid" "$sb_port" "$rate"
+    bench coturn "$co_pid" "$co_port" "$rate"
+  done
 done

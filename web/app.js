@@ -9,7 +9,7 @@ const ui = {
   me: $('me'), meName: $('me-name'), logout: $('logout-btn'), banner: $('banner'),
   loginView: $('login-view'), loginForm: $('login-form'), nameInput: $('name-input'), loginError: $('login-error'),
   lobbyView: $('lobby-view'), userList: $('user-list'), lobbyNotice: $('lobby-notice'),
-  roomForm: $('room-form'), roomInput: $('room-input'), roomError: $('room-error'),
+  roomForm: $('room-form'), roomInput: $('room-input'), roomPassword: $('room-password'), roomError: $('room-error'),
   callView: $('call-view'), callTitle: $('call-title'), callStatus: $('call-status'), duration: $('call-duration'),
   mediaNotice: $('media-notice'), grid: $('video-grid'), quality: $('quality'),
   mute: $('mute-btn'), camera: $('camera-btn'), screen: $('screen-btn'), cancel: $('cancel-btn'), hangup: $('hangup-btn'),
@@ -29,6 +29,13 @@ const ERROR_TEXT = {
   'room-full': 'That room is full.',
   'invalid-room': 'Room names follow the same rules as user names.',
   'too-many-rooms': 'You are in too many rooms.',
+  'auth-required': 'This server admits sign-in links only: open the link you were given.',
+  'invalid-token': 'Your sign-in link is not valid.',
+  'token-expired': 'Your sign-in link has expired. Ask for a new one.',
+  'token-name-mismatch': 'Your sign-in link is for another name.',
+  'room-password-required': 'That room needs a password.',
+  'wrong-room-password': 'Wrong password for that room.',
+  'room-forbidden': 'Your sign-in link does not admit you to that room.',
 };
 
 const HANGUP_TEXT = {
@@ -39,7 +46,34 @@ const HANGUP_TEXT = {
   disconnected: 'lost their connection.',
 };
 
-const client = new SwitchboardClient();
+// A sign-in link (`/?token=...`) for servers that admit logins with a token only. The token is kept for this tab
+// and taken out of the address bar, so that the link is not bookmarked or shared by accident.
+const token = takeToken();
+const client = new SwitchboardClient(token ? { token } : {});
+
+function takeToken() {
+  const params = new URLSearchParams(location.search);
+  const fromUrl = params.get('token');
+  if (fromUrl) {
+    sessionStorage.setItem('switchboard-token', fromUrl);
+    params.delete('token');
+    const query = params.toString();
+    history.replaceState(null, '', `${location.pathname}${query ? `?${query}` : ''}${location.hash}`);
+  }
+  return fromUrl || sessionStorage.getItem('switchboard-token');
+}
+
+/** The name a token was issued for (its `sub`), for display only: the server checks the token. */
+function tokenName(jwt) {
+  try {
+    const part = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    const sub = JSON.parse(new TextDecoder().decode(bytes)).sub;
+    return typeof sub === 'string' ? sub : null;
+  } catch {
+    return null;
+  }
+}
 
 /**
  * What the page is doing. `call` is null in the lobby; otherwise:
@@ -402,11 +436,14 @@ ui.roomForm.addEventListener('submit', async (event) => {
   event.preventDefault();
   ui.roomError.textContent = '';
   const room = ui.roomInput.value.trim();
+  const password = ui.roomPassword.value;
   if (!room || app.call) return;
   app.call = { kind: 'room', room };
   try {
     await ensureMedia();
-    const members = await client.join(room);
+    const reply = await client.joinRoom(room, password ? { password } : {});
+    const members = reply.members;
+    ui.roomPassword.value = '';
     app.call.room = room;
     showCallView(`Room ${room}`, `${members.length} in the room`, false);
     ui.cancel.hidden = true;
@@ -418,9 +455,17 @@ ui.roomForm.addEventListener('submit', async (event) => {
     for (const member of members) {
       if (member !== client.name) createLink(member, { room }).start();
     }
+    if (password && !reply.protected) {
+      const text = 'This room was already open without a password; yours was not set.';
+      ui.mediaNotice.textContent = [ui.mediaNotice.textContent, text].filter(Boolean).join(' ');
+    }
   } catch (error) {
     app.call = null;
     ui.roomError.textContent = ERROR_TEXT[error.code] || error.message;
+    if (error.code === 'room-password-required' || error.code === 'wrong-room-password') {
+      ui.roomPassword.select();
+      ui.roomPassword.focus();
+    }
   }
 });
 
@@ -576,6 +621,11 @@ function addChat(from, text) {
   li.scrollIntoView({ block: 'nearest' });
 }
 
-// Prefill the last name used in this tab.
+// Prefill the last name used in this tab; a sign-in link fixes the name.
 ui.nameInput.value = sessionStorage.getItem('switchboard-name') || '';
+const linkName = token ? tokenName(token) : null;
+if (linkName) {
+  ui.nameInput.value = linkName;
+  ui.nameInput.readOnly = true;
+}
 ui.nameInput.focus();

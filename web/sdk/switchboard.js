@@ -5,7 +5,7 @@
 //
 //   import { SwitchboardClient } from '/sdk/switchboard.js';
 //   const client = new SwitchboardClient();            // ws(s)://<this host>/ws
-//   const welcome = await client.login('alice');
+//   const welcome = await client.login('alice');      // or login(null, { token }) on a server in token mode
 //   client.addEventListener('presence', () => console.log([...client.users]));
 //
 // Events (CustomEvent, payload in `detail`): state, welcome, presence, ring, accepted, hangup, offer, answer,
@@ -46,11 +46,13 @@ export class SwitchboardClient extends EventTarget {
    * @param {object} [options]
    * @param {string} [options.url] WebSocket URL; defaults to /ws on the page's host.
    * @param {boolean} [options.reconnect=true] Reconnect and resume after a dropped connection.
+   * @param {string} [options.token] Login token for servers in token mode; `login` sends it unless given another.
    */
   constructor(options = {}) {
     super();
     this.url = options.url || defaultUrl();
     this.reconnect = options.reconnect !== false;
+    this.token = options.token || null;
     this.state = State.IDLE;
     /** @type {Map<string, string>} name -> status ('idle' | 'in-call'), kept current from welcome and presence. */
     this.users = new Map();
@@ -229,10 +231,20 @@ export class SwitchboardClient extends EventTarget {
 
   // ---- session ----
 
-  /** Logs in by name; resolves with the `welcome` message. */
-  async login(name) {
+  /**
+   * Logs in by name; resolves with the `welcome` message.
+   * @param {string|null} name The name; on a server in token mode it may be left out (null): the token names the user.
+   * @param {object} [options]
+   * @param {string} [options.token] Login token (kept for later logins); defaults to the constructor's.
+   */
+  async login(name, options = {}) {
+    if (options.token) this.token = options.token;
     await this.connect();
-    return this._login({ type: 'login', name, protocol: 1 });
+    const msg = { type: 'login' };
+    if (name) msg.name = name;
+    msg.protocol = 1;
+    if (this.token) msg.token = this.token;
+    return this._login(msg);
   }
 
   async _login(msg) {
@@ -302,10 +314,23 @@ export class SwitchboardClient extends EventTarget {
 
   // ---- rooms ----
 
-  /** Joins a room; resolves with its members in join order (this user last). */
-  async join(room) {
-    const reply = await this.request({ type: 'join', room });
+  /**
+   * Joins a room; resolves with its members in join order (this user last). Rejects with `room-password-required`,
+   * `wrong-room-password` or `room-forbidden` when the room is closed to this user.
+   * @param {string} room
+   * @param {object} [options]
+   * @param {string} [options.password] The room's password; when this join creates the room, it sets the password.
+   */
+  async join(room, options = {}) {
+    const reply = await this.joinRoom(room, options);
     return reply.members;
+  }
+
+  /** `join`, resolving with the whole `joined` reply: `{ room, members, protected }` (`protected`: needs a password). */
+  joinRoom(room, options = {}) {
+    const msg = { type: 'join', room };
+    if (options.password) msg.password = options.password;
+    return this.request(msg);
   }
 
   leave(room) {

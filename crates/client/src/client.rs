@@ -11,6 +11,7 @@ use switchboard_proto::tutorial::TutorialEvent;
 use switchboard_proto::{Dialect, Event, IceServer, Limits, UserEntry};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -86,6 +87,12 @@ impl Client {
         Self::connect_dialect(url, Dialect::V1).await
     }
 
+    /// Opens a WebSocket to `url` with extra headers in the upgrade request (`Origin`, as browsers send it). A login
+    /// token goes into the URL instead: `ws://host/ws?token=...`.
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Result<Self> {
+        Self::connect_request(url, headers, Dialect::V1).await
+    }
+
     /// Opens a WebSocket to `url` over `stream`, a TCP connection the caller made (e.g. from a chosen source
     /// address), failing after [`DEFAULT_TIMEOUT`].
     pub async fn connect_stream(url: &str, stream: TcpStream) -> Result<Self> {
@@ -98,7 +105,19 @@ impl Client {
     }
 
     pub(crate) async fn connect_dialect(url: &str, dialect: Dialect) -> Result<Self> {
-        let connecting = tokio_tungstenite::connect_async_with_config(url, None, true);
+        Self::connect_request(url, &[], dialect).await
+    }
+
+    pub(crate) async fn connect_request(url: &str, headers: &[(&str, &str)], dialect: Dialect) -> Result<Self> {
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| Error::Handshake(format!("header name {name:?}: {e}")))?;
+            let value = tungstenite::http::HeaderValue::from_str(value)
+                .map_err(|e| Error::Handshake(format!("header value {value:?}: {e}")))?;
+            request.headers_mut().append(name, value);
+        }
+        let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
         let (ws, _response) = tokio::time::timeout(DEFAULT_TIMEOUT, connecting)
             .await
             .map_err(|_| Error::Timeout { after: DEFAULT_TIMEOUT, waiting_for: format!("connecting to {url}") })??;
@@ -453,6 +472,15 @@ impl Client {
     /// Logs in as `name` (protocol 1) and returns the `welcome`.
     pub async fn login(&mut self, name: &str) -> Result<Welcome> {
         self.login_with(json!({"type": "login", "name": name, "protocol": 1})).await
+    }
+
+    /// Logs in with a login token (servers in token mode); `name` may be left out, the token names the user.
+    pub async fn login_with_token(&mut self, name: Option<&str>, token: &str) -> Result<Welcome> {
+        let mut message = json!({"type": "login", "token": token, "protocol": 1});
+        if let Some(name) = name {
+            message["name"] = json!(name);
+        }
+        self.login_with(message).await
     }
 
     /// Takes a dropped session back with its resume token.

@@ -73,6 +73,17 @@ impl Error {
         }
     }
 
+    /// The HTTP status of a refused WebSocket upgrade (e.g. 403 for an `Origin` the server does not allow).
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Self::WebSocket(error) => match error.as_ref() {
+                tokio_tungstenite::tungstenite::Error::Http(response) => Some(response.status().as_u16()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The close code, when this is an [`Error::Closed`] with a close frame.
     pub fn close_code(&self) -> Option<u16> {
         match self {

@@ -2,8 +2,20 @@
 
 use std::time::Duration;
 
-use switchboard_proto::{IceServer, Limits};
+use switchboard_proto::{IceServer, Limits, Secret};
 use switchboard_turn::Credentials;
+
+use crate::auth::TokenKeys;
+
+/// Who may log in.
+#[derive(Debug, Clone, Default)]
+pub enum Auth {
+    /// Anyone, under any free name (tokens are ignored).
+    #[default]
+    Open,
+    /// Only holders of a login token signed with one of these keys (see [`crate::auth`]).
+    Token(TokenKeys),
+}
 
 /// What a login with a name that a live session holds does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,6 +82,11 @@ pub struct Config {
     pub turn: Option<TurnAuth>,
     /// `name/version` sent in `hello`.
     pub server_id: String,
+    /// Who may log in: anyone, or holders of a signed token.
+    pub auth: Auth,
+    /// Rooms with a fixed password, by name: joining them needs it (or a token listing the room). Names that break the
+    /// name rules are ignored (the server validates them first).
+    pub room_passwords: Vec<(String, Secret<'static>)>,
 }
 
 impl Default for Config {
@@ -95,6 +112,8 @@ impl Default for Config {
             ice_servers: Vec::new(),
             turn: None,
             server_id: concat!("switchboard/", env!("CARGO_PKG_VERSION")).to_owned(),
+            auth: Auth::Open,
+            room_passwords: Vec::new(),
         }
     }
 }

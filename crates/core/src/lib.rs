@@ -11,9 +11,11 @@
 //! - [`presence`]: coalescing of presence changes and the cached user-list snapshot.
 //! - [`rate`]: token buckets (message rate, error strikes).
 //! - [`config`]: the settings ([`Config`]).
+//! - [`auth`]: signed login tokens (JWT, HS256) and room password digests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 mod calls;
 pub mod config;
 pub mod presence;
@@ -22,5 +24,6 @@ mod rooms;
 pub mod signaling;
 mod timers;
 
-pub use config::{Config, NamePolicy, TurnAuth};
+pub use auth::{Claims, TokenError, TokenKeys};
+pub use config::{Auth, Config, NamePolicy, TurnAuth};
 pub use signaling::{ConnId, Input, Output, Signaling, Stats};

@@ -1,4 +1,8 @@
-//! Rooms for group (mesh) calls: membership, member events, limits.
+//! Rooms for group (mesh) calls: membership, member events, limits, and who may enter.
+//!
+//! A room may need a password: one from the configuration, or one its first member set when the join created it
+//! (that one lasts as long as the room: when the last member leaves, the room and its password are gone). A login
+//! token with a `rooms` claim admits to the rooms it lists without their passwords, and to no other room.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +15,7 @@ use switchboard_proto::{
     Dialect, ErrorCode, OutEvent,
 };
 
+use crate::auth::{PasswordDigest, MAX_ROOM_PASSWORD_BYTES};
 use crate::signaling::{ConnId, SessionId, Signaling};
 
 /// A room with at least one member.
@@ -19,10 +24,28 @@ pub(crate) struct Room {
     pub(crate) name: Arc<str>,
     /// In join order.
     pub(crate) members: Vec<SessionId>,
+    /// What a joiner must know, unless its token lists the room.
+    pub(crate) password: Option<PasswordDigest>,
+}
+
+/// What a `join` runs into at the door.
+enum Door {
+    Open,
+    Forbidden,
+    PasswordRequired,
+    WrongPassword,
 }
 
 impl Signaling {
-    pub(crate) fn join(&mut self, now: Instant, conn: ConnId, session: SessionId, id: Option<&RawValue>, raw: &str) {
+    pub(crate) fn join(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        session: SessionId,
+        id: Option<&RawValue>,
+        raw: &str,
+        password: Option<&str>,
+    ) {
         if self.sessions.get(&session).is_some_and(|s| s.dialect != Dialect::V1) {
             return self.fail(now, conn, id, ErrorCode::NotSupported, "rooms need protocol v1".into());
         }
@@ -36,7 +59,31 @@ impl Signaling {
         };
         let member_name = state.name.clone();
         let already_member = state.rooms.contains(&key);
+        // An empty password is no password: a form left blank must not protect a room with "".
+        let password = password.filter(|p| !p.is_empty());
         if !already_member {
+            if password.is_some_and(|p| p.len() > MAX_ROOM_PASSWORD_BYTES) {
+                let message = format!("a room password has at most {MAX_ROOM_PASSWORD_BYTES} bytes");
+                return self.fail(now, conn, id, ErrorCode::BadRequest, message.into());
+            }
+            let (code, message) = match self.door(session, &key, password) {
+                Door::Open => (None, String::new()),
+                Door::Forbidden => {
+                    (Some(ErrorCode::RoomForbidden), format!("your login token does not admit you to room {name:?}"))
+                }
+                Door::PasswordRequired => {
+                    (Some(ErrorCode::RoomPasswordRequired), format!("room {name:?} needs a password"))
+                }
+                Door::WrongPassword => {
+                    (Some(ErrorCode::WrongRoomPassword), format!("wrong password for room {name:?}"))
+                }
+            };
+            if let Some(code) = code {
+                return self.fail(now, conn, id, code, message.into());
+            }
+            let Some(state) = self.sessions.get(&session) else {
+                return;
+            };
             if state.rooms.len() >= self.config.max_rooms_per_user {
                 let message = format!("you are in {} rooms, the most allowed", state.rooms.len());
                 return self.fail(now, conn, id, ErrorCode::TooManyRooms, message.into());
@@ -46,10 +93,17 @@ impl Signaling {
                 let message = format!("room {name:?} has {} members, the most allowed", self.config.max_room_size);
                 return self.fail(now, conn, id, ErrorCode::RoomFull, message.into());
             }
-            let room = self
-                .rooms
-                .entry(key.clone())
-                .or_insert_with(|| Room { name: Arc::from(name.as_str()), members: Vec::new() });
+            if !self.rooms.contains_key(&key) {
+                // The first joiner's password protects the room, unless the configuration gave it one.
+                let password = match self.room_passwords.get(&key) {
+                    Some(configured) => Some(configured.clone()),
+                    None => password.map(|p| self.password_key.digest(p)),
+                };
+                self.rooms.insert(key.clone(), Room { name: Arc::from(name.as_str()), members: Vec::new(), password });
+            }
+            let Some(room) = self.rooms.get_mut(&key) else {
+                return;
+            };
             room.members.push(session);
             let others: Vec<SessionId> = room.members.iter().copied().filter(|&m| m != session).collect();
             let room_name = room.name.clone();
@@ -62,6 +116,25 @@ impl Signaling {
         if let Some(room) = self.room_snapshot(&key) {
             let frame = OutEvent::Joined { id, room }.to_json();
             self.send(conn, frame);
+        }
+    }
+
+    /// Whether `session` may enter the room `key`, giving `password`.
+    fn door(&self, session: SessionId, key: &Arc<str>, password: Option<&str>) -> Door {
+        match self.sessions.get(&session).and_then(|s| s.allowed_rooms.as_ref()) {
+            Some(allowed) if allowed.contains(key) => return Door::Open,
+            Some(_) => return Door::Forbidden,
+            None => {}
+        }
+        let required = match self.rooms.get(key) {
+            Some(room) => room.password.as_ref(),
+            None => self.room_passwords.get(key),
+        };
+        match (required, password) {
+            (None, _) => Door::Open,
+            (Some(_), None) => Door::PasswordRequired,
+            (Some(digest), Some(given)) if self.password_key.matches(digest, given) => Door::Open,
+            (Some(_), Some(_)) => Door::WrongPassword,
         }
     }
 

@@ -15,15 +15,17 @@ use switchboard_proto::{
     names::{name_key, normalize_name},
     request::{Envelope, RequestError},
     tutorial::TutorialEvent,
-    Dialect, ErrorCode, Event, IceServer, OutEvent, RelayKind, Request, UserStatus, PROTOCOL_VERSION,
+    Dialect, ErrorCode, Event, IceServer, OutEvent, RelayKind, Request, Secret, UserStatus, PROTOCOL_VERSION,
 };
+
+use crate::auth::{PasswordDigest, PasswordKey, TokenError, MAX_TOKEN_BYTES};
 
 use crate::calls::Call;
 use crate::presence::{PresenceBatch, Snapshot};
 use crate::rate::TokenBucket;
 use crate::rooms::Room;
 use crate::timers::{Timer, Timers};
-use crate::Config;
+use crate::{Auth, Config};
 
 /// A transport connection, numbered by the IO layer. Never reused within one [`Signaling`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,6 +36,9 @@ pub struct ConnId(pub u64);
 pub enum Input<'a> {
     /// A WebSocket connection was accepted.
     Connected(ConnId),
+    /// The connection's upgrade request carried a login token (`/ws?token=...`), for a login that brings none of its
+    /// own. Follows `Connected`; ignored unless the server runs in token mode.
+    UpgradeToken(ConnId, &'a str),
     /// A complete text message arrived.
     Text(ConnId, &'a str),
     /// A binary message arrived (the protocol has none).
@@ -87,6 +92,8 @@ pub(crate) struct Conn {
     pub(crate) session: Option<SessionId>,
     rate: Option<TokenBucket>,
     strikes: TokenBucket,
+    /// The login token of the upgrade URL.
+    token: Option<Secret<'static>>,
 }
 
 /// A message waiting for a dropped session to resume.
@@ -110,6 +117,14 @@ pub(crate) struct Session {
     pub(crate) call: Option<Arc<str>>,
     pub(crate) rooms: Vec<Arc<str>>,
     pub(crate) status: UserStatus,
+    /// The room keys of the login token's `rooms` claim; `None`: any room.
+    pub(crate) allowed_rooms: Option<Vec<Arc<str>>>,
+}
+
+/// Who a login may be, once its token (if the server wants one) is checked.
+struct Grant<'a> {
+    name: Cow<'a, str>,
+    allowed_rooms: Option<Vec<Arc<str>>>,
 }
 
 /// Where a frame addressed to a session came from, for `undeliverable` reports.
@@ -133,14 +148,28 @@ pub struct Signaling {
     flush_scheduled: bool,
     pub(crate) timers: Timers,
     out: VecDeque<Output>,
-    /// An instant and the Unix time (seconds) at that instant, to mint TURN credentials without reading a clock.
+    /// An instant and the Unix time (seconds) at that instant, to mint TURN credentials and check token expiry
+    /// without reading a clock.
     wall_clock: (Option<Instant>, u64),
+    /// Digests room passwords.
+    pub(crate) password_key: PasswordKey,
+    /// Configured room passwords by room key.
+    pub(crate) room_passwords: HashMap<Arc<str>, PasswordDigest>,
 }
 
 impl Signaling {
     /// A core with no connections. `seed` feeds the CSPRNG behind resume tokens and call ids; the server passes
     /// OS randomness, tests a constant.
     pub fn new(config: Config, seed: [u8; 32]) -> Self {
+        let password_key = PasswordKey::derive(&seed);
+        let room_passwords = config
+            .room_passwords
+            .iter()
+            .filter_map(|(name, password)| {
+                let name = normalize_name(name).ok()?;
+                Some((Arc::from(name_key(&name).as_ref()), password_key.digest(password.expose())))
+            })
+            .collect();
         Self {
             config,
             rng: StdRng::from_seed(seed),
@@ -157,10 +186,13 @@ impl Signaling {
             timers: Timers::default(),
             out: VecDeque::new(),
             wall_clock: (None, 0),
+            password_key,
+            room_passwords,
         }
     }
 
-    /// Tells the core that `at` is `unix_secs` in Unix time; needed to mint TURN credentials.
+    /// Tells the core that `at` is `unix_secs` in Unix time; needed to mint TURN credentials and to check the expiry
+    /// of login tokens (without it, the core believes it is 1970 and no token has expired).
     pub fn with_wall_clock(mut self, at: Instant, unix_secs: u64) -> Self {
         self.wall_clock = (Some(at), unix_secs);
         self
@@ -226,8 +258,17 @@ impl Signaling {
                 let strikes = TokenBucket::new(now, self.config.strike_burst, 1);
                 let rate = (self.config.rate_per_second > 0)
                     .then(|| TokenBucket::new(now, self.config.rate_burst, self.config.rate_per_second));
-                self.conns.insert(conn, Conn { dialect: None, session: None, rate, strikes });
+                self.conns.insert(conn, Conn { dialect: None, session: None, rate, strikes, token: None });
                 self.timers.at(now + self.config.login_timeout, Timer::Login(conn.0));
+            }
+            Input::UpgradeToken(conn, token) => {
+                if matches!(self.config.auth, Auth::Token(_)) {
+                    if let Some(state) = self.conns.get_mut(&conn) {
+                        // An oversized token is kept as an empty one: still "a token was given", refused at login.
+                        let token = if token.len() <= MAX_TOKEN_BYTES { token } else { "" };
+                        state.token = Some(Secret(Cow::Owned(token.to_owned())));
+                    }
+                }
             }
             Input::Text(conn, text) => self.handle_text(now, conn, text),
             Input::Binary(conn) => {
@@ -322,8 +363,12 @@ impl Signaling {
         let id = parsed.id;
         let session = self.conns.get(&conn).and_then(|c| c.session);
         match (parsed.request, session) {
-            (Request::Login { name, resume, protocol }, None) => self.login(now, conn, id, name, resume, protocol),
-            (Request::TutorialLogin { user_name }, None) => self.tutorial_login(now, conn, id, &user_name),
+            (Request::Login { name, resume, protocol, token }, None) => {
+                self.login(now, conn, id, name, resume, protocol, token)
+            }
+            (Request::TutorialLogin { user_name, token }, None) => {
+                self.tutorial_login(now, conn, id, &user_name, token)
+            }
             (Request::Login { .. } | Request::TutorialLogin { .. }, Some(_)) => {
                 self.fail(now, conn, id, ErrorCode::AlreadyLoggedIn, "this connection is logged in already".into())
             }
@@ -354,7 +399,9 @@ impl Signaling {
             (Request::Reject { call_id }, Some(session)) => self.end_ringing(now, conn, session, id, &call_id, false),
             (Request::Cancel { call_id }, Some(session)) => self.end_ringing(now, conn, session, id, &call_id, true),
             (Request::Hangup { call_id }, Some(session)) => self.hangup(now, conn, session, id, &call_id),
-            (Request::Join { room }, Some(session)) => self.join(now, conn, session, id, &room),
+            (Request::Join { room, password }, Some(session)) => {
+                self.join(now, conn, session, id, &room, password.as_ref().map(Secret::expose))
+            }
             (Request::Leave { room }, Some(session)) => self.leave(now, conn, session, id, &room),
         }
     }
@@ -472,6 +519,7 @@ impl Signaling {
 
     // ---- login, resume, logout ----
 
+    #[allow(clippy::too_many_arguments)]
     fn login(
         &mut self,
         now: Instant,
@@ -480,23 +528,42 @@ impl Signaling {
         name: Option<Cow<'_, str>>,
         resume: Option<Cow<'_, str>>,
         protocol: Option<u32>,
+        token: Option<Secret<'_>>,
     ) {
         if protocol.is_some_and(|p| p != PROTOCOL_VERSION) {
             let message = format!("this server speaks protocol {PROTOCOL_VERSION}");
             return self.fail(now, conn, id, ErrorCode::UnsupportedProtocol, message.into());
         }
+        // The resume token was handed out after the login was authenticated, and is as good as that login: a session
+        // comes back without a fresh login token (which may well have expired meanwhile).
         if let Some(token) = resume {
             return self.resume(now, conn, id, &token);
         }
-        let Some(session) = self.claim_name(now, conn, id, name.as_deref().unwrap_or_default(), Dialect::V1) else {
+        let Some(grant) = self.authenticate(now, conn, id, name, token.as_ref()) else {
             return;
         };
+        let Some(session) = self.claim_name(now, conn, id, &grant.name, Dialect::V1) else {
+            return;
+        };
+        if let Some(state) = self.sessions.get_mut(&session) {
+            state.allowed_rooms = grant.allowed_rooms;
+        }
         self.welcome(now, conn, session, id, false);
         self.schedule_ice_refresh(now, session);
     }
 
-    fn tutorial_login(&mut self, now: Instant, conn: ConnId, id: Option<&RawValue>, user_name: &str) {
-        let Some(session) = self.claim_name(now, conn, id, user_name, Dialect::Tutorial) else {
+    fn tutorial_login(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: Option<&RawValue>,
+        user_name: &str,
+        token: Option<Secret<'_>>,
+    ) {
+        let Some(grant) = self.authenticate(now, conn, id, Some(Cow::Borrowed(user_name)), token.as_ref()) else {
+            return;
+        };
+        let Some(session) = self.claim_name(now, conn, id, &grant.name, Dialect::Tutorial) else {
             return;
         };
         let Some(state) = self.sessions.get(&session) else {
@@ -505,6 +572,57 @@ impl Signaling {
         let extra = (!self.snapshot.contains(&state.key)).then_some(state.name.as_ref());
         let frame = self.snapshot.render_user_list(extra);
         self.send(conn, frame);
+    }
+
+    /// Decides under which name a login may proceed: in open mode the name it asks for; in token mode the token's
+    /// `sub` (from the login message, else from the upgrade URL), which a requested name must match
+    /// (case-insensitively, as names do). Sends the error and returns `None` otherwise.
+    fn authenticate<'a>(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: Option<&RawValue>,
+        requested: Option<Cow<'a, str>>,
+        token: Option<&Secret<'_>>,
+    ) -> Option<Grant<'a>> {
+        let Auth::Token(keys) = &self.config.auth else {
+            let Some(name) = requested else {
+                self.fail(now, conn, id, ErrorCode::BadRequest, "`login` needs the field `name`".into());
+                return None;
+            };
+            return Some(Grant { name, allowed_rooms: None });
+        };
+        let token = token.or_else(|| self.conns.get(&conn).and_then(|c| c.token.as_ref()));
+        let verdict = token.map(|token| keys.verify(token.expose(), self.unix_time(now)));
+        let claims = match verdict {
+            Some(Ok(claims)) => claims,
+            None => {
+                let message = "this server admits logins with a token only";
+                self.fail(now, conn, id, ErrorCode::AuthRequired, message.into());
+                return None;
+            }
+            Some(Err(error)) => {
+                let code = match error {
+                    TokenError::Invalid => ErrorCode::InvalidToken,
+                    TokenError::Expired => ErrorCode::TokenExpired,
+                };
+                self.fail(now, conn, id, code, error.to_string().into());
+                return None;
+            }
+        };
+        if requested.is_some_and(|name| name_key(&name) != name_key(&claims.sub)) {
+            let message = "the token was issued for another name";
+            self.fail(now, conn, id, ErrorCode::TokenNameMismatch, message.into());
+            return None;
+        }
+        let allowed_rooms = claims.rooms.map(|rooms| {
+            rooms
+                .iter()
+                .filter_map(|room| normalize_name(room).ok())
+                .map(|room| Arc::from(name_key(&room).as_ref()))
+                .collect()
+        });
+        Some(Grant { name: Cow::Owned(claims.sub), allowed_rooms })
     }
 
     /// Validates the name, applies the name policy and creates the session.
@@ -562,10 +680,13 @@ impl Signaling {
                 call: None,
                 rooms: Vec::new(),
                 status: UserStatus::Idle,
+                allowed_rooms: None,
             },
         );
         if let Some(state) = self.conns.get_mut(&conn) {
             state.session = Some(session);
+            // Logged in: the URL's token has served its purpose and is not kept around.
+            state.token = None;
         }
         self.presence.joined(&key, &name, UserStatus::Idle);
         self.schedule_flush(now);
@@ -835,6 +956,7 @@ impl Signaling {
         Some(RoomSnapshot {
             room: room.name.as_ref().into(),
             members: room.members.iter().filter_map(|m| self.sessions.get(m)).map(|s| s.name.as_ref().into()).collect(),
+            protected: room.password.is_some(),
         })
     }
 }

@@ -50,12 +50,27 @@ pub enum ErrorCode {
     TooManyRooms,
     /// The request is not available in this dialect.
     NotSupported,
+    /// The server only admits logins with a signed token, and none came (in `login` or the upgrade URL).
+    AuthRequired,
+    /// The token is malformed, or not signed by a key this server knows.
+    InvalidToken,
+    /// The token was valid once; its `exp` has passed.
+    TokenExpired,
+    /// The login asks for a name other than the one the token was issued for.
+    TokenNameMismatch,
+    /// The room has a password and the `join` gave none.
+    RoomPasswordRequired,
+    /// The `join` gave the wrong room password.
+    WrongRoomPassword,
+    /// The login token lists the rooms its holder may join, and this room is not among them.
+    RoomForbidden,
 }
 
 impl ErrorCode {
     /// Whether the error is the client's own fault (a malformed, oversized or ill-timed request), as opposed to one
     /// caused by the state of other users (an offline peer, a busy callee, a full room). Only the former count
-    /// towards closing a misbehaving connection.
+    /// towards closing a misbehaving connection. Bad tokens and wrong room passwords count too, so that guessing on
+    /// one connection runs at the strike refill rate (one a second) at most.
     pub fn is_misbehaviour(self) -> bool {
         matches!(
             self,
@@ -72,6 +87,9 @@ impl ErrorCode {
                 | Self::UnknownCall
                 | Self::InvalidRoom
                 | Self::NotSupported
+                | Self::InvalidToken
+                | Self::TokenNameMismatch
+                | Self::WrongRoomPassword
         )
     }
 
@@ -100,6 +118,13 @@ impl ErrorCode {
             Self::NotInRoom => "not-in-room",
             Self::TooManyRooms => "too-many-rooms",
             Self::NotSupported => "not-supported",
+            Self::AuthRequired => "auth-required",
+            Self::InvalidToken => "invalid-token",
+            Self::TokenExpired => "token-expired",
+            Self::TokenNameMismatch => "token-name-mismatch",
+            Self::RoomPasswordRequired => "room-password-required",
+            Self::WrongRoomPassword => "wrong-room-password",
+            Self::RoomForbidden => "room-forbidden",
         }
     }
 }

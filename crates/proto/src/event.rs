@@ -72,6 +72,13 @@ pub struct RoomSnapshot<'a> {
     pub room: Cow<'a, str>,
     /// Every member, in the order they joined (the receiver included).
     pub members: Vec<Cow<'a, str>>,
+    /// Whether joining needs a password (or a token listing the room); only sent when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub protected: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Where a call stands.
@@ -290,8 +297,10 @@ mod tests {
 
     #[test]
     fn events_round_trip_into_owned_values() {
-        let event: Event<'_> =
-            Event::Joined { id: None, room: RoomSnapshot { room: "r".into(), members: vec!["a".into(), "b".into()] } };
+        let event: Event<'_> = Event::Joined {
+            id: None,
+            room: RoomSnapshot { room: "r".into(), members: vec!["a".into(), "b".into()], protected: false },
+        };
         let json = event.to_json();
         assert_eq!(std::str::from_utf8(&json).unwrap(), r#"{"type":"joined","room":"r","members":["a","b"]}"#);
         let back: Event<'static, Value> = serde_json::from_slice(&json).unwrap();

@@ -21,6 +21,30 @@ pub enum Dialect {
     Tutorial,
 }
 
+/// A credential a client sent (a login token, a room password). Its `Debug` form hides the value, so that a request
+/// or a connection printed for debugging never puts a credential into a log.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl Secret<'_> {
+    /// The value itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// An owned copy that outlives the frame it came from.
+    pub fn into_owned(self) -> Secret<'static> {
+        Secret(Cow::Owned(self.0.into_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// Longest request id the server echoes, in bytes of its JSON form.
 pub const MAX_REQUEST_ID_BYTES: usize = 64;
 
@@ -43,6 +67,10 @@ pub struct Envelope<'a> {
     #[serde(borrow)]
     pub resume: Option<Cow<'a, str>>,
     pub protocol: Option<u32>,
+    #[serde(borrow)]
+    pub token: Option<Secret<'a>>,
+    #[serde(borrow)]
+    pub password: Option<Secret<'a>>,
     #[serde(borrow)]
     pub sdp: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -82,11 +110,13 @@ impl RelayKind {
 #[derive(Debug)]
 #[allow(missing_docs)]
 pub enum Request<'a> {
-    /// v1 login by name, or resumption by token.
+    /// v1 login by name (and, on servers that want one, a signed `token`), or resumption by resume token. Which of
+    /// `name` and `token` a login needs depends on the server's auth mode, so both are optional here.
     Login {
         name: Option<Cow<'a, str>>,
         resume: Option<Cow<'a, str>>,
         protocol: Option<u32>,
+        token: Option<Secret<'a>>,
     },
     /// v1 logout: ends the session at once, no grace period.
     Logout,
@@ -119,13 +149,17 @@ pub enum Request<'a> {
     },
     Join {
         room: Cow<'a, str>,
+        /// The room's password: checked when the room has one, and sets it when this join creates the room.
+        password: Option<Secret<'a>>,
     },
     Leave {
         room: Cow<'a, str>,
     },
-    /// The tutorial's `Login`.
+    /// The tutorial's `Login`. The tutorial has no token field; its pages bring a token in the upgrade URL, but a
+    /// `token` field is read here too.
     TutorialLogin {
         user_name: Cow<'a, str>,
+        token: Option<Secret<'a>>,
     },
 }
 
@@ -197,10 +231,7 @@ impl<'a> Envelope<'a> {
         let request = match dialect {
             Dialect::V1 => match kind {
                 "login" => {
-                    if self.name.is_none() && self.resume.is_none() {
-                        return Err(missing("name"));
-                    }
-                    Request::Login { name: self.name, resume: self.resume, protocol: self.protocol }
+                    Request::Login { name: self.name, resume: self.resume, protocol: self.protocol, token: self.token }
                 }
                 "logout" => Request::Logout,
                 "users" => Request::Users,
@@ -227,12 +258,15 @@ impl<'a> Envelope<'a> {
                 "reject" => Request::Reject { call_id: self.call_id.ok_or_else(|| missing("callId"))? },
                 "cancel" => Request::Cancel { call_id: self.call_id.ok_or_else(|| missing("callId"))? },
                 "hangup" => Request::Hangup { call_id: self.call_id.ok_or_else(|| missing("callId"))? },
-                "join" => Request::Join { room: self.room.ok_or_else(|| missing("room"))? },
+                "join" => Request::Join { room: self.room.ok_or_else(|| missing("room"))?, password: self.password },
                 "leave" => Request::Leave { room: self.room.ok_or_else(|| missing("room"))? },
                 other => return Err(unknown_type(id, other)),
             },
             Dialect::Tutorial => match kind {
-                "Login" => Request::TutorialLogin { user_name: self.user_name.ok_or_else(|| missing("UserName"))? },
+                "Login" => Request::TutorialLogin {
+                    user_name: self.user_name.ok_or_else(|| missing("UserName"))?,
+                    token: self.token,
+                },
                 "offer" | "answer" | "ICE" => {
                     let (relay_kind, payload) = match kind {
                         "offer" => (RelayKind::Offer, self.sdp.ok_or_else(|| missing("sdp"))?),
@@ -342,7 +376,7 @@ mod tests {
         assert!(login.is_tutorial_login());
         assert!(matches!(
             login.into_request(Dialect::Tutorial).unwrap().request,
-            Request::TutorialLogin { user_name } if user_name == "alice"
+            Request::TutorialLogin { user_name, .. } if user_name == "alice"
         ));
         let ice = r#"{"type":"ICE","candidate":{"candidate":"candidate:1","sdpMid":"0","sdpMLineIndex":0},"TargetUserName":"bob"}"#;
         assert!(matches!(
@@ -372,6 +406,19 @@ mod tests {
         assert!(matches!(parse(&deep_field, Dialect::V1), Err(RequestError { code: ErrorCode::BadJson, .. })));
         let tricky = r#"{"type":"offer","to":"b","sdp":{"sdp":"[[[[[[[[[[[[[[[[[[[[[[\\\"{{{{{{{{{{{{{{{{{{"}}"#;
         assert!(parse(tricky, Dialect::V1).is_ok(), "brackets inside strings do not count");
+    }
+
+    #[test]
+    fn credentials_parse_but_never_print() {
+        let parsed = parse(r#"{"type":"login","token":"e30.e30.c2ln"}"#, Dialect::V1).unwrap();
+        let printed = format!("{parsed:?}");
+        assert!(
+            matches!(parsed.request, Request::Login { name: None, token: Some(ref t), .. } if t.expose() == "e30.e30.c2ln")
+        );
+        assert!(!printed.contains("e30"), "{printed}");
+        let parsed = parse(r#"{"type":"join","room":"r","password":"hunter2"}"#, Dialect::V1).unwrap();
+        assert!(!format!("{parsed:?}").contains("hunter2"));
+        assert!(matches!(parsed.request, Request::Join { password: Some(ref p), .. } if p.expose() == "hunter2"));
     }
 
     #[test]

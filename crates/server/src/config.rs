@@ -4,6 +4,7 @@
 //! and a key of the TOML file named by `--config` (`resume-grace = "30s"`). Unknown keys and bad values fail at
 //! start-up with a message naming the key.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -52,6 +53,8 @@ pub struct Config {
     pub limits: crate::limits::ConnectionLimits,
     /// Log format.
     pub log_format: LogFormat,
+    /// `Origin`s allowed to open WebSockets, canonical (`scheme://host[:port]`); empty allows any.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for Config {
             redirect_http: None,
             limits: crate::limits::ConnectionLimits::default(),
             log_format: LogFormat::Text,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -202,7 +206,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Options {
     /// TOML configuration file (keys are the long option names, e.g. `http = "0.0.0.0:8080"`).
-    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "SWITCHBOARD_CONFIG", value_name = "FILE", global = true)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
@@ -225,6 +229,35 @@ pub struct Options {
     /// How long a new connection may take to log in [default: 20s].
     #[arg(long, env = "SWITCHBOARD_LOGIN_TIMEOUT", value_name = "DURATION")]
     pub login_timeout: Option<HumanDuration>,
+
+    /// Who may log in: anyone under a free name, or holders of a signed token [default: open].
+    #[arg(long, env = "SWITCHBOARD_AUTH", value_enum)]
+    pub auth: Option<crate::auth::AuthMode>,
+
+    /// Login token signing secret, at least 32 bytes (repeatable: the first signs, all verify).
+    #[arg(long = "auth-secret", env = "SWITCHBOARD_AUTH_SECRET", value_name = "SECRET")]
+    #[serde(default, rename = "auth-secrets", alias = "auth-secret")]
+    pub auth_secrets: Vec<String>,
+
+    /// Origin allowed to open WebSockets, e.g. https://example.org (repeatable) [default: any origin].
+    #[arg(long = "allowed-origin", env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',', value_name = "URL")]
+    #[serde(default, rename = "allowed-origins")]
+    pub allowed_origins: Vec<String>,
+
+    /// A room that needs a password, NAME=PASSWORD (repeatable; in the file also `[rooms.NAME] password = "..."`).
+    #[arg(long = "room-password", env = "SWITCHBOARD_ROOM_PASSWORD", value_name = "NAME=PASSWORD")]
+    #[serde(default, rename = "room-passwords")]
+    pub room_passwords: Vec<String>,
+
+    /// The `[rooms.NAME]` tables of the configuration file.
+    #[arg(skip)]
+    #[serde(default)]
+    pub rooms: BTreeMap<String, crate::auth::RoomOptions>,
+
+    /// A subcommand instead of the server (`switchboard token ...`).
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<crate::cli::Command>,
 
     /// Most simultaneous connections; more are refused [default: 10000].
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", value_name = "N")]
@@ -385,6 +418,10 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_TURN_MAX_ALLOCATIONS", value_name = "N")]
     pub turn_max_allocations: Option<usize>,
 
+    /// UDP relay worker threads, each with its own socket on the TURN port [default: one per core].
+    #[arg(long, env = "SWITCHBOARD_TURN_WORKERS", value_name = "N")]
+    pub turn_workers: Option<usize>,
+
     /// Relayed bytes per second per allocation; excess is dropped [default: no cap].
     #[arg(long, env = "SWITCHBOARD_TURN_BANDWIDTH", value_name = "BYTES_PER_SECOND")]
     pub turn_bandwidth: Option<u64>,
@@ -400,7 +437,7 @@ pub struct Options {
 
 impl Options {
     /// Fills what the command line and environment left unset from `file`.
-    fn or(self, file: Options) -> Options {
+    pub(crate) fn or(self, file: Options) -> Options {
         Options {
             config: self.config,
             http: self.http.or(file.http),
@@ -408,6 +445,12 @@ impl Options {
             resume_grace: self.resume_grace.or(file.resume_grace),
             ring_timeout: self.ring_timeout.or(file.ring_timeout),
             login_timeout: self.login_timeout.or(file.login_timeout),
+            auth: self.auth.or(file.auth),
+            auth_secrets: if self.auth_secrets.is_empty() { file.auth_secrets } else { self.auth_secrets },
+            allowed_origins: if self.allowed_origins.is_empty() { file.allowed_origins } else { self.allowed_origins },
+            room_passwords: if self.room_passwords.is_empty() { file.room_passwords } else { self.room_passwords },
+            rooms: file.rooms,
+            command: self.command,
             max_connections: self.max_connections.or(file.max_connections),
             presence_interval: self.presence_interval.or(file.presence_interval),
             presence_frames_per_second: self.presence_frames_per_second.or(file.presence_frames_per_second),
@@ -449,6 +492,7 @@ impl Options {
             handshake_timeout: self.handshake_timeout.or(file.handshake_timeout),
             turn_max_allocations_per_user: self.turn_max_allocations_per_user.or(file.turn_max_allocations_per_user),
             turn_max_allocations: self.turn_max_allocations.or(file.turn_max_allocations),
+            turn_workers: self.turn_workers.or(file.turn_workers),
             turn_max_allocations_per_ip: self.turn_max_allocations_per_ip.or(file.turn_max_allocations_per_ip),
             turn_bandwidth: self.turn_bandwidth.or(file.turn_bandwidth),
             log_format: self.log_format.or(file.log_format),
@@ -457,17 +501,21 @@ impl Options {
 
     /// Reads the TOML file named by `--config`, if any, and resolves everything into a [`Config`].
     pub fn resolve(self) -> anyhow::Result<Config> {
-        let options = match &self.config {
+        self.merged()?.into_config()
+    }
+
+    /// These options over those of the TOML file named by `--config`, if any.
+    pub fn merged(self) -> anyhow::Result<Options> {
+        Ok(match &self.config {
             Some(path) => {
                 let file = read_file(path)?;
                 self.or(file)
             }
             None => self,
-        };
-        options.into_config()
+        })
     }
 
-    fn into_config(self) -> anyhow::Result<Config> {
+    pub(crate) fn into_config(self) -> anyhow::Result<Config> {
         let mut config = Config::default();
         let core = &mut config.core;
         if let Some(http) = self.http {
@@ -479,6 +527,9 @@ impl Options {
                 NamePolicyOption::Replace => NamePolicy::Replace,
             };
         }
+        core.auth = crate::auth::auth_mode(self.auth, &self.auth_secrets)?;
+        core.room_passwords = crate::auth::room_passwords(&self.room_passwords, self.rooms)?;
+        config.allowed_origins = crate::auth::allowed_origins(&self.allowed_origins)?;
         // Bounded so that deadline arithmetic can never overflow, and so that a typo fails loudly.
         let within = |key: &str, value: Duration, min: Duration, max: Duration| {
             anyhow::ensure!(value >= min && value <= max, "{key} must be between {min:?} and {max:?}, not {value:?}");
@@ -672,6 +723,10 @@ impl Options {
                 }
                 if let Some(n) = self.turn_max_allocations {
                     turn.turn.max_allocations = at_least("turn-max-allocations", n, 1)?;
+                }
+                if let Some(n) = self.turn_workers {
+                    anyhow::ensure!((1..=256).contains(&n), "turn-workers must be 1 to 256, not {n}");
+                    turn.workers = n;
                 }
                 if let Some(n) = self.turn_bandwidth {
                     anyhow::ensure!(n >= 1024, "turn-bandwidth must be at least 1024 bytes per second, not {n}");

@@ -24,6 +24,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Settings for new WebSocket connections.
     pub ws: connection::Settings,
+    /// Which `Origin`s may open WebSockets.
+    pub origins: Arc<crate::auth::OriginPolicy>,
 }
 
 /// The router.
@@ -56,6 +58,12 @@ async fn websocket(State(state): State<AppState>, request: Request) -> Response 
 }
 
 fn upgrade(state: AppState, mut request: Request) -> Response {
+    // Refused before the upgrade: a browser page from another site must not get a socket in its user's name.
+    if !state.origins.allows(request.headers()) {
+        return (StatusCode::FORBIDDEN, "this origin may not open a WebSocket here\n").into_response();
+    }
+    // The URL's token is handed to the core and never logged: the URL is not written anywhere.
+    let upgrade_token = crate::auth::query_token(request.uri());
     let accept = match handshake::accept(request.headers()) {
         Ok(accept) => accept,
         Err(handshake::HandshakeError::Version) => {
@@ -83,14 +91,17 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
         // The raw TcpStream lets the connection read with readiness + try_read into a shared buffer (see
         // ws::connection); every stream accepted by server.rs has exactly this type, or TLS over it.
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => return connection::run(state.hub, parts.io.into_inner(), parts.read_buf, state.ws).await,
+            Ok(parts) => {
+                let stream = parts.io.into_inner();
+                return connection::run(state.hub, stream, parts.read_buf, state.ws, upgrade_token).await;
+            }
             Err(upgraded) => upgraded,
         };
         match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
             Ok(parts) => {
                 let (tcp, tls) = parts.io.into_inner().into_inner();
                 let transport = crate::ws::transport::TlsTransport::new(tcp, tls);
-                connection::run(state.hub, transport, parts.read_buf, state.ws).await;
+                connection::run(state.hub, transport, parts.read_buf, state.ws, upgrade_token).await;
             }
             Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
         }

@@ -54,6 +54,11 @@ impl Hub {
 
     /// A new connection: its id and its outbox.
     pub fn register(&self) -> (ConnId, Arc<Outbox>) {
+        self.register_with_token(None)
+    }
+
+    /// A new connection whose upgrade URL carried a login token.
+    pub fn register_with_token(&self, upgrade_token: Option<&str>) -> (ConnId, Arc<Outbox>) {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let outbox = Arc::new(Outbox::new(self.outbox_frames, self.outbox_bytes));
         let mut locked = self.lock();
@@ -63,6 +68,9 @@ impl Hub {
         }
         locked.inner.outboxes.insert(conn, outbox.clone());
         locked.input(Input::Connected(conn));
+        if let Some(token) = upgrade_token {
+            locked.input(Input::UpgradeToken(conn, token));
+        }
         (conn, outbox)
     }
 

@@ -12,10 +12,16 @@
 //! - [`tls`]: the certificate store of HTTPS/WSS and `turns:` (PEM files reloaded on change, or self-signed).
 //! - [`limits`]: accept-time limits per client address (connections, attempt rate) and their counters.
 //! - [`redirect`]: the plain HTTP listener that redirects to HTTPS.
+//! - [`auth`]: the `Origin` allow list, the token of the upgrade URL, auth options.
+//! - [`cli`]: subcommands of the binary (`switchboard token`, `switchboard check`).
+//! - [`check`]: `switchboard check`, a STUN/TURN test from the client's side.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod assets;
+pub mod auth;
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod hub;

@@ -7,10 +7,18 @@ use switchboard_server::{config::LogFormat, config::Options, Server};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
-    let config = Options::parse().resolve()?;
+    let mut options = Options::parse();
+    if let Some(command) = options.command.take() {
+        return command.run(options);
+    }
+    let config = options.resolve()?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        // Colours only for a terminal: log files and pipes get plain text that tools can grep.
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_env_filter(filter)
+            .init(),
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
     }
     // Every WebSocket and every TURN relay is a file descriptor: take all the process may have.

@@ -71,7 +71,8 @@ impl Server {
         let hub = Arc::new(Hub::new(core, config.outbound_queue_frames, config.outbound_queue_bytes));
         let (stop, stopped) = watch::channel(false);
         let timers = tokio::spawn(hub.clone().run_timers(wait_for(stopped.clone())));
-        let state = AppState { hub: hub.clone(), ws };
+        let origins = Arc::new(crate::auth::OriginPolicy::new(config.allowed_origins.clone()));
+        let state = AppState { hub: hub.clone(), ws, origins };
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let admission = Admission::new(config.limits, config.max_connections);
         let edge = Edge {

@@ -1,12 +1,14 @@
 //! Switchboard's STUN/TURN server logic, sans-IO.
 //!
 //! Layout:
+//! - [`client`]: a blocking STUN/TURN client for tools (the load generator, `switchboard check`).
 //! - [`credentials`]: the TURN REST credential scheme (coturn's `use-auth-secret`) and static users.
 //! - [`policy`]: which peer addresses a relay may reach.
 //! - [`server`]: request handling and allocations of one worker or connection ([`server::TurnServer`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod credentials;
 pub mod policy;
 pub mod server;

@@ -235,15 +235,17 @@ impl Shared {
     }
 
     fn nonce_mac(&self, issued: u64, client: IpAddr) -> [u8; 20] {
-        let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(&self.nonce_key) else {
-            return [0; 20];
-        };
+        self.nonce_hmac(issued, client).map(|mac| mac.finalize().into_bytes().into()).unwrap_or([0; 20])
+    }
+
+    fn nonce_hmac(&self, issued: u64, client: IpAddr) -> Option<Hmac<Sha1>> {
+        let mut mac = Hmac::<Sha1>::new_from_slice(&self.nonce_key).ok()?;
         mac.update(&issued.to_be_bytes());
         match client {
             IpAddr::V4(v4) => mac.update(&v4.octets()),
             IpAddr::V6(v6) => mac.update(&v6.octets()),
         }
-        mac.finalize().into_bytes().into()
+        Some(mac)
     }
 
     /// Whether `nonce` is one of ours for this client, and whether it is still fresh.
@@ -251,9 +253,16 @@ impl Shared {
         let valid = nonce.len() == 32 && nonce.is_ascii();
         let issued = valid.then(|| u64::from_str_radix(&nonce[..16], 16).ok()).flatten();
         let Some(issued) = issued else { return NonceCheck::Unknown };
-        let expected: String = self.nonce_mac(issued, client)[..8].iter().map(|b| format!("{b:02x}")).collect();
-        // Not secret material (it is sent in the clear), so a plain comparison leaks nothing.
-        if expected != nonce[16..] {
+        let mut tag = [0u8; 8];
+        for (index, byte) in tag.iter_mut().enumerate() {
+            let Ok(value) = u8::from_str_radix(&nonce[16 + 2 * index..18 + 2 * index], 16) else {
+                return NonceCheck::Unknown;
+            };
+            *byte = value;
+        }
+        // Constant time, so that response timing cannot guide a forger byte by byte towards a valid tag.
+        let genuine = self.nonce_hmac(issued, client).is_some_and(|mac| mac.verify_truncated_left(&tag).is_ok());
+        if !genuine {
             return NonceCheck::Unknown;
         }
         if unix_now.saturating_sub(issued) > self.config.nonce_lifetime.as_secs() {

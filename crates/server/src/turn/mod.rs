@@ -13,7 +13,7 @@ pub(crate) fn bind_relay(
     relay_ip: std::net::IpAddr,
     ipv6: bool,
     even_port: bool,
-) -> Result<(tokio::net::UdpSocket, std::net::SocketAddr), switchboard_turn::server::RelayError> {
+) -> Result<(std::net::UdpSocket, std::net::SocketAddr), switchboard_turn::server::RelayError> {
     use switchboard_turn::server::RelayError;
     if ipv6 != relay_ip.is_ipv6() {
         return Err(RelayError::Family);
@@ -26,13 +26,12 @@ pub(crate) fn bind_relay(
             continue;
         }
         socket.set_nonblocking(true).map_err(|_| RelayError::Exhausted)?;
-        let socket = tokio::net::UdpSocket::from_std(socket).map_err(|_| RelayError::Exhausted)?;
         return Ok((socket, local));
     }
     Err(RelayError::Exhausted)
 }
 
 /// Seconds since the Unix epoch, which date nonces and REST credentials.
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -73,6 +73,7 @@ struct OneRelay {
 impl Relays for OneRelay {
     fn open(&mut self, ipv6: bool, even_port: bool) -> Result<(RelayId, SocketAddr), RelayError> {
         let (socket, local) = super::bind_relay(self.relay_ip, ipv6, even_port)?;
+        let socket = UdpSocket::from_std(socket).map_err(|_| RelayError::Exhausted)?;
         self.next += 1;
         let id = RelayId(self.next);
         self.socket = Some((id, socket));

@@ -1,27 +1,38 @@
 //! STUN/TURN over UDP: worker threads around the sans-IO `switchboard_turn::TurnServer`.
 //!
-//! Every worker is an OS thread with a single-threaded runtime and its own socket bound to the TURN port with
-//! `SO_REUSEPORT`; the kernel hashes each client's address to one of them, so a client's allocations, and their relay
-//! sockets, live in one worker and the packet path takes no lock. With one worker per core, all cores relay.
+//! Every worker is an OS thread with its own socket bound to the TURN port with `SO_REUSEPORT`; the kernel hashes
+//! each client's address to one of them, so a client's allocations, and their relay sockets, live in one worker and
+//! the packet path takes no lock. With one worker per core, all cores relay.
+//!
+//! A worker is a plain `mio` event loop rather than a Tokio runtime: one `epoll_wait` hands it every socket that is
+//! ready, it reads each with `recvmmsg` and sends to clients with one `sendmmsg` per round (see `switchboard_udp`), so that a
+//! busy relay costs a few system calls per batch of packets instead of several per packet, and no task wake-ups.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::unix_now;
+use switchboard_udp::{RecvBatch, SendBatch, BATCH};
 
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use switchboard_turn::server::{Action, FiveTuple, RelayError, RelayId, Relays, Shared, Transport, TurnServer};
-use tokio::net::UdpSocket;
-use tokio::task::{AbortHandle, LocalSet};
 
 /// TCP and TLS connections to the TURN ports allowed at once (each may hold an allocation and a relay socket).
 const MAX_STREAM_CONNECTIONS: usize = 4096;
 
-/// Largest UDP payload a worker reads (a TURN message never exceeds the path MTU, but be generous).
-const DATAGRAM: usize = 65_536;
+const CLIENTS: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Relay `RelayId(n)` is registered as `Token(n)`; ids start past the two fixed tokens.
+const FIRST_RELAY: u64 = 2;
+/// Batches read from one socket before the others get their turn.
+const ROUNDS_PER_TURN: usize = 4;
+/// How often expired allocations, permissions and channels are swept.
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// Where and how the TURN listener runs.
 #[derive(Debug, Clone)]
@@ -41,6 +52,9 @@ pub struct RunningTurn {
     /// The bound address (the port is known even when 0 was asked for); TCP listens on the same port.
     pub local_addr: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Tells the UDP workers to stop; each also has a waker to notice it at once.
+    stop_workers: Arc<AtomicBool>,
+    wakers: Vec<Arc<Waker>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     tcp: tokio::task::JoinHandle<()>,
     /// The `turns:` address and its accept task, when TLS is on.
@@ -79,6 +93,10 @@ impl RunningTurn {
             task.abort();
         }
         let _ = self.stop.send(true);
+        self.stop_workers.store(true, Ordering::Release);
+        for waker in &self.wakers {
+            let _ = waker.wake();
+        }
         for thread in self.threads {
             let _ = thread.join();
         }
@@ -138,147 +156,207 @@ pub fn start(listener: TurnListener) -> std::io::Result<RunningTurn> {
     for _ in 1..listener.workers.max(1) {
         sockets.push(reuseport_socket(local_addr)?);
     }
+    let stop_workers = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
+    let mut wakers = Vec::new();
     for (index, socket) in sockets.into_iter().enumerate() {
-        let (shared, relay_ip, stopped) = (listener.shared.clone(), listener.relay_ip, stopped.clone());
-        let thread = std::thread::Builder::new().name(format!("turn-udp-{index}")).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    tracing::error!(%error, "cannot start a TURN worker");
-                    return;
+        let poll = Poll::new()?;
+        wakers.push(Arc::new(Waker::new(poll.registry(), WAKER)?));
+        let (stop, relay_ip, shared) = (stop_workers.clone(), listener.relay_ip, listener.shared.clone());
+        // The batches hold raw pointers (not `Send`): the worker is built on its own thread.
+        let thread =
+            std::thread::Builder::new().name(format!("turn-udp-{index}")).spawn(move || {
+                match Worker::new(poll, socket, local_addr, relay_ip, shared) {
+                    Ok(worker) => worker.run(&stop),
+                    Err(error) => tracing::error!(%error, "cannot start a TURN worker"),
                 }
-            };
-            let local = LocalSet::new();
-            local.block_on(&runtime, worker(socket, local_addr, relay_ip, shared, stopped));
-        })?;
+            })?;
         threads.push(thread);
     }
     tracing::info!(%local_addr, workers = threads.len(), "STUN/TURN listening on UDP and TCP");
-    Ok(RunningTurn { local_addr, stop, threads, tcp, tls: None, streams })
+    Ok(RunningTurn { local_addr, stop, stop_workers, wakers, threads, tcp, tls: None, streams })
 }
 
-/// The relay sockets of one worker.
+/// The relay sockets of one worker, registered with its poll under their id.
 struct RelaySockets {
     relay_ip: IpAddr,
     next: u64,
-    sockets: HashMap<RelayId, (Rc<UdpSocket>, Option<AbortHandle>)>,
-    /// Opened during the current packet; their receive tasks start right after it.
-    opened: Vec<RelayId>,
+    registry: Registry,
+    sockets: HashMap<RelayId, UdpSocket>,
 }
 
 impl Relays for RelaySockets {
     fn open(&mut self, ipv6: bool, even_port: bool) -> Result<(RelayId, SocketAddr), RelayError> {
         let (socket, local) = super::bind_relay(self.relay_ip, ipv6, even_port)?;
-        self.next += 1;
+        let mut socket = UdpSocket::from_std(socket);
         let id = RelayId(self.next);
-        self.sockets.insert(id, (Rc::new(socket), None));
-        self.opened.push(id);
+        let token = Token(usize::try_from(id.0).map_err(|_| RelayError::Exhausted)?);
+        self.registry.register(&mut socket, token, Interest::READABLE).map_err(|_| RelayError::Exhausted)?;
+        self.next += 1;
+        self.sockets.insert(id, socket);
         Ok((id, local))
     }
 
     fn close(&mut self, relay: RelayId) {
-        if let Some((_, Some(task))) = self.sockets.remove(&relay) {
-            task.abort();
+        if let Some(mut socket) = self.sockets.remove(&relay) {
+            let _ = self.registry.deregister(&mut socket);
         }
     }
 }
 
+/// One UDP worker: its socket on the TURN port, its allocations and their relay sockets, and its batches.
 struct Worker {
+    poll: Poll,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
     server: TurnServer,
     relays: RelaySockets,
-    out: Vec<u8>,
-    /// Datagrams from peers, for every relay of the worker: a relay keeps no buffer of its own.
-    from_peer: Vec<u8>,
+    recv: RecvBatch,
+    /// Everything bound for clients this round (responses and relayed data), sent with one `sendmmsg` per batch.
+    to_clients: SendBatch,
+    /// Client -> peer datagrams of the current batch: (relay, peer, index of the datagram, payload range).
+    to_peers: Vec<(RelayId, SocketAddr, usize, std::ops::Range<usize>)>,
+    /// Relays sharing one batch's datagrams go out together.
+    peer_batch: SendBatch,
+    /// Sockets that were still readable when their turn ended (edge-triggered: no new event will come for them).
+    unfinished: Vec<Token>,
 }
 
-type SharedWorker = Rc<RefCell<Worker>>;
-
-async fn worker(
-    socket: std::net::UdpSocket,
-    local_addr: SocketAddr,
-    relay_ip: IpAddr,
-    shared: Arc<Shared>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
-    let client_socket = match UdpSocket::from_std(socket) {
-        Ok(socket) => Rc::new(socket),
-        Err(error) => {
-            tracing::error!(%error, "cannot register the TURN socket");
-            return;
-        }
-    };
-    let state: SharedWorker = Rc::new(RefCell::new(Worker {
-        server: TurnServer::new(shared),
-        relays: RelaySockets { relay_ip, next: 0, sockets: HashMap::new(), opened: Vec::new() },
-        out: Vec::with_capacity(2048),
-        from_peer: vec![0; DATAGRAM],
-    }));
-    let timers = tokio::task::spawn_local(expire_loop(state.clone()));
-    tokio::select! {
-        () = client_loop(state.clone(), client_socket, local_addr) => {}
-        _ = stopped.wait_for(|stop| *stop) => {}
+impl Worker {
+    fn new(
+        poll: Poll,
+        socket: std::net::UdpSocket,
+        local_addr: SocketAddr,
+        relay_ip: IpAddr,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Self> {
+        let mut socket = UdpSocket::from_std(socket);
+        poll.registry().register(&mut socket, CLIENTS, Interest::READABLE)?;
+        let registry = poll.registry().try_clone()?;
+        Ok(Self {
+            poll,
+            socket,
+            local_addr,
+            server: TurnServer::new(shared),
+            relays: RelaySockets { relay_ip, next: FIRST_RELAY, registry, sockets: HashMap::new() },
+            recv: RecvBatch::new(),
+            to_clients: SendBatch::new(),
+            to_peers: Vec::with_capacity(BATCH),
+            peer_batch: SendBatch::new(),
+            unfinished: Vec::new(),
+        })
     }
-    timers.abort();
-    let mut worker = state.borrow_mut();
-    let Worker { server, relays, .. } = &mut *worker;
-    server.close_all(relays);
-}
 
-async fn expire_loop(state: SharedWorker) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let mut worker = state.borrow_mut();
-        let Worker { server, relays, .. } = &mut *worker;
-        server.handle_timeout(Instant::now(), relays);
-    }
-}
-
-async fn client_loop(state: SharedWorker, socket: Rc<UdpSocket>, local_addr: SocketAddr) {
-    let mut buffer = vec![0u8; DATAGRAM];
-    loop {
-        let Ok((len, client)) = socket.recv_from(&mut buffer).await else { continue };
-        let packet = &buffer[..len];
-        let tuple = FiveTuple { client, server: local_addr, transport: Transport::Udp };
-        let mut worker = state.borrow_mut();
-        let Worker { server, relays, out, .. } = &mut *worker;
-        match server.handle_client(Instant::now(), unix_now(), tuple, packet, relays, out) {
-            Action::Nothing => {}
-            Action::ToClient(tuple) => {
-                // A full socket buffer drops this one datagram, as the network would.
-                let _ = socket.try_send_to(out, tuple.client);
-            }
-            Action::ToPeer { relay, peer, range } => {
-                if let Some((relay_socket, _)) = relays.sockets.get(&relay) {
-                    // Unreachable peers and full buffers cost this packet only; the allocation lives on.
-                    let _ = relay_socket.try_send_to(&packet[range], peer);
+    fn run(mut self, stop: &AtomicBool) {
+        let mut events = Events::with_capacity(256);
+        let mut next_sweep = Instant::now() + SWEEP;
+        let mut ready = Vec::new();
+        while !stop.load(Ordering::Acquire) {
+            let timeout = if self.unfinished.is_empty() {
+                next_sweep.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::error!(%error, "TURN worker cannot poll");
+                    break;
                 }
             }
-        }
-        for relay in std::mem::take(&mut relays.opened) {
-            if let Some((relay_socket, task)) = relays.sockets.get_mut(&relay) {
-                let handle =
-                    tokio::task::spawn_local(relay_loop(state.clone(), relay, relay_socket.clone(), socket.clone()));
-                *task = Some(handle.abort_handle());
+            ready.clear();
+            ready.append(&mut self.unfinished);
+            ready.extend(events.iter().map(|event| event.token()).filter(|token| *token != WAKER));
+            for token in &ready {
+                let unfinished = if *token == CLIENTS { self.serve_clients() } else { self.serve_relay(*token) };
+                if unfinished {
+                    self.unfinished.push(*token);
+                }
+            }
+            if !self.to_clients.is_empty() {
+                self.to_clients.flush(self.socket.as_raw_fd());
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.server.handle_timeout(now, &mut self.relays);
+                next_sweep = now + SWEEP;
             }
         }
+        self.server.close_all(&mut self.relays);
     }
-}
 
-async fn relay_loop(state: SharedWorker, relay: RelayId, relay_socket: Rc<UdpSocket>, client_socket: Rc<UdpSocket>) {
-    loop {
-        if relay_socket.readable().await.is_err() {
-            continue;
-        }
-        let mut worker = state.borrow_mut();
-        let Worker { server, out, from_peer, .. } = &mut *worker;
-        // Drain what is there (bounded, so other relays get their turn), reading synchronously into the shared buffer.
-        for _ in 0..32 {
-            let Ok((len, peer)) = relay_socket.try_recv_from(from_peer) else { break };
-            if let Action::ToClient(tuple) = server.handle_peer(Instant::now(), relay, peer, &from_peer[..len], out) {
-                let _ = client_socket.try_send_to(out, tuple.client);
+    /// Reads client datagrams for one turn; true when the socket may still hold more.
+    fn serve_clients(&mut self) -> bool {
+        let fd = self.socket.as_raw_fd();
+        for _ in 0..ROUNDS_PER_TURN {
+            let count = match self.recv.recv(fd) {
+                Ok(count) => count,
+                // WouldBlock: drained. Other errors (e.g. ICMP port unreachable reported on this socket) concern one
+                // earlier datagram; the next event brings the socket back.
+                Err(_) => return false,
+            };
+            let now = Instant::now();
+            let unix = unix_now();
+            for index in 0..count {
+                let Some((packet, client)) = self.recv.get(index) else { continue };
+                let tuple = FiveTuple { client, server: self.local_addr, transport: Transport::Udp };
+                let out = self.to_clients.next_buffer();
+                match self.server.handle_client(now, unix, tuple, packet, &mut self.relays, out) {
+                    Action::Nothing => {}
+                    Action::ToClient(tuple) => self.to_clients.commit(fd, tuple.client),
+                    Action::ToPeer { relay, peer, range } => self.to_peers.push((relay, peer, index, range)),
+                }
+            }
+            self.send_to_peers();
+            if count < BATCH {
+                // A short read means the queue was empty; a datagram arriving since raises a new event.
+                return false;
             }
         }
+        true
+    }
+
+    /// Sends this batch's client -> peer datagrams, one `sendmmsg` per run of datagrams through the same relay.
+    fn send_to_peers(&mut self) {
+        let mut pending = std::mem::take(&mut self.to_peers);
+        let mut current: Option<RawFd> = None;
+        for (relay, peer, index, range) in pending.drain(..) {
+            // Unknown relay: closed by an earlier datagram of this batch (a Refresh with lifetime 0).
+            let Some(fd) = self.relays.sockets.get(&relay).map(AsRawFd::as_raw_fd) else { continue };
+            if current.is_some_and(|current| current != fd) {
+                if let Some(previous) = current {
+                    self.peer_batch.flush(previous);
+                }
+            }
+            current = Some(fd);
+            let Some((packet, _)) = self.recv.get(index) else { continue };
+            let Some(payload) = packet.get(range) else { continue };
+            self.peer_batch.push(fd, payload, peer);
+        }
+        if let Some(fd) = current {
+            self.peer_batch.flush(fd);
+        }
+        self.to_peers = pending;
+    }
+
+    /// Reads peer datagrams arriving at one relay for one turn; true when it may still hold more.
+    fn serve_relay(&mut self, token: Token) -> bool {
+        let relay = RelayId(token.0 as u64);
+        let Some(fd) = self.relays.sockets.get(&relay).map(AsRawFd::as_raw_fd) else { return false };
+        let client_fd = self.socket.as_raw_fd();
+        for _ in 0..ROUNDS_PER_TURN {
+            let Ok(count) = self.recv.recv(fd) else { return false };
+            let now = Instant::now();
+            for index in 0..count {
+                let Some((data, peer)) = self.recv.get(index) else { continue };
+                let out = self.to_clients.next_buffer();
+                if let Action::ToClient(tuple) = self.server.handle_peer(now, relay, peer, data, out) {
+                    self.to_clients.commit(client_fd, tuple.client);
+                }
+            }
+            if count < BATCH {
+                return false;
+            }
+        }
+        true
     }
 }

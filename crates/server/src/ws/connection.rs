@@ -56,9 +56,17 @@ struct Connection {
     detached: bool,
 }
 
-/// Runs the connection until it ends. `prefix` holds bytes the HTTP layer read past the upgrade request.
-pub async fn run(hub: Arc<Hub>, mut stream: impl Transport, prefix: Bytes, settings: Settings) {
-    let (conn, outbox) = hub.register();
+/// Runs the connection until it ends. `prefix` holds bytes the HTTP layer read past the upgrade request;
+/// `upgrade_token` is the login token of the upgrade URL, if it had one.
+pub async fn run(
+    hub: Arc<Hub>,
+    mut stream: impl Transport,
+    prefix: Bytes,
+    settings: Settings,
+    upgrade_token: Option<String>,
+) {
+    let (conn, outbox) = hub.register_with_token(upgrade_token.as_deref());
+    drop(upgrade_token);
     let mut connection = Connection {
         conn,
         decoder: Decoder::new(settings.soft_limit, settings.hard_limit),
