@@ -65,10 +65,13 @@ grep -q '"lost":0,' <<<"$turn_report" || { echo "TURN scenario lost packets"; ex
 ./target/debug/switchboard-bench calls --url "ws://${addr#http://}/ws" --pairs 4 --warmup 0.5 --duration 2 --server-pid "$server" --timeout 30
 echo "load generator smoke: ok"
 
-step "fuzzing the STUN decoder (60 s)"
+step "fuzzing (45 s per target: STUN decoder, v1 and tutorial message decoders, WebSocket frames)"
 command -v cargo-fuzz >/dev/null || cargo install --locked --quiet cargo-fuzz
 # cargo-fuzz needs unstable compiler flags; the machine has a stable toolchain only.
-(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run stun_parse -- -max_total_time=60 -print_final_stats=1 2>&1 | tail -n 4)
+for fuzz_target in stun_parse request_v1 request_tutorial ws_frame; do
+  echo "fuzz target $fuzz_target"
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$fuzz_target" -- -max_total_time=45 -print_final_stats=1 2>&1 | tail -n 4)
+done
 
 step "browser tests (headless Chromium in a loopback-only network namespace)"
 browser_log=$(mktemp)

@@ -3,11 +3,13 @@
 //! Scenarios are bounded in count and time and target loopback addresses only: `capacity` (idle connections and the
 //! server's memory per connection), `relay` (message throughput and latency), `storm` (login storm until every
 //! presence view is complete), `calls` (call flows per second) and `turn` (TURN relay). docs/benchmarks.md describes
-//! each.
+//! each. `soak` (see `scripts/soak.sh`) is a test rather than a benchmark: pairs of clients call each other in a loop
+//! for minutes, checking every relayed message and the server's memory.
 #![forbid(unsafe_code)]
 
 mod capacity;
 mod proc_stats;
+mod soak;
 mod turn;
 // Signaling scenarios and what they share.
 mod calls;
@@ -50,6 +52,9 @@ enum Scenario {
     Storm(storm::Args),
     /// Full call flows (call, ring, accept, offer, answer, candidates, hangup); report flows/s and setup latency.
     Calls(calls::Args),
+    /// Pairs of clients log in, call, relay and log out in a loop; checks no message is lost and the server's memory
+    /// does not grow.
+    Soak(soak::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Relay(args) => runtime()?.block_on(relay::run(args)),
         Scenario::Storm(args) => runtime()?.block_on(storm::run(args)),
         Scenario::Calls(args) => runtime()?.block_on(calls::run(args)),
+        Scenario::Soak(args) => runtime()?.block_on(soak::run(args)),
     }
 }
 

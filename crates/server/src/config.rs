@@ -37,8 +37,20 @@ pub struct Config {
     /// With the built-in TURN off: an external TURN server (coturn with `use-auth-secret`) sharing the secret, for
     /// which Switchboard only mints credentials.
     pub external_turn: Option<ExternalTurn>,
-    /// TLS certificate chain and private key (PEM), for `turns:`.
+    /// TLS certificate chain and private key (PEM), for HTTPS/WSS on `http` and for `turns:`; reloaded when the
+    /// files change.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Without `tls`: serve HTTPS/WSS with a certificate made at start (trials on a LAN).
+    pub self_signed: bool,
+    /// Names (DNS names or IP addresses) of the self-signed certificate. Empty: localhost, the loopback addresses and
+    /// the `http` address.
+    pub tls_names: Vec<String>,
+    /// How often the certificate files are checked for changes.
+    pub tls_reload_interval: Duration,
+    /// A plain HTTP listener that redirects everything to the HTTPS listener (308).
+    pub redirect_http: Option<SocketAddr>,
+    /// Accept-time limits per client address, and the handshake timeout.
+    pub limits: crate::limits::ConnectionLimits,
     /// Log format.
     pub log_format: LogFormat,
     /// `Origin`s allowed to open WebSockets, canonical (`scheme://host[:port]`); empty allows any.
@@ -63,6 +75,11 @@ impl Default for Config {
             turn: Some(TurnSettings::default()),
             external_turn: None,
             tls: None,
+            self_signed: false,
+            tls_names: Vec::new(),
+            tls_reload_interval: Duration::from_secs(5),
+            redirect_http: None,
+            limits: crate::limits::ConnectionLimits::default(),
             log_format: LogFormat::Text,
             allowed_origins: Vec::new(),
             metrics: MetricsListen::Http,
@@ -371,13 +388,49 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_TURN_HOST", value_name = "HOST")]
     pub turn_host: Option<String>,
 
-    /// TLS certificate chain (PEM); with --tls-key, turns TLS on for `turns:`.
+    /// TLS certificate chain (PEM); with --tls-key, --http serves HTTPS/WSS and TURN serves `turns:`. Reloaded when
+    /// the files change and on SIGHUP.
     #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// TLS private key (PEM).
     #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS/WSS with a self-signed certificate made at start, for trials (browsers warn) [default: false].
+    #[arg(long, env = "SWITCHBOARD_SELF_SIGNED", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub self_signed: Option<bool>,
+
+    /// Name (DNS name or IP address) the self-signed certificate is for (repeatable) [default: localhost, 127.0.0.1,
+    /// ::1 and the --http address].
+    #[arg(long = "tls-name", env = "SWITCHBOARD_TLS_NAMES", value_delimiter = ',', value_name = "NAME")]
+    #[serde(default, rename = "tls-names")]
+    pub tls_names: Vec<String>,
+
+    /// How often the certificate files are checked for changes [default: 5s].
+    #[arg(long, env = "SWITCHBOARD_TLS_RELOAD_INTERVAL", value_name = "DURATION")]
+    pub tls_reload_interval: Option<HumanDuration>,
+
+    /// Plain HTTP listen address that redirects every request to the HTTPS listener (308).
+    #[arg(long, env = "SWITCHBOARD_REDIRECT_HTTP", value_name = "ADDR:PORT")]
+    pub redirect_http: Option<SocketAddr>,
+
+    /// Most connections open at once from one client address (IPv4 address or IPv6 /64), 0 for no limit
+    /// [default: 256].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Sustained connection attempts per second from one client address, 0 for no limit [default: 10].
+    #[arg(long, env = "SWITCHBOARD_CONNECT_RATE_PER_IP", value_name = "N")]
+    pub connect_rate_per_ip: Option<u32>,
+
+    /// Burst of connection attempts from one client address [default: 50].
+    #[arg(long, env = "SWITCHBOARD_CONNECT_BURST_PER_IP", value_name = "N")]
+    pub connect_burst_per_ip: Option<u32>,
+
+    /// Time a client has for the TLS handshake and for each HTTP request head (the WebSocket upgrade) [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub handshake_timeout: Option<HumanDuration>,
 
     /// `turns:` (TURN over TLS) listen address, or `off` [default: port 5349 on the TURN host when TLS is on].
     #[arg(long, env = "SWITCHBOARD_TURN_TLS", value_name = "ADDR:PORT|off")]
@@ -480,6 +533,14 @@ impl Options {
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             turn_tls: self.turn_tls.or(file.turn_tls),
+            self_signed: self.self_signed.or(file.self_signed),
+            tls_names: if self.tls_names.is_empty() { file.tls_names } else { self.tls_names },
+            tls_reload_interval: self.tls_reload_interval.or(file.tls_reload_interval),
+            redirect_http: self.redirect_http.or(file.redirect_http),
+            max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
+            connect_rate_per_ip: self.connect_rate_per_ip.or(file.connect_rate_per_ip),
+            connect_burst_per_ip: self.connect_burst_per_ip.or(file.connect_burst_per_ip),
+            handshake_timeout: self.handshake_timeout.or(file.handshake_timeout),
             turn_max_allocations_per_user: self.turn_max_allocations_per_user.or(file.turn_max_allocations_per_user),
             turn_max_allocations: self.turn_max_allocations.or(file.turn_max_allocations),
             turn_workers: self.turn_workers.or(file.turn_workers),
@@ -620,6 +681,43 @@ impl Options {
             (None, None) => None,
             _ => anyhow::bail!("tls-cert and tls-key go together"),
         };
+        config.self_signed = self.self_signed.unwrap_or(false);
+        anyhow::ensure!(!(config.self_signed && config.tls.is_some()), "self-signed and tls-cert exclude each other");
+        anyhow::ensure!(
+            self.tls_names.is_empty() || config.self_signed,
+            "tls-names are the names of a self-signed certificate: they need self-signed"
+        );
+        for name in &self.tls_names {
+            let plausible = !name.is_empty()
+                && name.len() <= 253
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || ".-:*".contains(c));
+            anyhow::ensure!(plausible, "tls-names: {name:?} is not a DNS name or IP address");
+        }
+        config.tls_names = self.tls_names;
+        if let Some(HumanDuration(d)) = self.tls_reload_interval {
+            config.tls_reload_interval = within("tls-reload-interval", d, Duration::from_millis(100), hour)?;
+        }
+        if let Some(addr) = self.redirect_http {
+            anyhow::ensure!(
+                config.tls.is_some() || config.self_signed,
+                "redirect-http redirects to HTTPS: it needs tls-cert and tls-key, or self-signed"
+            );
+            anyhow::ensure!(addr != config.http, "redirect-http must differ from http ({addr})");
+            config.redirect_http = Some(addr);
+        }
+        if let Some(n) = self.max_connections_per_ip {
+            config.limits.max_per_ip = n;
+        }
+        if let Some(n) = self.connect_rate_per_ip {
+            config.limits.rate_per_ip = n;
+        }
+        if let Some(n) = self.connect_burst_per_ip {
+            anyhow::ensure!(n >= 1, "connect-burst-per-ip must be at least 1, not {n}");
+            config.limits.burst_per_ip = n;
+        }
+        if let Some(HumanDuration(d)) = self.handshake_timeout {
+            config.limits.handshake_timeout = within("handshake-timeout", d, Duration::from_millis(100), hour)?;
+        }
         let turn_tls = match self.turn_tls.as_deref() {
             Some("off") => Some(None),
             Some(text) => Some(Some(
@@ -697,7 +795,10 @@ impl Options {
                 turn.credential_ttl = ttl;
                 turn.urls = self.turn_urls;
                 turn.tls_listen = turn_tls.flatten();
-                turn.tls_enabled = config.tls.is_some() && turn_tls != Some(None);
+                // A self-signed certificate serves turns: only when asked for explicitly: TURN clients that check
+                // certificates would fail on it.
+                turn.tls_enabled = (config.tls.is_some() && turn_tls != Some(None))
+                    || (config.self_signed && matches!(turn_tls, Some(Some(_))));
                 if let Some(n) = self.turn_max_allocations_per_user {
                     turn.turn.max_allocations_per_user = at_least("turn-max-allocations-per-user", n, 1)?;
                 }
@@ -802,6 +903,62 @@ mod tests {
         assert!(error.to_string().contains("turn"), "{error}");
         let error = Options::try_parse_from(["switchboard", "--turn-allow-peer", "10.0.0.0/33"]).unwrap().into_config();
         assert!(error.unwrap_err().to_string().contains("turn-allow-peers"));
+    }
+
+    #[test]
+    fn tls_redirect_and_per_address_limits() {
+        let config = Options::try_parse_from([
+            "switchboard",
+            "--self-signed",
+            "--tls-name",
+            "192.0.2.10",
+            "--tls-name",
+            "switchboard.lan",
+            "--redirect-http",
+            "0.0.0.0:80",
+            "--max-connections-per-ip",
+            "0",
+            "--connect-rate-per-ip",
+            "5",
+            "--connect-burst-per-ip",
+            "20",
+            "--handshake-timeout",
+            "3s",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert!(config.self_signed);
+        assert_eq!(config.tls_names, vec!["192.0.2.10".to_owned(), "switchboard.lan".to_owned()]);
+        assert_eq!(config.redirect_http, Some("0.0.0.0:80".parse().unwrap()));
+        assert_eq!((config.limits.max_per_ip, config.limits.rate_per_ip, config.limits.burst_per_ip), (0, 5, 20));
+        assert_eq!(config.limits.handshake_timeout, Duration::from_secs(3));
+        assert!(!config.turn.unwrap().tls_enabled, "self-signed serves turns: only with --turn-tls");
+
+        let file: Options = toml::from_str(
+            "tls-cert = \"c.pem\"\ntls-key = \"k.pem\"\ntls-reload-interval = \"1m\"\nmax-connections-per-ip = 9",
+        )
+        .unwrap();
+        let config = Options::default().or(file).into_config().unwrap();
+        assert_eq!(config.tls, Some(("c.pem".into(), "k.pem".into())));
+        assert_eq!(config.tls_reload_interval, Duration::from_secs(60));
+        assert_eq!(config.limits.max_per_ip, 9);
+        assert!(config.turn.unwrap().tls_enabled);
+
+        let defaults = Config::default().limits;
+        assert_eq!((defaults.max_per_ip, defaults.rate_per_ip), (256, 10));
+        let error = |args: &[&str]| {
+            let mut all = vec!["switchboard"];
+            all.extend_from_slice(args);
+            Options::try_parse_from(all).unwrap().into_config().unwrap_err().to_string()
+        };
+        assert!(error(&["--redirect-http", "0.0.0.0:80"]).contains("redirect-http"));
+        assert!(error(&["--tls-name", "x"]).contains("tls-names"));
+        assert!(error(&["--self-signed", "--tls-name", "a b"]).contains("tls-names"));
+        assert!(error(&["--connect-burst-per-ip", "0"]).contains("connect-burst-per-ip"));
+        assert!(error(&["--handshake-timeout", "1ms"]).contains("handshake-timeout"));
+        let both = ["--self-signed", "--tls-cert", "c", "--tls-key", "k"];
+        assert!(error(&both).contains("self-signed"));
     }
 
     #[test]

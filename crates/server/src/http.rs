@@ -97,12 +97,21 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
             }
         };
         // The raw TcpStream lets the connection read with readiness + try_read into a shared buffer (see
-        // ws::connection); every stream accepted by server.rs has exactly this type.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        // ws::connection); every stream accepted by server.rs has exactly this type, or TLS over it.
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                connection::run(state.hub, parts.io.into_inner(), parts.read_buf, state.ws, upgrade_token).await
+                let stream = parts.io.into_inner();
+                return connection::run(state.hub, stream, parts.read_buf, state.ws, upgrade_token).await;
             }
-            Err(_) => tracing::error!("upgraded connection is not a plain TCP stream"),
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
+            Ok(parts) => {
+                let (tcp, tls) = parts.io.into_inner().into_inner();
+                let transport = crate::ws::transport::TlsTransport::new(tcp, tls);
+                connection::run(state.hub, transport, parts.read_buf, state.ws, upgrade_token).await;
+            }
+            Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
         }
     });
     let mut response = Response::new(Body::empty());

@@ -11,7 +11,9 @@
 //! - [`hub`]: the signaling core behind a lock, with the outboxes of all connections and the timer task.
 //! - [`outbox`]: the bounded per-connection queue of frames to write.
 //! - [`turn`]: the STUN/TURN listeners (UDP workers, TCP, TLS) around `switchboard_turn`.
-//! - [`tls`]: TLS configuration from PEM files.
+//! - [`tls`]: the certificate store of HTTPS/WSS and `turns:` (PEM files reloaded on change, or self-signed).
+//! - [`limits`]: accept-time limits per client address (connections, attempt rate) and their counters.
+//! - [`redirect`]: the plain HTTP listener that redirects to HTTPS.
 //! - [`auth`]: the `Origin` allow list, the token of the upgrade URL, auth options.
 //! - [`cli`]: subcommands of the binary (`switchboard token`, `switchboard check`).
 //! - [`check`]: `switchboard check`, a STUN/TURN test from the client's side.
@@ -26,10 +28,12 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod outbox;
 pub mod readiness;
+pub mod redirect;
 pub mod server;
 pub mod tls;
 pub mod turn;

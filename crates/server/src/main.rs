@@ -30,7 +30,8 @@ fn main() -> anyhow::Result<()> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     let result = runtime.block_on(async {
         let server = Server::start(config).await?;
-        println!("Switchboard is running: open http://{} (WebSocket endpoint /ws)", server.http_addr());
+        server.reload_tls_on_sighup();
+        println!("Switchboard is running: open {} (WebSocket endpoint /ws)", server.http_url());
         shutdown_signal().await;
         tracing::info!("shutting down");
         // A second signal cuts the drain short, for an operator who does not want to wait.

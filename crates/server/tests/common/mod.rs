@@ -13,6 +13,8 @@ use switchboard_client::{Client, TutorialClient, UserEntry, UserStatus, Welcome}
 use switchboard_server::{Config, Server};
 use tokio::time::Instant;
 
+pub mod tls;
+
 /// Upper bound of every single wait in the tests.
 pub const T: Duration = Duration::from_secs(5);
 
@@ -29,6 +31,10 @@ pub fn test_config() -> Config {
     config.core.resume_grace = Duration::from_millis(500);
     // Clients in tests ignore `goaway`: a short drain keeps every shutdown quick.
     config.shutdown_timeout = Duration::from_millis(200);
+    // Every test client connects from 127.0.0.1, many at once: the per-address limits, on by default for every
+    // address including loopback, are lifted here. Tests of those limits set them explicitly (abuse.rs).
+    config.limits.max_per_ip = 0;
+    config.limits.rate_per_ip = 0;
     config
 }
 
@@ -36,6 +42,15 @@ pub fn test_config() -> Config {
 pub struct TestServer {
     server: Option<Server>,
     pub addr: SocketAddr,
+}
+
+/// The running server's own methods (TLS store, reload, limits counters).
+impl std::ops::Deref for TestServer {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        self.server.as_ref().expect("the server is running")
+    }
 }
 
 impl TestServer {
