@@ -62,6 +62,9 @@ pub struct Config {
     pub max_sdp_bytes: usize,
     /// Largest `candidate` payload relayed.
     pub max_candidate_bytes: usize,
+    /// Most users presence lists to a client (welcome, `users`, presence events, the tutorial's user list): the
+    /// first ones online; later ones are listed as earlier ones leave, and can be called by name meanwhile.
+    pub max_presence_users: usize,
     /// Most members per room.
     pub max_room_size: usize,
     /// Most rooms per user.
@@ -102,6 +105,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             max_sdp_bytes: 48 * 1024,
             max_candidate_bytes: 4 * 1024,
+            max_presence_users: 10_000,
             max_room_size: 16,
             max_rooms_per_user: 8,
             rate_per_second: 100,

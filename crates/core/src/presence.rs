@@ -6,7 +6,7 @@
 //! online users that `welcome`, `users` and the tutorial's `RenderUserList` reuse instead of walking every session for
 //! every login (which would make a login storm cost O(N^2) serialisation).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use switchboard_proto::{event::UserEntry, tutorial::OutTutorialEvent, OutEvent, UserStatus};
@@ -199,6 +199,74 @@ fn splice(mut frame: Vec<u8>, field: &str, list: &[u8], extra: Option<&[u8]>) ->
     frame
 }
 
+/// Which online users presence shows: the first `cap` in login order ("listed"); later ones wait, unlisted, and are
+/// promoted in order as listed users leave. Every client's list and presence deltas are thereby bounded by `cap`
+/// (`max-presence-users`), whatever the number online; unlisted users can still be called by name.
+#[derive(Debug)]
+pub struct Lobby {
+    cap: usize,
+    listed: HashSet<Arc<str>>,
+    /// Unlisted users in login order; entries of users who left stay until they reach the front or a compaction.
+    waiting: VecDeque<Arc<str>>,
+    waiting_set: HashSet<Arc<str>>,
+}
+
+impl Lobby {
+    /// A lobby that lists at most `cap` users.
+    pub fn new(cap: usize) -> Self {
+        Self { cap, listed: HashSet::new(), waiting: VecDeque::new(), waiting_set: HashSet::new() }
+    }
+
+    /// A user came online; true when it is listed (and presence announces it).
+    pub fn admit(&mut self, key: &Arc<str>) -> bool {
+        if self.listed.contains(key) {
+            return true;
+        }
+        if self.listed.len() < self.cap {
+            self.listed.insert(key.clone());
+            return true;
+        }
+        if self.waiting_set.insert(key.clone()) {
+            self.waiting.push_back(key.clone());
+        }
+        false
+    }
+
+    /// A user went offline; true when it was listed (presence announces its leaving).
+    pub fn remove(&mut self, key: &str) -> bool {
+        if self.listed.remove(key) {
+            return true;
+        }
+        self.waiting_set.remove(key);
+        // Users who leave while waiting leave stale queue entries: keep the queue within twice the waiting users.
+        if self.waiting.len() > 2 * self.waiting_set.len() + 64 {
+            let waiting_set = &self.waiting_set;
+            let mut seen = HashSet::new();
+            self.waiting.retain(|key| waiting_set.contains(key) && seen.insert(key.clone()));
+        }
+        false
+    }
+
+    /// Lists the longest-waiting user, if there is room; returns its key.
+    pub fn promote(&mut self) -> Option<Arc<str>> {
+        if self.listed.len() >= self.cap {
+            return None;
+        }
+        while let Some(key) = self.waiting.pop_front() {
+            if self.waiting_set.remove(&key) {
+                self.listed.insert(key.clone());
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    /// Whether presence shows this user.
+    pub fn is_listed(&self, key: &str) -> bool {
+        self.listed.contains(key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +274,26 @@ mod tests {
 
     fn arc(s: &str) -> Arc<str> {
         Arc::from(s)
+    }
+
+    #[test]
+    fn the_lobby_lists_the_first_users_and_promotes_in_login_order() {
+        let mut lobby = Lobby::new(2);
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(arc);
+        assert!(lobby.admit(&a) && lobby.admit(&b));
+        assert!(!lobby.admit(&c) && !lobby.admit(&d));
+        assert!(!lobby.remove("d"), "d was waiting");
+        assert!(lobby.remove("a"));
+        assert_eq!(lobby.promote(), Some(c.clone()));
+        assert_eq!(lobby.promote(), None, "full again");
+        assert!(lobby.is_listed("b") && lobby.is_listed("c") && !lobby.is_listed("d"));
+        // Churn of waiting users keeps the queue bounded.
+        for round in 0..1000 {
+            let key = arc(&format!("w{round}"));
+            assert!(!lobby.admit(&key));
+            assert!(!lobby.remove(&key));
+        }
+        assert!(lobby.waiting.len() <= 2 * lobby.waiting_set.len() + 65);
     }
 
     #[test]

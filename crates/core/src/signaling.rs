@@ -22,7 +22,7 @@ use crate::auth::{PasswordDigest, PasswordKey, TokenError, MAX_TOKEN_BYTES};
 
 use crate::calls::Call;
 use crate::metrics::{Counters, LoginOutcome, MessageKind};
-use crate::presence::{PresenceBatch, Snapshot};
+use crate::presence::{Lobby, PresenceBatch, Snapshot};
 use crate::rate::TokenBucket;
 use crate::rooms::Room;
 use crate::timers::{Timer, Timers};
@@ -161,6 +161,8 @@ pub struct Signaling {
     pub(crate) counters: Counters,
     presence: PresenceBatch,
     snapshot: Snapshot,
+    /// Which online users presence shows (bounded by `max_presence_users`).
+    lobby: Lobby,
     flush_scheduled: bool,
     pub(crate) timers: Timers,
     pub(crate) out: VecDeque<Output>,
@@ -177,6 +179,7 @@ impl Signaling {
     /// A core with no connections. `seed` feeds the CSPRNG behind resume tokens and call ids; the server passes
     /// OS randomness, tests a constant.
     pub fn new(config: Config, seed: [u8; 32]) -> Self {
+        let lobby = Lobby::new(config.max_presence_users);
         let password_key = PasswordKey::derive(&seed);
         let room_passwords = config
             .room_passwords
@@ -202,6 +205,7 @@ impl Signaling {
             counters: Counters::default(),
             presence: PresenceBatch::default(),
             snapshot: Snapshot::default(),
+            lobby,
             flush_scheduled: false,
             timers: Timers::default(),
             out: VecDeque::new(),
@@ -736,8 +740,10 @@ impl Signaling {
             // Logged in: the URL's token has served its purpose and is not kept around.
             state.token = None;
         }
-        self.presence.joined(&key, &name, UserStatus::Idle);
-        self.schedule_flush(now);
+        if self.lobby.admit(&key) {
+            self.presence.joined(&key, &name, UserStatus::Idle);
+            self.schedule_flush(now);
+        }
         Some(session)
     }
 
@@ -866,8 +872,16 @@ impl Signaling {
                 self.undeliverable(sender, id.as_deref(), &state.name);
             }
         }
-        self.presence.left(&state.key, &state.name, state.status);
-        self.schedule_flush(now);
+        if self.lobby.remove(&state.key) {
+            self.presence.left(&state.key, &state.name, state.status);
+            // Someone listed left: the longest-waiting unlisted user takes the place.
+            if let Some(promoted) = self.lobby.promote() {
+                if let Some(user) = self.names.get(&promoted).and_then(|session| self.sessions.get(session)) {
+                    self.presence.joined(&user.key, &user.name, user.status);
+                }
+            }
+            self.schedule_flush(now);
+        }
     }
 
     // ---- presence ----
@@ -879,8 +893,10 @@ impl Signaling {
         if state.status != status {
             let old = std::mem::replace(&mut state.status, status);
             let (key, name) = (state.key.clone(), state.name.clone());
-            self.presence.status(&key, &name, old, status);
-            self.schedule_flush(now);
+            if self.lobby.is_listed(&key) {
+                self.presence.status(&key, &name, old, status);
+                self.schedule_flush(now);
+            }
         }
     }
 
@@ -903,7 +919,10 @@ impl Signaling {
         if frame.is_none() && !membership_changed {
             return;
         }
-        self.snapshot.rebuild(self.sessions.values().map(|s| (&s.key, s.name.as_ref(), s.status)));
+        let lobby = &self.lobby;
+        self.snapshot.rebuild(
+            self.sessions.values().filter(|s| lobby.is_listed(&s.key)).map(|s| (&s.key, s.name.as_ref(), s.status)),
+        );
         let frame = frame.map(Bytes::from);
         let user_list = membership_changed.then(|| Bytes::from(self.snapshot.render_user_list(None)));
         for state in self.sessions.values() {

@@ -319,6 +319,10 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", value_name = "BYTES")]
     pub max_frame_bytes: Option<usize>,
 
+    /// Most users presence lists to a client; later ones are listed as earlier ones leave [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_MAX_PRESENCE_USERS", value_name = "N")]
+    pub max_presence_users: Option<usize>,
+
     /// Most members per room [default: 16].
     #[arg(long, env = "SWITCHBOARD_MAX_ROOM_SIZE", value_name = "N")]
     pub max_room_size: Option<usize>,
@@ -509,6 +513,7 @@ impl Options {
             max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
             max_frame_bytes: self.max_frame_bytes.or(file.max_frame_bytes),
             max_room_size: self.max_room_size.or(file.max_room_size),
+            max_presence_users: self.max_presence_users.or(file.max_presence_users),
             max_rooms_per_user: self.max_rooms_per_user.or(file.max_rooms_per_user),
             rate_per_second: self.rate_per_second.or(file.rate_per_second),
             rate_burst: self.rate_burst.or(file.rate_burst),
@@ -624,6 +629,9 @@ impl Options {
             config.max_frame_bytes,
             core.max_message_bytes
         );
+        if let Some(n) = self.max_presence_users {
+            core.max_presence_users = at_least("max-presence-users", n, 1)?;
+        }
         if let Some(n) = self.max_room_size {
             core.max_room_size = at_least("max-room-size", n, 2)?;
         }

@@ -201,3 +201,28 @@ async fn one_login_costs_each_observer_one_frame() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn presence_lists_at_most_max_presence_users_and_promotes_in_login_order() {
+    let server = TestServer::start_with(|c| c.core.max_presence_users = 2).await;
+    let mut observer = server.login("observer").await;
+    let mut alice = server.login("alice").await;
+    presence_is(&mut observer, &["alice", "observer"]).await;
+
+    // Past the cap: carol is online and callable, but unlisted; her own welcome shows the listed users and her.
+    let (mut carol, welcome) = server.login_welcome("carol").await;
+    assert_eq!(common::names(&welcome.users), ["alice", "carol", "observer"].map(String::from).into());
+    let ring = carol.request(json!({"type": "call", "to": "observer"})).await.unwrap();
+    assert_eq!(ring["type"], "ringing", "{ring}");
+    let ring = observer.expect_type("ring").await.unwrap();
+    observer.send_json(&json!({"type": "reject", "callId": ring["callId"]})).await.unwrap();
+    let listed = common::names(&observer.users().await.unwrap());
+    assert_eq!(listed, ["alice", "observer"].map(String::from).into());
+
+    // A listed user leaves: carol takes the place.
+    alice.logout().await.unwrap();
+    let frames = presence_is(&mut observer, &["carol", "observer"]).await;
+    assert!(frames.iter().any(|p| strings(p, "left") == ["alice"]), "{frames:?}");
+    assert!(frames.iter().any(|p| has_entry(p, "joined", "carol", "idle")), "{frames:?}");
+    server.shutdown().await;
+}
