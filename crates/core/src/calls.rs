@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use switchboard_proto::{event::HangupReason, Dialect, ErrorCode, OutEvent, UserStatus};
 
-use crate::signaling::{ConnId, SessionId, Signaling};
+use crate::signaling::{ConnId, Origin, SessionId, Signaling};
 use crate::timers::Timer;
 
 /// A call that rings or is active.
@@ -68,7 +68,7 @@ impl Signaling {
             self.send(conn, accepted.to_json());
         } else {
             let ring = OutEvent::Ring { call_id: call_id.as_ref().into(), from: caller_name.as_ref().into() };
-            self.deliver(callee, Bytes::from(ring.to_json()), None);
+            self.deliver(callee, Bytes::from(ring.to_json()), Origin::Nobody);
             self.timers.at(ring_deadline, Timer::Ring(call_id));
         }
     }
@@ -116,7 +116,7 @@ impl Signaling {
             return;
         };
         let accepted = OutEvent::Accepted { call_id: key.as_ref().into(), from: callee_name.as_ref().into() };
-        self.deliver(caller, Bytes::from(accepted.to_json()), None);
+        self.deliver(caller, Bytes::from(accepted.to_json()), Origin::Nobody);
     }
 
     /// `reject` by the callee or `cancel` by the caller of a call that still rings.
@@ -177,7 +177,7 @@ impl Signaling {
         );
         for party in [caller, callee] {
             self.clear_call(now, party);
-            self.deliver(party, hangup.clone(), None);
+            self.deliver(party, hangup.clone(), Origin::Nobody);
         }
     }
 
@@ -196,7 +196,7 @@ impl Signaling {
         if peer_is_v1 {
             let from: Cow<'_, str> = by_name.as_ref().into();
             let hangup = OutEvent::Hangup { call_id: call_id.into(), from, reason };
-            self.deliver(peer, Bytes::from(hangup.to_json()), None);
+            self.deliver(peer, Bytes::from(hangup.to_json()), Origin::Nobody);
         }
     }
 

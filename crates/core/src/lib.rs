@@ -12,14 +12,18 @@
 //! - [`rate`]: token buckets (message rate, error strikes).
 //! - [`config`]: the settings ([`Config`]).
 //! - [`auth`]: signed login tokens (JWT, HS256) and room password digests.
+//! - [`cluster`]: cluster mode, the commands and events between the core and a shared store; `remote.rs` holds what
+//!   the core does with them.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
 mod calls;
+pub mod cluster;
 pub mod config;
 pub mod presence;
 pub mod rate;
+mod remote;
 mod rooms;
 pub mod signaling;
 mod timers;

@@ -16,7 +16,7 @@ use switchboard_proto::{
 };
 
 use crate::auth::{PasswordDigest, MAX_ROOM_PASSWORD_BYTES};
-use crate::signaling::{ConnId, SessionId, Signaling};
+use crate::signaling::{ConnId, Origin, SessionId, Signaling};
 
 /// A room with at least one member.
 #[derive(Debug)]
@@ -176,7 +176,7 @@ impl Signaling {
     fn tell_live(&mut self, sessions: &[SessionId], frame: Bytes) {
         for session in sessions {
             if self.sessions.get(session).is_some_and(|s| s.conn.is_some()) {
-                self.deliver(*session, frame.clone(), None);
+                self.deliver(*session, frame.clone(), Origin::Nobody);
             }
         }
     }

@@ -30,6 +30,14 @@ pub struct Server {
     hub: Arc<Hub>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    cluster: Option<Cluster>,
+}
+
+/// This node's link to the cluster.
+struct Cluster {
+    node: switchboard_core::cluster::NodeId,
+    backend: Arc<switchboard_cluster::redis::RedisBackend>,
+    task: JoinHandle<()>,
 }
 
 impl Server {
@@ -54,17 +62,49 @@ impl Server {
                 urls: external.urls.clone(),
             });
         }
+        let node = config.cluster.as_ref().map(|_| switchboard_cluster::random_node_id(rand::random()));
+        core_config.cluster = node.clone();
         let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let core = Signaling::new(core_config, rand::random()).with_wall_clock(Instant::now(), unix_now);
         let hub = Arc::new(Hub::new(core, config.outbound_queue_frames, config.outbound_queue_bytes));
         let (stop, stopped) = watch::channel(false);
         let timers = tokio::spawn(hub.clone().run_timers(wait_for(stopped.clone())));
+        let mut tasks = vec![timers];
+        let cluster = match (&config.cluster, node) {
+            (Some(settings), Some(node)) => {
+                let (events, events_rx) = tokio::sync::mpsc::channel(switchboard_cluster::EVENT_QUEUE);
+                let redis = switchboard_cluster::redis::RedisSettings {
+                    url: settings.url.clone(),
+                    node: node.clone(),
+                    node_timeout: settings.node_timeout,
+                };
+                let (backend, task) = switchboard_cluster::redis::RedisBackend::start(redis, events)?;
+                let backend = Arc::new(backend);
+                hub.set_cluster(backend.clone());
+                tasks.push(tokio::spawn(hub.clone().run_cluster_events(events_rx)));
+                tracing::info!(%node, "cluster mode: this node's id");
+                Some(Cluster { node, backend, task })
+            }
+            _ => None,
+        };
         let origins = Arc::new(crate::auth::OriginPolicy::new(config.allowed_origins.clone()));
         let state = AppState { hub: hub.clone(), ws, origins };
         let permits = Arc::new(Semaphore::new(config.max_connections));
-        let accept = tokio::spawn(accept_loop(listener, state, permits, stopped));
+        tasks.push(tokio::spawn(accept_loop(listener, state, permits, stopped)));
         tracing::info!(%http_addr, "switchboard listening");
-        Ok(Self { http_addr, turn, hub, stop, tasks: vec![timers, accept] })
+        Ok(Self { http_addr, turn, hub, stop, tasks, cluster })
+    }
+
+    /// Cluster mode: whether this node reaches the shared state (None on a single node). `/readyz` reports a node
+    /// that does not as not ready.
+    pub fn cluster_ready(&self) -> Option<bool> {
+        use switchboard_cluster::Backend;
+        self.cluster.as_ref().map(|cluster| cluster.backend.ready())
+    }
+
+    /// Cluster mode: this node's id.
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|cluster| cluster.node.as_str())
     }
 
     /// The address the HTTP and WebSocket listener is bound to.
@@ -91,12 +131,20 @@ impl Server {
     /// moment for the close frames to go out.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        if let Some(cluster) = &self.cluster {
+            // The other nodes drop this node's users and names now, so that its clients, reconnecting through the
+            // load balancer, can log in again elsewhere at once.
+            cluster.backend.depart().await;
+        }
         if let Some(turn) = self.turn {
             let _ = tokio::task::spawn_blocking(move || turn.stop()).await;
         }
         self.hub.close_all(close_code::GOING_AWAY, "server shutting down");
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        if let Some(cluster) = self.cluster {
+            cluster.task.abort();
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while self.hub.stats().connections > 0 && tokio::time::Instant::now() < deadline {

@@ -51,6 +51,11 @@ impl TestServer {
         Self { server: Some(server), addr }
     }
 
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("the server is running")
+    }
+
     /// The STUN/TURN UDP address, when TURN is on.
     pub fn turn_addr(&self) -> Option<SocketAddr> {
         self.server.as_ref().and_then(Server::turn_addr)

@@ -1,0 +1,279 @@
+//! Cluster mode against a real `redis-server` (Debian package `redis-server`) on a free loopback port, with several
+//! Switchboard nodes: in-process servers, and the binary where a node must die abruptly (`kill -9`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{candidate, presence_until, sdp_answer, sdp_offer, view_names, TestServer, T};
+use serde_json::json;
+use switchboard_client::{Client, Error as ClientError, ErrorCode};
+use switchboard_server::config::ClusterSettings;
+use tokio::time::Instant;
+
+/// The bound on a dead node's users staying visible, in these tests.
+const NODE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A `redis-server` of this test alone, without persistence, killed when dropped.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Redis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("switchboard-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = Self { child: None, port, dir };
+        redis.spawn().await;
+        redis
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start redis-server: install the Debian package redis-server (scripts/test.sh does)");
+        self.child = Some(child);
+        let deadline = Instant::now() + T;
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen on port {} in time", self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it at once (SIGKILL): every node loses its connection.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn cluster_settings(redis: &Redis) -> ClusterSettings {
+    ClusterSettings { url: redis.url(), node_timeout: NODE_TIMEOUT }
+}
+
+/// An in-process node of the cluster, connected to Redis.
+async fn node(redis: &Redis) -> TestServer {
+    node_with(redis, |_| {}).await
+}
+
+async fn node_with(redis: &Redis, tune: impl FnOnce(&mut switchboard_server::Config)) -> TestServer {
+    let settings = cluster_settings(redis);
+    let server = TestServer::start_with(|config| {
+        config.turn = None;
+        config.cluster = Some(settings);
+        tune(config);
+    })
+    .await;
+    wait_ready(&server, true).await;
+    server
+}
+
+async fn wait_ready(server: &TestServer, ready: bool) {
+    let deadline = Instant::now() + T;
+    while server.server().cluster_ready() != Some(ready) {
+        assert!(
+            Instant::now() < deadline,
+            "the node's cluster link never became {}",
+            if ready { "up" } else { "down" }
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until `client` sees exactly... at least `names` online.
+async fn sees(client: &mut Client, names: &[&str]) {
+    let what = format!("{names:?} online");
+    presence_until(client, &what, |view| names.iter().all(|n| view.values().any(|u| u.name == *n))).await;
+}
+
+async fn sees_not(client: &mut Client, name: &str) {
+    let what = format!("{name:?} gone");
+    presence_until(client, &what, |view| view.values().all(|u| u.name != name)).await;
+}
+
+#[tokio::test]
+async fn relay_crosses_nodes_in_order_in_both_dialects() {
+    let redis = Redis::start().await;
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let mut alice = a.login("alice").await;
+    let mut bob = b.login("bob").await;
+    sees(&mut alice, &["alice", "bob"]).await;
+    sees(&mut bob, &["alice", "bob"]).await;
+
+    let ack = alice.request(json!({"type": "offer", "to": "Bob", "callId": "c1", "sdp": sdp_offer()})).await.unwrap();
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let offer = bob.expect_type("offer").await.unwrap();
+    assert_eq!(offer, json!({"type": "offer", "from": "alice", "callId": "c1", "sdp": sdp_offer()}));
+    bob.answer("alice", sdp_answer()).await.unwrap();
+    assert_eq!(alice.expect_type("answer").await.unwrap()["sdp"], sdp_answer());
+
+    // Order between two users survives the trip through Redis.
+    for n in 0..100 {
+        alice.candidate("bob", candidate(n)).await.unwrap();
+    }
+    for n in 0..100 {
+        let got = bob.expect_type("candidate").await.unwrap();
+        assert_eq!(got["candidate"], candidate(n), "candidate {n} out of order");
+    }
+
+    // Tutorial pages on either node reach v1 users and each other.
+    let mut carol = b.tutorial("carol").await;
+    let mut dave = a.tutorial("dave").await;
+    sees(&mut alice, &["carol", "dave"]).await;
+    alice.offer("carol", sdp_offer()).await.unwrap();
+    let offer = carol.expect_type("offer").await.unwrap();
+    assert_eq!(offer["name"], "alice", "{offer}");
+    assert_eq!(offer["sdp"], sdp_offer());
+    carol.answer("carol", "alice", sdp_answer()).await.unwrap();
+    let answer = alice.expect_type("answer").await.unwrap();
+    assert_eq!((answer["from"].as_str(), &answer["sdp"]), (Some("carol"), &sdp_answer()));
+    dave.offer("dave", "carol", sdp_offer()).await.unwrap();
+    assert_eq!(carol.expect_type("offer").await.unwrap()["name"], "dave");
+    carol.ice("dave", candidate(7)).await.unwrap();
+    assert_eq!(dave.expect_type("ICE").await.unwrap()["candidate"], candidate(7));
+    let list = carol
+        .expect_user_list_where(|list| ["alice", "bob", "carol", "dave"].iter().all(|n| list.iter().any(|l| l == n)))
+        .await;
+    assert!(list.is_ok(), "the tutorial user list spans the cluster: {list:?}");
+
+    // Nobody of that name anywhere.
+    alice.send_json(&json!({"type": "offer", "id": 9, "to": "zed", "sdp": sdp_offer()})).await.unwrap();
+    alice.expect_error("unknown-peer").await.unwrap();
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn exactly_one_of_two_racing_logins_on_two_nodes_gets_the_name() {
+    let redis = Redis::start().await;
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    for round in 0..20 {
+        let name = format!("racer{round}");
+        let other_spelling = if round % 2 == 0 { name.to_uppercase() } else { name.clone() };
+        let mut on_a = a.connect().await;
+        let mut on_b = b.connect().await;
+        let (first, second) = tokio::join!(on_a.login(&name), on_b.login(&other_spelling));
+        let won = [first.is_ok(), second.is_ok()];
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}: {first:?} / {second:?}");
+        let loser = if won[0] { second } else { first };
+        match loser {
+            Err(ClientError::Server { code: ErrorCode::NameTaken, .. }) => {}
+            other => panic!("round {round}: the loser got {other:?}, not name-taken"),
+        }
+    }
+    // A name freed on one node can be taken on the other.
+    let mut first = a.login("phoenix").await;
+    first.logout().await.unwrap();
+    let deadline = Instant::now() + T;
+    loop {
+        let mut again = b.connect().await;
+        match again.login("phoenix").await {
+            Ok(_) => break,
+            Err(error) => assert!(Instant::now() < deadline, "the released name never became free: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// The `switchboard` binary as a cluster node, to be killed with SIGKILL.
+struct BinaryNode {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl BinaryNode {
+    fn start(redis: &Redis) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["--http", "127.0.0.1:0", "--turn", "off", "--cluster", &redis.url()])
+            .args(["--cluster-node-timeout", &format!("{}ms", NODE_TIMEOUT.as_millis())])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the switchboard binary");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in the binary's first line: {line:?}"));
+        Self { child, addr }
+    }
+
+    fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for BinaryNode {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+#[tokio::test]
+async fn users_of_a_node_killed_with_sigkill_disappear_within_the_node_timeout() {
+    let redis = Redis::start().await;
+    let survivor = node(&redis).await;
+    let mut doomed = BinaryNode::start(&redis);
+    let url = format!("ws://{}/ws", doomed.addr);
+    // The binary connects to Redis in the background: its logins succeed once it has.
+    let deadline = Instant::now() + T;
+    let mut victim = loop {
+        let mut client = Client::connect(&url).await.unwrap();
+        match client.login("victim").await {
+            Ok(_) => break client,
+            Err(ClientError::Server { code: ErrorCode::Unavailable, .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("login on the binary node failed: {error}"),
+        }
+    };
+    let mut watcher = survivor.login("watcher").await;
+    sees(&mut watcher, &["victim", "watcher"]).await;
+    sees(&mut victim, &["victim", "watcher"]).await;
+
+    doomed.kill_9();
+    let killed = Instant::now();
+    sees_not(&mut watcher, "victim").await;
+    let took = killed.elapsed();
+    assert!(took <= NODE_TIMEOUT, "the dead node's user stayed visible for {took:?}, over {NODE_TIMEOUT:?}");
+    assert_eq!(view_names(&watcher), ["watcher".to_owned()].into());
+    // Its name is free again.
+    survivor.login("victim").await;
+    survivor.shutdown().await;
+}
