@@ -448,28 +448,8 @@ impl Signaling {
     pub(crate) fn shared_room_with_remote(&self, _session: SessionId, _room: &str, _target: &str) -> Option<Arc<str>> {
         None
     }
-    pub(crate) fn calls_lost_node(&mut self, _now: Instant, _node: &NodeId) {}
     pub(crate) fn rooms_lost_node(&mut self, _node: &NodeId) {}
     pub(crate) fn resumes_lost_node(&mut self, _now: Instant, _node: &NodeId) {}
-    pub(crate) fn remote_invite(&mut self, _now: Instant, _from: &NodeId, _call: String, _caller: String, _to: &str) {}
-    pub(crate) fn remote_invite_reply(
-        &mut self,
-        _now: Instant,
-        _from: &NodeId,
-        _call: &str,
-        _reply: crate::cluster::InviteReply,
-    ) {
-    }
-    pub(crate) fn remote_call_accepted(&mut self, _from: &NodeId, _call: &str) {}
-    pub(crate) fn remote_call_ended(
-        &mut self,
-        _now: Instant,
-        _from: &NodeId,
-        _call: &str,
-        _reason: switchboard_proto::event::HangupReason,
-    ) {
-    }
-    pub(crate) fn remote_call_moved(&mut self, _from: &NodeId, _call: &str, _node: NodeId) {}
     pub(crate) fn remote_member_joined(&mut self, _from: &NodeId, _room: &str, _name: &str) {}
     pub(crate) fn remote_member_left(&mut self, _from: &NodeId, _room: &str, _name: &str, _reason: LeaveReason) {}
     pub(crate) fn remote_member_moved(&mut self, _from: &NodeId, _room: &str, _name: &str) {}

@@ -804,11 +804,11 @@ impl Signaling {
         let rooms = state.rooms.iter().filter_map(|key| self.room_snapshot(key)).collect();
         let call = state.call.as_ref().and_then(|call_id| {
             let call = self.calls.get(call_id)?;
-            let caller = call.caller == session;
-            let peer = self.sessions.get(&if caller { call.callee } else { call.caller })?;
+            let caller = call.caller.is(session);
+            let peer = self.party_name(call.other(session))?;
             Some(CallSnapshot {
                 call_id: call_id.as_ref().into(),
-                peer: peer.name.as_ref().into(),
+                peer: peer.to_string().into(),
                 caller,
                 state: if call.active { CallState::Active } else { CallState::Ringing },
             })

@@ -157,10 +157,11 @@ async fn relay_crosses_nodes_in_order_in_both_dialects() {
     assert_eq!(carol.expect_type("offer").await.unwrap()["name"], "dave");
     carol.ice("dave", candidate(7)).await.unwrap();
     assert_eq!(dave.expect_type("ICE").await.unwrap()["candidate"], candidate(7));
-    let list = carol
-        .expect_user_list_where(|list| ["alice", "bob", "carol", "dave"].iter().all(|n| list.iter().any(|l| l == n)))
-        .await;
-    assert!(list.is_ok(), "the tutorial user list spans the cluster: {list:?}");
+    let everyone = |list: &[String]| ["alice", "bob", "carol", "dave"].iter().all(|n| list.iter().any(|l| l == n));
+    if !everyone(carol.userlist()) {
+        let list = carol.expect_user_list_where(everyone).await;
+        assert!(list.is_ok(), "the tutorial user list spans the cluster: {list:?}");
+    }
 
     // Nobody of that name anywhere.
     alice.send_json(&json!({"type": "offer", "id": 9, "to": "zed", "sdp": sdp_offer()})).await.unwrap();
@@ -267,8 +268,16 @@ async fn users_of_a_node_killed_with_sigkill_disappear_within_the_node_timeout()
     sees(&mut watcher, &["victim", "watcher"]).await;
     sees(&mut victim, &["victim", "watcher"]).await;
 
+    // In a call across the nodes when one dies: the survivor hears a hangup.
+    let call_id = watcher.call("victim").await.unwrap();
+    victim.expect_type("ring").await.unwrap();
+    victim.accept(&call_id).await.unwrap();
+    watcher.expect_type("accepted").await.unwrap();
+
     doomed.kill_9();
     let killed = Instant::now();
+    let hangup = watcher.expect_type("hangup").await.unwrap();
+    assert_eq!(hangup, json!({"type": "hangup", "callId": call_id, "from": "victim", "reason": "disconnected"}));
     sees_not(&mut watcher, "victim").await;
     let took = killed.elapsed();
     assert!(took <= NODE_TIMEOUT, "the dead node's user stayed visible for {took:?}, over {NODE_TIMEOUT:?}");
@@ -276,4 +285,73 @@ async fn users_of_a_node_killed_with_sigkill_disappear_within_the_node_timeout()
     // Its name is free again.
     survivor.login("victim").await;
     survivor.shutdown().await;
+}
+
+#[tokio::test]
+async fn calls_between_nodes_ring_connect_and_end_in_both_dialects() {
+    let redis = Redis::start().await;
+    let a = node_with(&redis, |config| config.core.ring_timeout = Duration::from_millis(600)).await;
+    let b = node(&redis).await;
+    let mut alice = a.login("alice").await;
+    let mut carol = a.login("carol").await;
+    let mut bob = b.login("bob").await;
+    sees(&mut alice, &["alice", "bob", "carol"]).await;
+    sees(&mut bob, &["alice", "bob", "carol"]).await;
+
+    // Ring, accept, relay within the call, hang up.
+    let call_id = alice.call("bob").await.unwrap();
+    let ring = bob.expect_type("ring").await.unwrap();
+    assert_eq!(ring, json!({"type": "ring", "callId": call_id, "from": "alice"}));
+    presence_until(&mut carol, "both in-call", |view| {
+        ["alice", "bob"]
+            .iter()
+            .all(|n| view.get(*n).is_some_and(|u| u.status == switchboard_client::UserStatus::InCall))
+    })
+    .await;
+    // Busy across nodes.
+    carol.send_json(&json!({"type": "call", "id": 1, "to": "bob"})).await.unwrap();
+    carol.expect_error("busy").await.unwrap();
+    bob.accept(&call_id).await.unwrap();
+    let accepted = alice.expect_type("accepted").await.unwrap();
+    assert_eq!(accepted, json!({"type": "accepted", "callId": call_id, "from": "bob"}));
+    alice.send_json(&json!({"type": "offer", "to": "bob", "callId": call_id, "sdp": sdp_offer()})).await.unwrap();
+    assert_eq!(bob.expect_type("offer").await.unwrap()["callId"], call_id);
+    bob.hangup(&call_id).await.unwrap();
+    let hangup = alice.expect_type("hangup").await.unwrap();
+    assert_eq!(hangup, json!({"type": "hangup", "callId": call_id, "from": "bob", "reason": "hangup"}));
+    presence_until(&mut carol, "both idle", |view| {
+        ["alice", "bob"].iter().all(|n| view.get(*n).is_some_and(|u| u.status == switchboard_client::UserStatus::Idle))
+    })
+    .await;
+
+    // Reject and cancel.
+    let call_id = bob.call("alice").await.unwrap();
+    alice.expect_type("ring").await.unwrap();
+    alice.reject(&call_id).await.unwrap();
+    assert_eq!(bob.expect_type("hangup").await.unwrap()["reason"], "rejected");
+    let call_id = alice.call("bob").await.unwrap();
+    bob.expect_type("ring").await.unwrap();
+    alice.cancel(&call_id).await.unwrap();
+    assert_eq!(bob.expect_type("hangup").await.unwrap()["reason"], "cancelled");
+
+    // Nobody answers: both sides hear no-answer from the callee (the caller's node keeps the ring timer).
+    let call_id = alice.call("bob").await.unwrap();
+    bob.expect_type("ring").await.unwrap();
+    for client in [&mut alice, &mut bob] {
+        let hangup = client.expect_type("hangup").await.unwrap();
+        assert_eq!(hangup, json!({"type": "hangup", "callId": call_id, "from": "bob", "reason": "no-answer"}));
+    }
+
+    // A tutorial page on the other node is accepted for at once, and hears the offer.
+    let mut tut = b.tutorial("tut").await;
+    sees(&mut alice, &["tut"]).await;
+    let call_id = alice.call("tut").await.unwrap();
+    let accepted = alice.expect_type("accepted").await.unwrap();
+    assert_eq!(accepted, json!({"type": "accepted", "callId": call_id, "from": "tut"}));
+    alice.offer("tut", sdp_offer()).await.unwrap();
+    assert_eq!(tut.expect_type("offer").await.unwrap()["name"], "alice");
+    alice.hangup(&call_id).await.unwrap();
+
+    a.shutdown().await;
+    b.shutdown().await;
 }
