@@ -447,6 +447,9 @@ pub enum Message {
         room: String,
         /// The joiner.
         name: String,
+        /// The members the joiner's node believes are on the receiver; those that are not answer with
+        /// [`Message::MemberLeft`], so that a leave that crossed the join is not missed.
+        members: Vec<String>,
     },
     /// Someone left such a room.
     MemberLeft {

@@ -35,6 +35,7 @@ pub(crate) struct ClusterState {
     pub(crate) claiming: HashSet<Arc<str>>,
     pub(crate) next_ticket: u64,
     logins: HashMap<u64, PendingLogin>,
+    pub(crate) joins: HashMap<u64, crate::rooms::PendingJoin>,
     /// Local users whose presence changed since the last tick (key -> name), for the next [`Message::Presence`].
     changed: HashMap<Arc<str>, Arc<str>>,
 }
@@ -48,6 +49,7 @@ impl ClusterState {
             claiming: HashSet::new(),
             next_ticket: 1,
             logins: HashMap::new(),
+            joins: HashMap::new(),
             changed: HashMap::new(),
         }
     }
@@ -251,7 +253,7 @@ impl Signaling {
             Message::CallAccepted { call } => self.remote_call_accepted(&from, &call),
             Message::CallEnded { call, reason } => self.remote_call_ended(now, &from, &call, reason),
             Message::CallMoved { call, node } => self.remote_call_moved(&from, &call, node),
-            Message::MemberJoined { room, name } => self.remote_member_joined(&from, &room, &name),
+            Message::MemberJoined { room, name, members } => self.remote_member_joined(&from, &room, &name, members),
             Message::MemberLeft { room, name, reason } => self.remote_member_left(&from, &room, &name, reason),
             Message::MemberMoved { room, name } => self.remote_member_moved(&from, &room, &name),
             Message::ResumeRequest { token, ticket } => self.resume_requested(now, &from, &token, ticket),
@@ -441,18 +443,7 @@ impl Signaling {
 
 // ---- not yet across nodes (filled in by calls.rs / rooms.rs / resume) ----
 impl Signaling {
-    pub(crate) fn room_memberships(&self) -> Vec<crate::cluster::RoomMembership> {
-        Vec::new()
-    }
-    pub(crate) fn joined_in_cluster(&mut self, _now: Instant, _ticket: u64, _outcome: crate::cluster::JoinOutcome) {}
-    pub(crate) fn shared_room_with_remote(&self, _session: SessionId, _room: &str, _target: &str) -> Option<Arc<str>> {
-        None
-    }
-    pub(crate) fn rooms_lost_node(&mut self, _node: &NodeId) {}
     pub(crate) fn resumes_lost_node(&mut self, _now: Instant, _node: &NodeId) {}
-    pub(crate) fn remote_member_joined(&mut self, _from: &NodeId, _room: &str, _name: &str) {}
-    pub(crate) fn remote_member_left(&mut self, _from: &NodeId, _room: &str, _name: &str, _reason: LeaveReason) {}
-    pub(crate) fn remote_member_moved(&mut self, _from: &NodeId, _room: &str, _name: &str) {}
     pub(crate) fn resume_requested(&mut self, _now: Instant, _from: &NodeId, _token: &str, _ticket: u64) {}
     pub(crate) fn resumed_from(
         &mut self,

@@ -25,7 +25,7 @@ use crate::cluster::NodeId;
 use crate::presence::{PresenceBatch, Snapshot};
 use crate::rate::TokenBucket;
 use crate::remote::ClusterState;
-use crate::rooms::Room;
+use crate::rooms::{Room, RoomMember};
 use crate::timers::{Timer, Timers};
 use crate::{Auth, Config};
 
@@ -1001,10 +1001,7 @@ impl Signaling {
         let room = match room {
             None => None,
             Some(room) => {
-                let shared = self
-                    .rooms
-                    .get(name_key(room).as_ref())
-                    .filter(|r| r.members.contains(&session) && r.members.contains(&target));
+                let shared = self.rooms.get(name_key(room).as_ref()).filter(|r| r.has(session) && r.has(target));
                 match shared {
                     Some(shared) => Some(shared.name.clone()),
                     None => {
@@ -1034,8 +1031,15 @@ impl Signaling {
         let room = self.rooms.get(key)?;
         Some(RoomSnapshot {
             room: room.name.as_ref().into(),
-            members: room.members.iter().filter_map(|m| self.sessions.get(m)).map(|s| s.name.as_ref().into()).collect(),
-            protected: room.password.is_some(),
+            members: room
+                .members
+                .iter()
+                .filter_map(|m| match m {
+                    RoomMember::Local(session) => self.sessions.get(session).map(|s| s.name.as_ref().into()),
+                    RoomMember::Remote { name, .. } => Some(name.as_ref().into()),
+                })
+                .collect(),
+            protected: room.password.is_some() || room.cluster_password.is_some(),
         })
     }
 }

@@ -268,7 +268,9 @@ async fn users_of_a_node_killed_with_sigkill_disappear_within_the_node_timeout()
     sees(&mut watcher, &["victim", "watcher"]).await;
     sees(&mut victim, &["victim", "watcher"]).await;
 
-    // In a call across the nodes when one dies: the survivor hears a hangup.
+    // In a room and a call across the nodes when one dies: the survivor hears the member leave, and a hangup.
+    victim.join("wake").await.unwrap();
+    assert_eq!(watcher.join("wake").await.unwrap(), ["victim", "watcher"]);
     let call_id = watcher.call("victim").await.unwrap();
     victim.expect_type("ring").await.unwrap();
     victim.accept(&call_id).await.unwrap();
@@ -278,6 +280,8 @@ async fn users_of_a_node_killed_with_sigkill_disappear_within_the_node_timeout()
     let killed = Instant::now();
     let hangup = watcher.expect_type("hangup").await.unwrap();
     assert_eq!(hangup, json!({"type": "hangup", "callId": call_id, "from": "victim", "reason": "disconnected"}));
+    let left = watcher.expect_type("member-left").await.unwrap();
+    assert_eq!(left, json!({"type": "member-left", "room": "wake", "name": "victim", "reason": "disconnected"}));
     sees_not(&mut watcher, "victim").await;
     let took = killed.elapsed();
     assert!(took <= NODE_TIMEOUT, "the dead node's user stayed visible for {took:?}, over {NODE_TIMEOUT:?}");
@@ -351,6 +355,64 @@ async fn calls_between_nodes_ring_connect_and_end_in_both_dialects() {
     alice.offer("tut", sdp_offer()).await.unwrap();
     assert_eq!(tut.expect_type("offer").await.unwrap()["name"], "alice");
     alice.hangup(&call_id).await.unwrap();
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn rooms_span_nodes_with_their_limits_and_passwords() {
+    let redis = Redis::start().await;
+    let small = |config: &mut switchboard_server::Config| config.core.max_room_size = 3;
+    let a = node_with(&redis, small).await;
+    let b = node_with(&redis, small).await;
+    let mut alice = a.login("alice").await;
+    let mut carol = a.login("carol").await;
+    let mut bob = b.login("bob").await;
+    let mut dave = b.login("dave").await;
+    sees(&mut dave, &["alice", "bob", "carol", "dave"]).await;
+
+    let joined = alice.request(json!({"type": "join", "room": "Standup", "password": "pw"})).await.unwrap();
+    assert_eq!((joined["members"].clone(), joined["protected"].clone()), (json!(["alice"]), json!(true)), "{joined}");
+    // The password the first member set on node A is checked for a joiner on node B.
+    bob.send_json(&json!({"type": "join", "id": 1, "room": "standup"})).await.unwrap();
+    bob.expect_error("room-password-required").await.unwrap();
+    bob.send_json(&json!({"type": "join", "id": 2, "room": "standup", "password": "guess"})).await.unwrap();
+    bob.expect_error("wrong-room-password").await.unwrap();
+    let joined = bob.request(json!({"type": "join", "room": "standup", "password": "pw"})).await.unwrap();
+    assert_eq!(joined["members"], json!(["alice", "bob"]), "{joined}");
+    assert_eq!(joined["room"], "Standup");
+    let event = alice.expect_type("member-joined").await.unwrap();
+    assert_eq!(event, json!({"type": "member-joined", "room": "Standup", "name": "bob"}));
+    let joined = carol.request(json!({"type": "join", "room": "standup", "password": "pw"})).await.unwrap();
+    assert_eq!(joined["members"], json!(["alice", "bob", "carol"]));
+    assert_eq!(bob.expect_type("member-joined").await.unwrap()["name"], "carol");
+    assert_eq!(alice.expect_type("member-joined").await.unwrap()["name"], "carol");
+    // The size limit holds across nodes.
+    dave.send_json(&json!({"type": "join", "id": 3, "room": "standup", "password": "pw"})).await.unwrap();
+    dave.expect_error("room-full").await.unwrap();
+
+    // Relay within the room, across nodes; a non-member cannot.
+    bob.send_json(&json!({"type": "offer", "to": "alice", "room": "standup", "sdp": sdp_offer()})).await.unwrap();
+    let offer = alice.expect_type("offer").await.unwrap();
+    assert_eq!((offer["from"].as_str(), offer["room"].as_str()), (Some("bob"), Some("Standup")));
+    dave.send_json(&json!({"type": "offer", "id": 4, "to": "alice", "room": "standup", "sdp": sdp_offer()}))
+        .await
+        .unwrap();
+    dave.expect_error("not-in-room").await.unwrap();
+
+    // Leaving tells the members on both nodes.
+    bob.leave("standup").await.unwrap();
+    for client in [&mut alice, &mut carol] {
+        let left = client.expect_type("member-left").await.unwrap();
+        assert_eq!(left, json!({"type": "member-left", "room": "Standup", "name": "bob", "reason": "left"}));
+    }
+    // Once empty, the room and its password are gone everywhere.
+    alice.leave("standup").await.unwrap();
+    carol.leave("standup").await.unwrap();
+    let joined = dave.request(json!({"type": "join", "room": "standup"})).await.unwrap();
+    assert_eq!(joined["members"], json!(["dave"]), "{joined}");
+    assert!(joined.get("protected").is_none(), "{joined}");
 
     a.shutdown().await;
     b.shutdown().await;
