@@ -134,6 +134,9 @@ fn redacted(url: &str) -> String {
 /// Which nodes are alive, from successive heartbeat results.
 #[derive(Default)]
 struct Liveness {
+    /// Until then, missing nodes are not reported: right after this node (re)connects, the others may not have
+    /// renewed their leases yet (after a Redis restart nobody has one).
+    quiet_until: Option<tokio::time::Instant>,
     /// Nodes seen in a heartbeat result.
     seen: HashSet<NodeId>,
     /// Nodes only heard from (a message) so far, with the number of results they were missing from.
@@ -144,6 +147,10 @@ impl Liveness {
     /// Takes one heartbeat result; returns the nodes that went away.
     fn update(&mut self, me: &NodeId, alive: Vec<String>) -> Vec<NodeId> {
         let alive: HashSet<NodeId> = alive.into_iter().map(|n| NodeId(Arc::from(n.as_str()))).collect();
+        if self.quiet_until.is_some_and(|until| tokio::time::Instant::now() < until) {
+            self.seen.extend(alive.into_iter().filter(|n| n != me));
+            return Vec::new();
+        }
         let mut down: Vec<NodeId> = self.seen.iter().filter(|n| !alive.contains(*n)).cloned().collect();
         self.seen.retain(|n| alive.contains(n));
         // A node heard from before any result listed it may be one that registered just after this result was
@@ -279,6 +286,9 @@ impl Task {
                 }
             });
         let mut con = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        if !self.liveness.seen.is_empty() || !self.liveness.heard.is_empty() {
+            self.liveness.quiet_until = Some(tokio::time::Instant::now() + self.settings.lease());
+        }
         let load = |script: &str| redis::cmd("SCRIPT").arg("LOAD").arg(script).clone();
         let mut pipe = redis::pipe();
         for script in [

@@ -417,3 +417,74 @@ async fn rooms_span_nodes_with_their_limits_and_passwords() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn nodes_serve_local_users_while_redis_is_down_and_resynchronise_when_it_returns() {
+    let mut redis = Redis::start().await;
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let mut alice = a.login("alice").await;
+    let mut carol = a.login("carol").await;
+    let mut bob = b.login("bob").await;
+    let mut dave = b.login("dave").await;
+    sees(&mut alice, &["alice", "bob", "carol", "dave"]).await;
+    sees(&mut bob, &["alice", "bob", "carol", "dave"]).await;
+
+    redis.kill();
+    wait_ready(&a, false).await;
+    wait_ready(&b, false).await;
+
+    // Local users keep working.
+    alice.offer("carol", sdp_offer()).await.unwrap();
+    assert_eq!(carol.expect_type("offer").await.unwrap()["from"], "alice");
+    // A user of the other node cannot be reached now, and says so at once rather than hanging.
+    let started = Instant::now();
+    alice.send_json(&json!({"type": "offer", "id": 5, "to": "bob", "sdp": sdp_offer()})).await.unwrap();
+    let error = alice.expect_error("undeliverable").await.unwrap();
+    assert_eq!((error["id"].clone(), error["to"].clone()), (json!(5), json!("bob")), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(1), "undeliverable took {:?}", started.elapsed());
+    // A new name cannot be checked against the other nodes: refused with a typed error.
+    let mut newcomer = a.connect().await;
+    match newcomer.login("newcomer").await {
+        Err(ClientError::Server { code: ErrorCode::Unavailable, .. }) => {}
+        other => panic!("a login during the outage got {other:?}"),
+    }
+    // Dave leaves while the nodes cannot tell each other.
+    dave.logout().await.unwrap();
+
+    redis.spawn().await;
+    wait_ready(&a, true).await;
+    wait_ready(&b, true).await;
+
+    // Presence converges without a restart: dave is gone everywhere, the others are back.
+    sees_not(&mut alice, "dave").await;
+    sees(&mut alice, &["alice", "bob", "carol"]).await;
+    sees(&mut bob, &["alice", "bob", "carol"]).await;
+    // Cross-node relay works again.
+    let deadline = Instant::now() + T;
+    loop {
+        let reply = alice.request(json!({"type": "offer", "to": "bob", "sdp": sdp_offer()})).await;
+        match reply {
+            Ok(ack) if ack["type"] == "ack" => break,
+            other => assert!(Instant::now() < deadline, "relay to bob never came back: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bob.expect_type("offer").await.unwrap();
+    // The names held before the outage are held again (Redis came back empty): nobody can take them.
+    let mut thief = b.connect().await;
+    match thief.login("ALICE").await {
+        Err(ClientError::Server { code: ErrorCode::NameTaken, .. }) => {}
+        other => panic!("alice's name was free after the resync: {other:?}"),
+    }
+    let mut thief = a.connect().await;
+    match thief.login("bob").await {
+        Err(ClientError::Server { code: ErrorCode::NameTaken, .. }) => {}
+        other => panic!("bob's name was free after the resync: {other:?}"),
+    }
+    // And the ones released during the outage are free.
+    a.login("dave").await;
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
