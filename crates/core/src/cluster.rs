@@ -345,8 +345,8 @@ pub struct Transfer {
     pub name: String,
     /// Its status.
     pub status: UserStatus,
-    /// Room keys it is in.
-    pub rooms: Vec<String>,
+    /// The rooms it is in, as the handing node knew them.
+    pub rooms: Vec<TransferRoom>,
     /// Its call, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call: Option<TransferCall>,
@@ -355,6 +355,20 @@ pub struct Transfer {
     pub allowed_rooms: Option<Vec<String>>,
     /// Frames queued while it was away, in order.
     pub pending: Vec<String>,
+}
+
+/// A room of a [`Transfer`]red session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRoom {
+    /// Room key.
+    pub key: String,
+    /// Room name as created.
+    pub name: String,
+    /// Its cluster password digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Its members in join order, the transferred session among them.
+    pub members: Vec<Member>,
 }
 
 /// The call of a [`Transfer`]red session.

@@ -9,8 +9,13 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use switchboard_proto::{close_code, event::LeaveReason, names::name_key, Dialect, ErrorCode, OutEvent, RelayKind};
 
-use crate::cluster::{ClaimOutcome, Command, Event, Message, NodeId, Presence, RawJson, Relay, RemoteUser};
-use crate::signaling::{relay_frame, ConnId, Origin, SessionId, Signaling};
+use crate::calls::{Call, Party};
+use crate::cluster::{
+    ClaimOutcome, Command, Event, Member, Message, NodeId, Presence, RawJson, Relay, RemoteUser, Transfer,
+    TransferCall, TransferRoom,
+};
+use crate::rooms::{Room, RoomMember};
+use crate::signaling::{relay_frame, ConnId, Origin, Session, SessionId, Signaling};
 
 /// A login that waits for the store to grant its name.
 #[derive(Debug)]
@@ -21,6 +26,14 @@ struct PendingLogin {
     key: Arc<str>,
     dialect: Dialect,
     allowed_rooms: Option<Vec<Arc<str>>>,
+}
+
+/// A resume that waits for another node to hand its session over.
+#[derive(Debug)]
+struct PendingResume {
+    conn: ConnId,
+    id: Option<Box<RawValue>>,
+    owner: NodeId,
 }
 
 /// The cluster side of a [`Signaling`].
@@ -36,6 +49,7 @@ pub(crate) struct ClusterState {
     pub(crate) next_ticket: u64,
     logins: HashMap<u64, PendingLogin>,
     pub(crate) joins: HashMap<u64, crate::rooms::PendingJoin>,
+    resumes: HashMap<u64, PendingResume>,
     /// Local users whose presence changed since the last tick (key -> name), for the next [`Message::Presence`].
     changed: HashMap<Arc<str>, Arc<str>>,
 }
@@ -50,6 +64,7 @@ impl ClusterState {
             next_ticket: 1,
             logins: HashMap::new(),
             joins: HashMap::new(),
+            resumes: HashMap::new(),
             changed: HashMap::new(),
         }
     }
@@ -441,17 +456,346 @@ impl Signaling {
     }
 }
 
-// ---- not yet across nodes (filled in by calls.rs / rooms.rs / resume) ----
+// ---- resume through another node ----
+
 impl Signaling {
-    pub(crate) fn resumes_lost_node(&mut self, _now: Instant, _node: &NodeId) {}
-    pub(crate) fn resume_requested(&mut self, _now: Instant, _from: &NodeId, _token: &str, _ticket: u64) {}
-    pub(crate) fn resumed_from(
-        &mut self,
-        _now: Instant,
-        _from: &NodeId,
-        _ticket: u64,
-        _session: crate::cluster::Transfer,
-    ) {
+    /// The node that issued a resume token, if another one.
+    pub(crate) fn token_owner(&self, token: &str) -> Option<NodeId> {
+        let cluster = self.cluster.as_ref()?;
+        let (node, _) = token.split_once('.')?;
+        (node != cluster.node.as_str() && !node.is_empty() && node.len() <= 64).then(|| NodeId(Arc::from(node)))
     }
-    pub(crate) fn resume_refused(&mut self, _now: Instant, _ticket: u64) {}
+
+    /// Asks `owner` to hand over the session of `token`; the resume goes on in [`Self::resumed_from`].
+    pub(crate) fn resume_from(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: Option<&RawValue>,
+        owner: NodeId,
+        token: &str,
+    ) {
+        if !self.cluster_up() {
+            return self.cluster_unavailable(now, conn, id);
+        }
+        let Some(cluster) = self.cluster.as_mut() else { return };
+        let ticket = cluster.ticket();
+        cluster.resumes.insert(ticket, PendingResume { conn, id: id.map(RawValue::to_owned), owner: owner.clone() });
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.logging_in = true;
+        }
+        let message = Message::ResumeRequest { token: token.to_owned(), ticket };
+        self.command(Command::Send { node: owner, message });
+    }
+
+    /// Another node's client resumes with a token of this node: the session leaves for `from`, without anyone
+    /// seeing it go (it stays online, in its rooms and its call).
+    pub(crate) fn resume_requested(&mut self, _now: Instant, from: &NodeId, token: &str, ticket: u64) {
+        let Some(me) = self.cluster.as_ref().map(|c| c.node.clone()) else { return };
+        let found =
+            self.resume_tokens.remove(token).and_then(|session| Some(session).zip(self.sessions.remove(&session)));
+        let Some((session, state)) = found else {
+            return self.command(Command::Send { node: from.clone(), message: Message::ResumeRefused { ticket } });
+        };
+        if self.names.get(&state.key) == Some(&session) {
+            self.names.remove(&state.key);
+        }
+        if let Some(conn) = state.conn {
+            if let Some(conn_state) = self.conns.get_mut(&conn) {
+                conn_state.session = None;
+            }
+            self.close(conn, close_code::REPLACED, "session resumed on another node");
+        }
+        let moved = RemoteUser { name: state.name.clone(), status: state.status, node: from.clone() };
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.changed.remove(&state.key);
+            cluster.remote.insert(state.key.clone(), moved);
+        }
+        let call =
+            state.call.as_ref().and_then(|call_id| self.hand_over_call(&me, from, session, &state.name, call_id));
+        let mut rooms = Vec::new();
+        for key in &state.rooms {
+            let Some(room) = self.rooms.get_mut(key) else { continue };
+            let members = room
+                .members
+                .iter()
+                .filter_map(|member| match member {
+                    RoomMember::Local(s) if *s == session => {
+                        Some(Member { node: from.clone(), name: state.name.to_string() })
+                    }
+                    RoomMember::Local(s) => {
+                        self.sessions.get(s).map(|s| Member { node: me.clone(), name: s.name.to_string() })
+                    }
+                    RoomMember::Remote { node, name } => Some(Member { node: node.clone(), name: name.to_string() }),
+                })
+                .collect();
+            for member in &mut room.members {
+                if *member == RoomMember::Local(session) {
+                    *member = RoomMember::Remote { node: from.clone(), name: state.name.clone() };
+                }
+            }
+            rooms.push(TransferRoom {
+                key: key.to_string(),
+                name: room.name.to_string(),
+                password: room.cluster_password.as_deref().map(str::to_owned),
+                members,
+            });
+            if !room.members.iter().any(|m| matches!(m, RoomMember::Local(_))) {
+                self.rooms.remove(key);
+            }
+            self.command(Command::Leave { room: key.clone(), member: state.name.clone() });
+        }
+        let pending =
+            state.pending.iter().filter_map(|p| std::str::from_utf8(&p.frame).ok()).map(str::to_owned).collect();
+        let transfer = Transfer {
+            name: state.name.to_string(),
+            status: state.status,
+            rooms,
+            call,
+            allowed_rooms: state.allowed_rooms.as_ref().map(|rooms| rooms.iter().map(|r| r.to_string()).collect()),
+            pending,
+        };
+        let message = Message::Resumed { ticket, session: Box::new(transfer) };
+        self.command(Command::Send { node: from.clone(), message });
+    }
+
+    /// This node's half of the call of a session that leaves for `to`.
+    fn hand_over_call(
+        &mut self,
+        me: &NodeId,
+        to: &NodeId,
+        session: SessionId,
+        name: &Arc<str>,
+        call_id: &Arc<str>,
+    ) -> Option<TransferCall> {
+        let call = self.calls.get_mut(call_id)?;
+        let caller = call.caller.is(session);
+        let (peer, peer_node) = match call.other(session).clone() {
+            Party::Local(peer) => {
+                // The peer stays here: the moved party becomes remote in this node's half.
+                let moved = Party::Remote { node: to.clone(), name: name.clone() };
+                if caller {
+                    call.caller = moved;
+                } else {
+                    call.callee = moved;
+                }
+                (self.sessions.get(&peer)?.name.to_string(), me.clone())
+            }
+            Party::Remote { node, name } => {
+                // Both parties are elsewhere now: this node has no half any more.
+                let active = call.active;
+                self.calls.remove(call_id);
+                return Some(TransferCall {
+                    id: call_id.to_string(),
+                    peer: name.to_string(),
+                    peer_node: node,
+                    caller,
+                    active,
+                });
+            }
+        };
+        let active = call.active;
+        Some(TransferCall { id: call_id.to_string(), peer, peer_node, caller, active })
+    }
+
+    /// `from` handed over the session a client resumes here.
+    pub(crate) fn resumed_from(&mut self, now: Instant, from: &NodeId, ticket: u64, transfer: Transfer) {
+        let Some(cluster) = self.cluster.as_mut() else { return };
+        let me = cluster.node.clone();
+        let pending = cluster.resumes.remove(&ticket);
+        let waiting = pending.as_ref().and_then(|p| {
+            let state = self.conns.get_mut(&p.conn).filter(|c| c.logging_in && c.session.is_none())?;
+            state.logging_in = false;
+            Some(p.conn)
+        });
+        let name: Arc<str> = Arc::from(transfer.name.as_str());
+        let key: Arc<str> = Arc::from(name_key(&name).as_ref());
+        if self.names.contains_key(&key) {
+            // Cannot happen while names are unique; refusing keeps this node consistent if it does.
+            if let (Some(conn), Some(pending)) = (waiting, &pending) {
+                let message = "the session could not be taken over";
+                self.fail(now, conn, pending.id.as_deref(), ErrorCode::ResumeFailed, message.into());
+            }
+            return;
+        }
+        let session = self.new_session_id();
+        let resume_token = self.new_resume_token();
+        self.resume_tokens.insert(resume_token.clone(), session);
+        let grace_deadline = waiting.is_none().then(|| now + self.config.resume_grace);
+        let rooms: Vec<Arc<str>> = transfer.rooms.iter().map(|r| Arc::from(r.key.as_str())).collect();
+        let allowed_rooms =
+            transfer.allowed_rooms.map(|rooms| rooms.iter().map(|r| Arc::from(r.as_str())).collect::<Vec<Arc<str>>>());
+        self.sessions.insert(
+            session,
+            Session {
+                name: name.clone(),
+                key: key.clone(),
+                dialect: Dialect::V1,
+                conn: waiting,
+                resume_token: Some(resume_token),
+                grace_deadline,
+                pending: Default::default(),
+                pending_bytes: 0,
+                call: None,
+                rooms,
+                status: transfer.status,
+                allowed_rooms,
+            },
+        );
+        self.names.insert(key.clone(), session);
+        if let Some(conn) = waiting.and_then(|conn| self.conns.get_mut(&conn)) {
+            conn_session(conn, session);
+        }
+        // Still online all along: the replica entry just moves here, and the others learn the new node from this
+        // node's next presence tick.
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.remote.remove(&key);
+            let ticket = cluster.ticket();
+            self.command(Command::Claim { ticket, key: key.clone(), replace: true });
+        }
+        self.local_presence_changed(&key, &name);
+        self.schedule_flush(now);
+        if let Some(call) = transfer.call {
+            self.take_over_call(now, &me, from, session, &name, call);
+        }
+        for room in transfer.rooms {
+            self.take_over_room(&me, from, session, &name, room);
+        }
+        match (waiting, pending) {
+            (Some(conn), Some(pending)) => {
+                self.welcome(now, conn, session, pending.id.as_deref(), true);
+                for frame in transfer.pending {
+                    self.send_bytes(conn, Bytes::from(frame));
+                }
+            }
+            _ => {
+                if let Some(deadline) = grace_deadline {
+                    self.timers.at(deadline, crate::timers::Timer::Grace(session));
+                }
+            }
+        }
+        self.schedule_ice_refresh(now, session);
+    }
+
+    fn take_over_call(
+        &mut self,
+        now: Instant,
+        me: &NodeId,
+        from: &NodeId,
+        session: SessionId,
+        name: &Arc<str>,
+        transfer: TransferCall,
+    ) {
+        let call_id: Arc<str> = Arc::from(transfer.id.as_str());
+        if transfer.peer_node == *me {
+            // The peer is here: this node's half names the moved party as remote; it is local now.
+            let Some(call) = self.calls.get_mut(&call_id) else { return };
+            for party in [&mut call.caller, &mut call.callee] {
+                if matches!(party, Party::Remote { name: n, .. } if n == name) {
+                    *party = Party::Local(session);
+                }
+            }
+        } else {
+            let peer = Party::Remote { node: transfer.peer_node.clone(), name: Arc::from(transfer.peer.as_str()) };
+            let (caller, callee) =
+                if transfer.caller { (Party::Local(session), peer) } else { (peer, Party::Local(session)) };
+            let deadline = now + self.config.ring_timeout;
+            self.calls.insert(call_id.clone(), Call::new(caller, callee, transfer.active, deadline));
+            if !transfer.active && transfer.caller {
+                // The caller's node keeps the ring timer; the ring starts over from here.
+                self.timers.at(deadline, crate::timers::Timer::Ring(call_id.clone()));
+            }
+            if transfer.peer_node != *from {
+                let message = Message::CallMoved { call: call_id.to_string(), node: me.clone() };
+                self.command(Command::Send { node: transfer.peer_node, message });
+            }
+        }
+        if let Some(state) = self.sessions.get_mut(&session) {
+            state.call = Some(call_id);
+        }
+    }
+
+    fn take_over_room(
+        &mut self,
+        me: &NodeId,
+        from: &NodeId,
+        session: SessionId,
+        name: &Arc<str>,
+        transfer: TransferRoom,
+    ) {
+        let key: Arc<str> = Arc::from(transfer.key.as_str());
+        let members: Vec<RoomMember> = transfer
+            .members
+            .iter()
+            .filter_map(|member| {
+                if member.name == name.as_ref() {
+                    return Some(RoomMember::Local(session));
+                }
+                if member.node == *me {
+                    return self.names.get(name_key(&member.name).as_ref()).map(|&s| RoomMember::Local(s));
+                }
+                Some(RoomMember::Remote { node: member.node.clone(), name: Arc::from(member.name.as_str()) })
+            })
+            .collect();
+        let room = Room {
+            name: Arc::from(transfer.name.as_str()),
+            members,
+            password: self.room_passwords.get(&key).cloned(),
+            cluster_password: transfer.password.as_deref().map(Arc::from),
+        };
+        let nodes: Vec<NodeId> = room
+            .members
+            .iter()
+            .filter_map(|m| match m {
+                RoomMember::Remote { node, .. } if node != from => Some(node.clone()),
+                _ => None,
+            })
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        self.rooms.insert(key.clone(), room);
+        // The store's entry moves here; no size or password check for a member that is in already.
+        if let Some(cluster) = self.cluster.as_mut() {
+            let ticket = cluster.ticket();
+            let room_name = Arc::from(transfer.name.as_str());
+            let password = transfer.password.as_deref().map(Arc::from);
+            self.command(Command::Join {
+                ticket,
+                room: key.clone(),
+                room_name,
+                member: name.clone(),
+                password,
+                check_password: false,
+                max_size: usize::MAX,
+            });
+        }
+        for node in nodes {
+            let message = Message::MemberMoved { room: key.to_string(), name: name.to_string() };
+            self.command(Command::Send { node, message });
+        }
+    }
+
+    /// The owner of a token refused to hand its session over (or could not be reached).
+    pub(crate) fn resume_refused(&mut self, now: Instant, ticket: u64) {
+        let Some(pending) = self.cluster.as_mut().and_then(|c| c.resumes.remove(&ticket)) else { return };
+        let Some(state) = self.conns.get_mut(&pending.conn).filter(|c| c.logging_in && c.session.is_none()) else {
+            return;
+        };
+        state.logging_in = false;
+        let message = "unknown or expired resume token";
+        self.fail(now, pending.conn, pending.id.as_deref(), ErrorCode::ResumeFailed, message.into());
+    }
+
+    /// Resumes waiting for a node that is gone fail.
+    pub(crate) fn resumes_lost_node(&mut self, now: Instant, node: &NodeId) {
+        let Some(cluster) = self.cluster.as_ref() else { return };
+        let lost: Vec<u64> = cluster.resumes.iter().filter(|(_, p)| p.owner == *node).map(|(t, _)| *t).collect();
+        for ticket in lost {
+            self.resume_refused(now, ticket);
+        }
+    }
+}
+
+fn conn_session(conn: &mut crate::signaling::Conn, session: SessionId) {
+    conn.session = Some(session);
 }

@@ -568,6 +568,13 @@ impl Signaling {
         self.names.get(name_key(name).as_ref()).copied()
     }
 
+    /// A fresh session id.
+    pub(crate) fn new_session_id(&mut self) -> SessionId {
+        let session = self.next_session;
+        self.next_session += 1;
+        session
+    }
+
     pub(crate) fn random_token(&mut self, bytes: usize) -> String {
         let mut buf = [0u8; 32];
         let len = bytes.min(buf.len());
@@ -773,6 +780,10 @@ impl Signaling {
 
     fn resume(&mut self, now: Instant, conn: ConnId, id: Option<&RawValue>, token: &str) {
         let Some(session) = self.resume_tokens.remove(token).filter(|s| self.sessions.contains_key(s)) else {
+            if let Some(owner) = self.token_owner(token) {
+                // Issued by another node of the cluster: that node hands the session over.
+                return self.resume_from(now, conn, id, owner, token);
+            }
             return self.fail(now, conn, id, ErrorCode::ResumeFailed, "unknown or expired resume token".into());
         };
         let new_token = self.new_resume_token();
@@ -797,7 +808,14 @@ impl Signaling {
         }
     }
 
-    fn welcome(&mut self, now: Instant, conn: ConnId, session: SessionId, id: Option<&RawValue>, resumed: bool) {
+    pub(crate) fn welcome(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        session: SessionId,
+        id: Option<&RawValue>,
+        resumed: bool,
+    ) {
         let Some(state) = self.sessions.get(&session) else {
             return;
         };

@@ -488,3 +488,78 @@ async fn nodes_serve_local_users_while_redis_is_down_and_resynchronise_when_it_r
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_session_resumes_through_another_node_with_its_rooms_call_and_queued_messages() {
+    let redis = Redis::start().await;
+    let long_grace = |config: &mut switchboard_server::Config| config.core.resume_grace = Duration::from_secs(5);
+    let a = node_with(&redis, long_grace).await;
+    let b = node_with(&redis, long_grace).await;
+    let mut alice = a.login("alice").await;
+    let mut carol = a.login("carol").await;
+    let mut bob = b.login("bob").await;
+    sees(&mut alice, &["alice", "bob", "carol"]).await;
+    sees(&mut bob, &["alice", "bob", "carol"]).await;
+    alice.join("standup").await.unwrap();
+    bob.join("standup").await.unwrap();
+    carol.join("standup").await.unwrap();
+    let call_id = alice.call("bob").await.unwrap();
+    bob.expect_type("ring").await.unwrap();
+    bob.accept(&call_id).await.unwrap();
+    alice.expect_type("accepted").await.unwrap();
+
+    // Alice's connection to node A drops; the load balancer sends her back through node B.
+    let token = alice.resume_token().unwrap().to_owned();
+    drop(alice);
+    common::let_the_server_notice_the_drop().await;
+    let ack =
+        bob.request(json!({"type": "offer", "to": "alice", "callId": call_id, "sdp": sdp_offer()})).await.unwrap();
+    assert_eq!(ack["type"], "ack", "{ack}");
+    bob.send_json(&json!({"type": "candidate", "to": "alice", "candidate": candidate(1)})).await.unwrap();
+
+    let mut alice = b.connect().await;
+    let welcome = alice.login_resume(&token).await.unwrap();
+    assert!(welcome.resumed);
+    assert_eq!(welcome.name, "alice");
+    assert_ne!(welcome.resume_token, token, "the token rotates");
+    let call = welcome.call.clone().expect("the call came along");
+    assert_eq!((call.call_id.as_ref(), call.peer.as_ref(), call.caller), (call_id.as_str(), "bob", true));
+    assert_eq!(welcome.raw["call"]["state"], "active");
+    let rooms = &welcome.raw["rooms"];
+    assert_eq!(rooms, &json!([{"room": "standup", "members": ["alice", "bob", "carol"]}]), "{welcome:?}");
+    // What was queued on node A arrives, in order.
+    let offer = alice.expect_type("offer").await.unwrap();
+    assert_eq!((offer["from"].as_str(), offer["callId"].as_str()), (Some("bob"), Some(call_id.as_str())));
+    assert_eq!(alice.expect_type("candidate").await.unwrap()["candidate"], candidate(1));
+
+    // She is reachable on her new node by everyone, in the room and in the call.
+    carol.send_json(&json!({"type": "offer", "to": "alice", "room": "standup", "sdp": sdp_offer()})).await.unwrap();
+    assert_eq!(alice.expect_type("offer").await.unwrap()["from"], "carol");
+    alice.send_json(&json!({"type": "answer", "to": "carol", "room": "standup", "sdp": sdp_answer()})).await.unwrap();
+    assert_eq!(carol.expect_type("answer").await.unwrap()["from"], "alice");
+    alice.send_json(&json!({"type": "answer", "to": "bob", "callId": call_id, "sdp": sdp_answer()})).await.unwrap();
+    assert_eq!(bob.expect_type("answer").await.unwrap()["from"], "alice");
+    alice.hangup(&call_id).await.unwrap();
+    let hangup = bob.expect_type("hangup").await.unwrap();
+    assert_eq!(hangup, json!({"type": "hangup", "callId": call_id, "from": "alice", "reason": "hangup"}));
+    alice.leave("standup").await.unwrap();
+    for client in [&mut bob, &mut carol] {
+        let left = client.expect_type("member-left").await.unwrap();
+        assert_eq!(left, json!({"type": "member-left", "room": "standup", "name": "alice", "reason": "left"}));
+    }
+    // Her name is held by node B now.
+    let mut thief = a.connect().await;
+    match thief.login("alice").await {
+        Err(ClientError::Server { code: ErrorCode::NameTaken, .. }) => {}
+        other => panic!("alice's name was free after the move: {other:?}"),
+    }
+    // A token that no node knows fails as on a single node.
+    let mut stranger = a.connect().await;
+    let fake = format!("{}.nope", b.server().node_id().unwrap());
+    match stranger.login_resume(&fake).await {
+        Err(ClientError::Server { code: ErrorCode::ResumeFailed, .. }) => {}
+        other => panic!("an unknown token got {other:?}"),
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
