@@ -768,6 +768,27 @@ mod tests {
     }
 
     #[test]
+    fn cluster_mode_needs_shared_turn_secrets() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["switchboard", "--cluster", "redis://127.0.0.1:6379"];
+            all.extend_from_slice(args);
+            Options::try_parse_from(all).unwrap().into_config()
+        };
+        let error = parse(&[]).unwrap_err().to_string();
+        assert!(error.contains("turn-secrets"), "{error}");
+        let config = parse(&["--turn-secret", "shared", "--cluster-node-timeout", "4s"]).unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!((cluster.url.as_str(), cluster.node_timeout), ("redis://127.0.0.1:6379", Duration::from_secs(4)));
+        assert_eq!(parse(&["--turn", "off"]).unwrap().cluster.unwrap().node_timeout, Duration::from_secs(10));
+        let error = parse(&["--turn", "off", "--cluster-node-timeout", "1ms"]).unwrap_err().to_string();
+        assert!(error.contains("cluster-node-timeout"), "{error}");
+        let error = Options::try_parse_from(["switchboard", "--cluster", "http://x"]).unwrap().into_config();
+        assert!(error.unwrap_err().to_string().contains("cluster"));
+        let file: Options = toml::from_str("cluster = \"redis://10.0.0.5:6379/2\"\nturn = \"off\"").unwrap();
+        assert!(file.into_config().unwrap().cluster.is_some());
+    }
+
+    #[test]
     fn bad_configuration_names_the_key() {
         let error = toml::from_str::<Options>("colour = \"blue\"").unwrap_err().to_string();
         assert!(error.contains("colour"), "{error}");

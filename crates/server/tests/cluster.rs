@@ -563,3 +563,32 @@ async fn a_session_resumes_through_another_node_with_its_rooms_call_and_queued_m
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn turn_credentials_minted_by_one_node_are_valid_on_another() {
+    let redis = Redis::start().await;
+    let with_turn = |config: &mut switchboard_server::Config| {
+        let mut turn = switchboard_server::config::TurnSettings {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        turn.secrets = vec!["the-same-secret-on-every-node".into()];
+        config.turn = Some(turn);
+    };
+    let a = node_with(&redis, with_turn).await;
+    let b = node_with(&redis, with_turn).await;
+    let (_alice, welcome) = a.login_welcome("alice").await;
+    let turn = welcome.ice_servers.iter().find(|s| s.username.is_some()).expect("TURN credentials in welcome");
+    let (username, password) = (turn.username.clone().unwrap(), turn.credential.clone().unwrap());
+    let other = b.turn_addr().unwrap();
+    let allocated = tokio::task::spawn_blocking(move || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut client = switchboard_turn::client::TurnClient::new(socket, other, &username, &password);
+        client.allocate().map(|allocation| allocation.relayed)
+    })
+    .await
+    .unwrap();
+    assert!(allocated.is_ok(), "node B refused node A's credentials: {allocated:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
