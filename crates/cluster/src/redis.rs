@@ -591,3 +591,71 @@ fn strings(reply: &Value) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str) -> NodeId {
+        NodeId(Arc::from(id))
+    }
+
+    #[test]
+    fn a_node_seen_alive_is_down_once_missing_and_one_only_heard_from_after_two_misses() {
+        let me = node("me");
+        let mut liveness = Liveness::default();
+        assert!(liveness.update(&me, vec!["me".into(), "a".into()]).is_empty());
+        liveness.heard_from(&node("b"));
+        assert_eq!(liveness.update(&me, vec!["me".into()]), vec![node("a")]);
+        assert!(liveness.update(&me, vec!["me".into()]).contains(&node("b")));
+        assert!(liveness.update(&me, vec!["me".into()]).is_empty(), "reported once");
+        liveness.heard_from(&node("c"));
+        assert!(liveness.update(&me, vec!["me".into(), "c".into()]).is_empty());
+        assert_eq!(liveness.update(&me, vec!["me".into()]), vec![node("c")]);
+    }
+
+    #[test]
+    fn replies_become_events() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let claim = |replace| Command::Claim { ticket: 3, key: Arc::from("bob"), replace };
+        let won = answer(claim(false), Value::Array(vec![Value::Int(1), bulk("")]));
+        assert_eq!(won, Some(Event::Claimed { ticket: 3, outcome: ClaimOutcome::Won { evicted: None } }));
+        let evicted = answer(claim(true), Value::Array(vec![Value::Int(1), bulk("n2")]));
+        assert_eq!(
+            evicted,
+            Some(Event::Claimed { ticket: 3, outcome: ClaimOutcome::Won { evicted: Some(node("n2")) } })
+        );
+        let taken = answer(claim(false), Value::Array(vec![Value::Int(0), bulk("n2")]));
+        assert_eq!(taken, Some(Event::Claimed { ticket: 3, outcome: ClaimOutcome::Taken }));
+        let join = Command::Join {
+            ticket: 4,
+            room: Arc::from("standup"),
+            room_name: Arc::from("Standup"),
+            member: Arc::from("bob"),
+            password: None,
+            check_password: true,
+            max_size: 16,
+        };
+        let joined = answer(
+            join.clone(),
+            Value::Array(vec![bulk("ok"), bulk("Standup"), bulk(""), bulk("n1|alice"), bulk("n2|bob")]),
+        );
+        let members =
+            vec![Member { node: node("n1"), name: "alice".into() }, Member { node: node("n2"), name: "bob".into() }];
+        let expected = JoinOutcome::Joined { members, password: None, room_name: Arc::from("Standup") };
+        assert_eq!(joined, Some(Event::Joined { ticket: 4, outcome: expected }));
+        assert_eq!(
+            answer(join, Value::Array(vec![bulk("full")])),
+            Some(Event::Joined { ticket: 4, outcome: JoinOutcome::Full })
+        );
+        let send = Command::Send { node: node("gone"), message: Message::Presence { users: Vec::new() } };
+        assert!(matches!(answer(send.clone(), Value::Int(0)), Some(Event::Undelivered { .. })));
+        assert_eq!(answer(send, Value::Int(1)), None);
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(redacted("redis://user:secret@redis.internal:6379/2"), "redis://***@redis.internal:6379/2");
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}

@@ -102,6 +102,14 @@ impl Server {
         self.cluster.as_ref().map(|cluster| cluster.backend.ready())
     }
 
+    /// Cluster mode: a readiness check for `/readyz` (Ok while this node reaches Redis), in the shape of the readiness
+    /// registry's checks; None on a single node.
+    pub fn cluster_check(&self) -> Option<impl Fn() -> Result<(), String> + Send + Sync + 'static> {
+        use switchboard_cluster::Backend;
+        let backend = self.cluster.as_ref()?.backend.clone();
+        Some(move || if backend.ready() { Ok(()) } else { Err("cannot reach the cluster's Redis".to_owned()) })
+    }
+
     /// Cluster mode: this node's id.
     pub fn node_id(&self) -> Option<&str> {
         self.cluster.as_ref().map(|cluster| cluster.node.as_str())

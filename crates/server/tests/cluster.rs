@@ -430,9 +430,12 @@ async fn nodes_serve_local_users_while_redis_is_down_and_resynchronise_when_it_r
     sees(&mut alice, &["alice", "bob", "carol", "dave"]).await;
     sees(&mut bob, &["alice", "bob", "carol", "dave"]).await;
 
+    let check = a.server().cluster_check().expect("a readiness check in cluster mode");
+    assert_eq!(check(), Ok(()));
     redis.kill();
     wait_ready(&a, false).await;
     wait_ready(&b, false).await;
+    assert!(check().is_err(), "not ready while Redis is down");
 
     // Local users keep working.
     alice.offer("carol", sdp_offer()).await.unwrap();
@@ -456,6 +459,7 @@ async fn nodes_serve_local_users_while_redis_is_down_and_resynchronise_when_it_r
     wait_ready(&a, true).await;
     wait_ready(&b, true).await;
 
+    assert_eq!(check(), Ok(()));
     // Presence converges without a restart: dave is gone everywhere, the others are back.
     sees_not(&mut alice, "dave").await;
     sees(&mut alice, &["alice", "bob", "carol"]).await;
