@@ -41,8 +41,9 @@ rm -f "$test_log"
 step "load generator smoke"
 cargo build --locked -p switchboard-server -p switchboard-bench
 log=$(mktemp)
+# No message rate limit: the relay and calls runs send far more than a person would.
 ./target/debug/switchboard --http 127.0.0.1:0 --turn 127.0.0.1:0 --turn-user tool:pass --turn-allow-peer 127.0.0.0/8 \
-  --turn-max-allocations-per-ip 100 >"$log" 2>&1 &
+  --turn-max-allocations-per-ip 100 --rate-per-second 0 >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 100); do
@@ -58,12 +59,20 @@ turn_addr=$(grep -o 'local_addr=127[.0-9]*:[0-9]*' "$log" | head -n1 | cut -d= -
 turn_report=$(./target/debug/switchboard-bench turn --server "$turn_addr" --pairs 4 --rate 2000 --warmup 0.2 --duration 1 --json)
 echo "$turn_report"
 grep -q '"lost":0,' <<<"$turn_report" || { echo "TURN scenario lost packets"; exit 1; }
+# Signaling scenarios, a few seconds each; each exits non-zero on any lost, duplicated or refused message.
+./target/debug/switchboard-bench relay --url "ws://${addr#http://}/ws" --pairs 4 --warmup 0.5 --duration 2 --server-pid "$server" --timeout 30
+./target/debug/switchboard-bench relay --url "ws://${addr#http://}/" --dialect tutorial --pairs 4 --warmup 0.5 --duration 2 --timeout 30
+./target/debug/switchboard-bench storm --url "ws://${addr#http://}/ws" --clients 300 --server-pid "$server" --timeout 30
+./target/debug/switchboard-bench calls --url "ws://${addr#http://}/ws" --pairs 4 --warmup 0.5 --duration 2 --server-pid "$server" --timeout 30
 echo "load generator smoke: ok"
 
-step "fuzzing the STUN decoder (60 s)"
+step "fuzzing (45 s per target: STUN decoder, v1 and tutorial message decoders, WebSocket frames)"
 command -v cargo-fuzz >/dev/null || cargo install --locked --quiet cargo-fuzz
 # cargo-fuzz needs unstable compiler flags; the machine has a stable toolchain only.
-(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run stun_parse -- -max_total_time=60 -print_final_stats=1 2>&1 | tail -n 4)
+for fuzz_target in stun_parse request_v1 request_tutorial ws_frame; do
+  echo "fuzz target $fuzz_target"
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$fuzz_target" -- -max_total_time=45 -print_final_stats=1 2>&1 | tail -n 4)
+done
 
 step "browser tests (headless Chromium in a loopback-only network namespace)"
 browser_log=$(mktemp)

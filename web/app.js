@@ -129,6 +129,7 @@ client.addEventListener('state', (event) => {
 client.addEventListener('resumed', () => hideBanner());
 client.addEventListener('session-lost', (event) => {
   if (event.detail.code === 4001) showBanner('You signed in from another tab or device; this page is disconnected.');
+  if (event.detail.code === 4005) showBanner('An administrator disconnected you. Reload the page to sign in again.');
 });
 
 function showBanner(text) {

@@ -33,8 +33,9 @@ export const State = Object.freeze({
 const REQUEST_TIMEOUT_MS = 10000;
 const PING_INTERVAL_MS = 10000;
 const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000];
-// Close codes after which reconnecting would be wrong (docs/protocol.md: logged out, replaced by another login).
-const FINAL_CLOSE_CODES = new Set([4001, 4004]);
+// Close codes after which reconnecting would be wrong (docs/protocol.md: replaced by another login, logged out,
+// disconnected by an administrator).
+const FINAL_CLOSE_CODES = new Set([4001, 4004, 4005]);
 
 function defaultUrl() {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -67,6 +68,7 @@ export class SwitchboardClient extends EventTarget {
     this._attempt = 0;
     this._pingTimer = null;
     this._reconnectTimer = null;
+    this._goawayTimer = null;
     this._wantOpen = false;
   }
 
@@ -104,12 +106,13 @@ export class SwitchboardClient extends EventTarget {
     if (ws !== this.ws) return;
     clearInterval(this._pingTimer);
     this._pingTimer = null;
+    clearTimeout(this._goawayTimer);
     for (const [, pending] of this._pending) {
       pending.reject(new SwitchboardError('connection-lost', 'the connection to the server was lost'));
     }
     this._pending.clear();
     const final = FINAL_CLOSE_CODES.has(event.code);
-    if (final && event.code === 4001) {
+    if (final && (event.code === 4001 || event.code === 4005)) {
       this.resumeToken = null;
       this._emit('session-lost', { code: event.code, reason: event.reason });
     }
@@ -150,6 +153,7 @@ export class SwitchboardClient extends EventTarget {
   close() {
     this._wantOpen = false;
     clearTimeout(this._reconnectTimer);
+    clearTimeout(this._goawayTimer);
     if (this.ws) this.ws.close(1000);
     this._setState(State.CLOSED);
   }
@@ -197,6 +201,17 @@ export class SwitchboardClient extends EventTarget {
       case 'error':
         this._emit('error', new SwitchboardError(msg.code, msg.message, msg));
         break;
+      case 'goaway': {
+        // The server is shutting down: leave at the moment it suggests (spread so that a crowd does not come back at
+        // once), then reconnect and resume as after any dropped connection.
+        const ws = this.ws;
+        clearTimeout(this._goawayTimer);
+        this._goawayTimer = setTimeout(() => {
+          if (this.ws === ws) ws.close(4000, 'goaway');
+        }, Math.max(0, Number(msg.reconnectAfterMs) || 0));
+        this._emit('goaway', msg);
+        break;
+      }
       default:
         this._emit(msg.type, msg);
     }

@@ -1,15 +1,13 @@
 //! The `capacity` scenario: idle connections and what they cost the server.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::net::{self, Target};
 use crate::{proc_stats, Dialect};
 
 /// Options of `capacity`.
@@ -47,44 +45,9 @@ pub struct Args {
     json: bool,
 }
 
-/// Source address for client `i`: spread over 127.0.0.2-127.0.0.254 so that no source address runs out of
-/// ephemeral ports.
-fn source_address(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % 253) as u8))
-}
-
-fn target(url: &str) -> anyhow::Result<SocketAddr> {
-    let rest = url.strip_prefix("ws://").context("only ws:// URLs")?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let addr: SocketAddr = authority.parse().context("the URL must name an IP address and port")?;
-    anyhow::ensure!(addr.ip().is_loopback(), "load goes to loopback addresses only, not {}", addr.ip());
-    Ok(addr)
-}
-
-/// Raises this process's file limit to its hard limit.
-fn raise_fd_limit() -> u64 {
-    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return 0 };
-    let hard = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .and_then(|line| line.split_whitespace().nth(4))
-        .and_then(|value| value.parse::<u64>().ok())
-        .unwrap_or(0);
-    // No safe std API sets rlimits; `prlimit` (util-linux) does it for us on our own pid.
-    let _ = std::process::Command::new("prlimit")
-        .args([format!("--pid={}", std::process::id()), format!("--nofile={hard}:{hard}")])
-        .status();
-    hard
-}
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let addr = target(&args.url)?;
-    let fd_limit = raise_fd_limit();
-    anyhow::ensure!(
-        fd_limit == 0 || (args.clients as u64) < fd_limit.saturating_sub(64),
-        "{} clients need more file descriptors than the limit of {fd_limit}",
-        args.clients
-    );
+    let addr = Target::parse(&args.url)?.addr;
+    net::ensure_fd_room(args.clients)?;
     let baseline = args.server_pid.map(proc_stats::read).transpose()?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout);
@@ -100,10 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let no_login = args.no_login;
         let prefix = args.prefix.clone();
         tasks.push(tokio::spawn(async move {
-            let socket = TcpSocket::new_v4()?;
-            socket.bind(SocketAddr::new(source_address(i), 0))?;
-            let stream = socket.connect(addr).await?;
-            stream.set_nodelay(true)?;
+            let stream = net::connect(addr, i).await?;
             let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream).await?;
             let login = match dialect {
                 Dialect::V1 => format!(r#"{{"type":"login","name":"{prefix}{i}"}}"#),

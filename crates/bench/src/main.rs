@@ -1,13 +1,26 @@
 //! `switchboard-bench`: a load generator for Switchboard (and for servers speaking the classic tutorial dialect).
 //!
-//! Scenarios are bounded in count and time and target loopback addresses only. This version has `capacity`: N
-//! clients connect, log in and then sit idle while reading whatever the server sends; the tool reports connect time
-//! and the server's resident memory per connection, read from `/proc` for the given server PID.
+//! Scenarios are bounded in count and time and target loopback addresses only: `capacity` (idle connections and the
+//! server's memory per connection), `relay` (message throughput and latency), `storm` (login storm until every
+//! presence view is complete), `calls` (call flows per second) and `turn` (TURN relay). docs/benchmarks.md describes
+//! each. `soak` (see `scripts/soak.sh`) is a test rather than a benchmark: pairs of clients call each other in a loop
+//! for minutes, checking every relayed message and the server's memory.
 #![forbid(unsafe_code)]
 
 mod capacity;
 mod proc_stats;
+mod soak;
 mod turn;
+// Signaling scenarios and what they share.
+mod calls;
+mod net;
+mod payload;
+mod proto;
+mod relay;
+mod seq;
+mod stats;
+mod storm;
+mod ws;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -33,6 +46,15 @@ enum Scenario {
     Capacity(capacity::Args),
     /// TURN relay at a fixed rate between pairs of allocations; report loss, latency and server CPU per packet.
     Turn(turn::Args),
+    /// Caller/callee pairs relay offers, answers and candidates; report messages/s, latency, loss.
+    Relay(relay::Args),
+    /// N clients log in at once; report the time until everyone sees everyone online.
+    Storm(storm::Args),
+    /// Full call flows (call, ring, accept, offer, answer, candidates, hangup); report flows/s and setup latency.
+    Calls(calls::Args),
+    /// Pairs of clients log in, call, relay and log out in a loop; checks no message is lost and the server's memory
+    /// does not grow.
+    Soak(soak::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +63,10 @@ fn main() -> anyhow::Result<()> {
         // The TURN scenario runs on plain threads with batched system calls; the WebSocket ones on Tokio.
         Scenario::Turn(args) => turn::run(args),
         Scenario::Capacity(args) => runtime()?.block_on(capacity::run(args)),
+        Scenario::Relay(args) => runtime()?.block_on(relay::run(args)),
+        Scenario::Storm(args) => runtime()?.block_on(storm::run(args)),
+        Scenario::Calls(args) => runtime()?.block_on(calls::run(args)),
+        Scenario::Soak(args) => runtime()?.block_on(soak::run(args)),
     }
 }
 

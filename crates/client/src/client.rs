@@ -93,6 +93,17 @@ impl Client {
         Self::connect_request(url, headers, Dialect::V1).await
     }
 
+    /// Opens a WebSocket to `url` over `stream`, a TCP connection the caller made (e.g. from a chosen source
+    /// address), failing after [`DEFAULT_TIMEOUT`].
+    pub async fn connect_stream(url: &str, stream: TcpStream) -> Result<Self> {
+        stream.set_nodelay(true)?;
+        let connecting = tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), None);
+        let (ws, _response) = tokio::time::timeout(DEFAULT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| Error::Timeout { after: DEFAULT_TIMEOUT, waiting_for: format!("upgrading to {url}") })??;
+        Ok(Self::from_ws(ws, url, Dialect::V1))
+    }
+
     pub(crate) async fn connect_dialect(url: &str, dialect: Dialect) -> Result<Self> {
         Self::connect_request(url, &[], dialect).await
     }
@@ -110,7 +121,11 @@ impl Client {
         let (ws, _response) = tokio::time::timeout(DEFAULT_TIMEOUT, connecting)
             .await
             .map_err(|_| Error::Timeout { after: DEFAULT_TIMEOUT, waiting_for: format!("connecting to {url}") })??;
-        Ok(Self {
+        Ok(Self::from_ws(ws, url, dialect))
+    }
+
+    fn from_ws(ws: Ws, url: &str, dialect: Dialect) -> Self {
+        Self {
             ws,
             url: url.to_owned(),
             dialect,
@@ -127,7 +142,7 @@ impl Client {
             presence_frames: 0,
             userlist: Vec::new(),
             userlist_frames: 0,
-        })
+        }
     }
 
     /// The URL this client connected to.

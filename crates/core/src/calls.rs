@@ -50,14 +50,16 @@ pub(crate) struct Call {
     pub(crate) callee: Party,
     pub(crate) active: bool,
     pub(crate) ring_deadline: Instant,
+    /// When it was placed.
+    pub(crate) since: Instant,
     /// Caller's side of a call to another node, until the callee's node answers the invitation: the `call` request's
     /// connection and id.
     dialing: Option<(ConnId, Option<Box<RawValue>>)>,
 }
 
 impl Call {
-    pub(crate) fn new(caller: Party, callee: Party, active: bool, ring_deadline: Instant) -> Self {
-        Self { caller, callee, active, ring_deadline, dialing: None }
+    pub(crate) fn new(caller: Party, callee: Party, active: bool, ring_deadline: Instant, since: Instant) -> Self {
+        Self { caller, callee, active, ring_deadline, since, dialing: None }
     }
 
     fn has(&self, session: SessionId) -> bool {
@@ -83,6 +85,29 @@ impl Call {
 }
 
 impl Signaling {
+    /// Adds a call, keeping the admin view's index and the gauge of active calls in step with the map.
+    pub(crate) fn insert_call(&mut self, call_id: Arc<str>, call: Call) {
+        if call.active {
+            self.counters.active_calls += 1;
+        }
+        self.ordered_calls.insert(call_id.clone());
+        if let Some(old) = self.calls.insert(call_id, call) {
+            if old.active {
+                self.counters.active_calls = self.counters.active_calls.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Removes a call, keeping the admin view's index and the gauge of active calls in step with the map.
+    pub(crate) fn remove_call(&mut self, call_id: &str) -> Option<Call> {
+        let call = self.calls.remove(call_id)?;
+        self.ordered_calls.remove(call_id);
+        if call.active {
+            self.counters.active_calls = self.counters.active_calls.saturating_sub(1);
+        }
+        Some(call)
+    }
+
     /// The shown name of a party.
     pub(crate) fn party_name(&self, party: &Party) -> Option<Arc<str>> {
         match party {
@@ -127,8 +152,9 @@ impl Signaling {
         let ring_deadline = now + self.config.ring_timeout;
         // Tutorial pages answer every offer by themselves and cannot answer a ring: accept on their behalf.
         let active = callee_dialect == Dialect::Tutorial;
-        self.calls
-            .insert(call_id.clone(), Call::new(Party::Local(session), Party::Local(callee), active, ring_deadline));
+        let call = Call::new(Party::Local(session), Party::Local(callee), active, ring_deadline, now);
+        self.insert_call(call_id.clone(), call);
+        self.counters.calls_started += 1;
         for party in [session, callee] {
             if let Some(state) = self.sessions.get_mut(&party) {
                 state.call = Some(call_id.clone());
@@ -178,9 +204,11 @@ impl Signaling {
             Party::Remote { node: node.clone(), name: callee_name },
             false,
             ring_deadline,
+            now,
         );
         call.dialing = Some((conn, id.map(RawValue::to_owned)));
-        self.calls.insert(call_id.clone(), call);
+        self.insert_call(call_id.clone(), call);
+        self.counters.calls_started += 1;
         if let Some(state) = self.sessions.get_mut(&session) {
             state.call = Some(call_id.clone());
         }
@@ -217,7 +245,7 @@ impl Signaling {
         let caller_party = Party::Remote { node: from.clone(), name: Arc::from(caller.as_str()) };
         // The caller's node keeps the ring timer; this deadline only matters if this half is handed on (resume).
         let deadline = now + self.config.ring_timeout;
-        self.calls.insert(call_id.clone(), Call::new(caller_party, Party::Local(callee), active, deadline));
+        self.insert_call(call_id.clone(), Call::new(caller_party, Party::Local(callee), active, deadline, now));
         if let Some(state) = self.sessions.get_mut(&callee) {
             state.call = Some(call_id.clone());
         }
@@ -246,15 +274,16 @@ impl Signaling {
                 let ringing = OutEvent::Ringing { id, call_id: call_id.into(), to: callee_name.as_ref().into() };
                 self.deliver(caller, Bytes::from(ringing.to_json()), Origin::Nobody);
                 if reply == InviteReply::Accepted {
-                    if let Some(call) = self.calls.get_mut(call_id) {
+                    if let Some(call) = self.calls.get_mut(call_id).filter(|c| !c.active) {
                         call.active = true;
+                        self.counters.active_calls += 1;
                     }
                     let accepted = OutEvent::Accepted { call_id: call_id.into(), from: callee_name.as_ref().into() };
                     self.deliver(caller, Bytes::from(accepted.to_json()), Origin::Nobody);
                 }
             }
             InviteReply::Busy | InviteReply::Unknown => {
-                self.calls.remove(call_id);
+                self.remove_call(call_id);
                 self.clear_call(now, caller);
                 let Some(conn) = conn else { return };
                 if reply == InviteReply::Busy {
@@ -276,6 +305,7 @@ impl Signaling {
         }
         call.active = true;
         let (caller, name) = (*caller, name.clone());
+        self.counters.active_calls += 1;
         let accepted = OutEvent::Accepted { call_id: call_id.into(), from: name.as_ref().into() };
         self.deliver(caller, Bytes::from(accepted.to_json()), Origin::Nobody);
     }
@@ -303,7 +333,7 @@ impl Signaling {
 
     /// Ends the call `call_id` because its remote party is gone or hung up: the local party is told.
     fn end_call_from_remote(&mut self, now: Instant, call_id: &str, reason: HangupReason) {
-        let Some(call) = self.calls.remove(call_id) else { return };
+        let Some(call) = self.remove_call(call_id) else { return };
         let Some((_, remote_name)) = call.remote() else { return };
         let remote_name = remote_name.clone();
         let Some(local) = call.caller.local().or(call.callee.local()) else { return };
@@ -379,6 +409,8 @@ impl Signaling {
         };
         if let Some(call) = self.calls.get_mut(&key) {
             call.active = true;
+            self.counters.active_calls += 1;
+            self.counters.call_setup.observe(now.saturating_duration_since(call.since));
         }
         self.ack(conn, id);
         match caller {
@@ -441,7 +473,7 @@ impl Signaling {
         let Some(callee_name) = self.party_name(&call.callee) else {
             return;
         };
-        let Some(call) = self.calls.remove(call_id) else { return };
+        let Some(call) = self.remove_call(call_id) else { return };
         let hangup = Bytes::from(
             OutEvent::Hangup {
                 call_id: call_id.as_ref().into(),
@@ -466,7 +498,7 @@ impl Signaling {
 
     /// Ends a call because of `by`: the other party gets `hangup` with `reason`.
     pub(crate) fn end_call(&mut self, now: Instant, call_id: &str, by: SessionId, reason: HangupReason) {
-        let Some(call) = self.calls.remove(call_id) else {
+        let Some(call) = self.remove_call(call_id) else {
             return;
         };
         let peer = call.other(by).clone();

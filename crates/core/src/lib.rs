@@ -14,13 +14,17 @@
 //! - [`auth`]: signed login tokens (JWT, HS256) and room password digests.
 //! - [`cluster`]: cluster mode, the commands and events between the core and a shared store; `remote.rs` holds what
 //!   the core does with them.
+//! - [`metrics`]: counters the IO layer exports ([`Counters`]).
+//! - [`admin`]: paged read-only views of users, rooms and calls; disconnecting a user; `goaway` before shutdown.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 mod calls;
 pub mod cluster;
 pub mod config;
+pub mod metrics;
 pub mod presence;
 pub mod rate;
 mod remote;
@@ -28,6 +32,8 @@ mod rooms;
 pub mod signaling;
 mod timers;
 
+pub use admin::{CallInfo, Page, RoomInfo, UserCall, UserInfo};
 pub use auth::{Claims, TokenError, TokenKeys};
 pub use config::{Auth, Config, NamePolicy, TurnAuth};
+pub use metrics::{Counters, LoginOutcome, MessageKind};
 pub use signaling::{ConnId, Input, Output, Signaling, Stats};

@@ -170,6 +170,7 @@ impl Signaling {
                 self.open_session(now, login.conn, id, login.name, login.key, login.dialect, login.allowed_rooms);
             }
             ClaimOutcome::Taken if waiting => {
+                self.counters.login(crate::metrics::LoginOutcome::NameTaken);
                 let message = format!("{:?} is taken", login.name);
                 self.fail(now, login.conn, id, ErrorCode::NameTaken, message.into());
             }
@@ -429,6 +430,7 @@ impl Signaling {
         let message = format!("{target} is on another node and {why}");
         let error =
             OutEvent::Error { id, code: ErrorCode::Undeliverable, message: message.into(), to: Some(target.into()) };
+        self.counters.error(ErrorCode::Undeliverable);
         self.send(conn, error.to_json());
     }
 
@@ -499,6 +501,7 @@ impl Signaling {
         };
         if self.names.get(&state.key) == Some(&session) {
             self.names.remove(&state.key);
+            self.ordered_names.remove(&state.key);
         }
         if let Some(conn) = state.conn {
             if let Some(conn_state) = self.conns.get_mut(&conn) {
@@ -542,6 +545,7 @@ impl Signaling {
             });
             if !room.members.iter().any(|m| matches!(m, RoomMember::Local(_))) {
                 self.rooms.remove(key);
+                self.ordered_rooms.remove(key);
             }
             self.command(Command::Leave { room: key.clone(), member: state.name.clone() });
         }
@@ -584,7 +588,7 @@ impl Signaling {
             Party::Remote { node, name } => {
                 // Both parties are elsewhere now: this node has no half any more.
                 let active = call.active;
-                self.calls.remove(call_id);
+                self.remove_call(call_id);
                 return Some(TransferCall {
                     id: call_id.to_string(),
                     peer: name.to_string(),
@@ -640,9 +644,11 @@ impl Signaling {
                 rooms,
                 status: transfer.status,
                 allowed_rooms,
+                since: now,
             },
         );
         self.names.insert(key.clone(), session);
+        self.ordered_names.insert(key.clone());
         if let Some(conn) = waiting.and_then(|conn| self.conns.get_mut(&conn)) {
             conn_session(conn, session);
         }
@@ -663,6 +669,7 @@ impl Signaling {
         }
         match (waiting, pending) {
             (Some(conn), Some(pending)) => {
+                self.counters.login(crate::metrics::LoginOutcome::Resumed);
                 self.welcome(now, conn, session, pending.id.as_deref(), true);
                 for frame in transfer.pending {
                     self.send_bytes(conn, Bytes::from(frame));
@@ -700,7 +707,7 @@ impl Signaling {
             let (caller, callee) =
                 if transfer.caller { (Party::Local(session), peer) } else { (peer, Party::Local(session)) };
             let deadline = now + self.config.ring_timeout;
-            self.calls.insert(call_id.clone(), Call::new(caller, callee, transfer.active, deadline));
+            self.insert_call(call_id.clone(), Call::new(caller, callee, transfer.active, deadline, now));
             if !transfer.active && transfer.caller {
                 // The caller's node keeps the ring timer; the ring starts over from here.
                 self.timers.at(deadline, crate::timers::Timer::Ring(call_id.clone()));
@@ -754,6 +761,7 @@ impl Signaling {
             .into_iter()
             .collect();
         self.rooms.insert(key.clone(), room);
+        self.ordered_rooms.insert(key.clone());
         // The store's entry moves here; no size or password check for a member that is in already.
         if let Some(cluster) = self.cluster.as_mut() {
             let ticket = cluster.ticket();
@@ -782,6 +790,7 @@ impl Signaling {
             return;
         };
         state.logging_in = false;
+        self.counters.login(crate::metrics::LoginOutcome::ResumeFailed);
         let message = "unknown or expired resume token";
         self.fail(now, pending.conn, pending.id.as_deref(), ErrorCode::ResumeFailed, message.into());
     }

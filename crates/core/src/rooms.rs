@@ -99,6 +99,14 @@ enum Door {
 }
 
 impl Signaling {
+    /// A member's name: a session's, or the one another node gave.
+    pub(crate) fn member_name(&self, member: &RoomMember) -> Option<Arc<str>> {
+        match member {
+            RoomMember::Local(session) => self.sessions.get(session).map(|s| s.name.clone()),
+            RoomMember::Remote { name, .. } => Some(name.clone()),
+        }
+    }
+
     pub(crate) fn join(
         &mut self,
         now: Instant,
@@ -173,6 +181,7 @@ impl Signaling {
                 let room =
                     Room { name: Arc::from(name.as_str()), members: Vec::new(), password, cluster_password: None };
                 self.rooms.insert(key.clone(), room);
+                self.ordered_rooms.insert(key.clone());
             }
             let Some(room) = self.rooms.get_mut(&key) else {
                 return;
@@ -312,6 +321,7 @@ impl Signaling {
                 })
                 .collect();
             self.rooms.insert(join.key.clone(), room);
+            self.ordered_rooms.insert(join.key.clone());
             if let Some(state) = self.sessions.get_mut(&join.session) {
                 state.rooms.push(join.key.clone());
             }
@@ -357,6 +367,7 @@ impl Signaling {
         let nodes = room.nodes();
         if others.is_empty() {
             self.rooms.remove(key);
+            self.ordered_rooms.remove(key);
         }
         if self.cluster.is_some() {
             self.command(Command::Leave { room: key.clone(), member: name.clone() });

@@ -1,7 +1,7 @@
 //! The signaling state machine: connections, sessions, login and resume, relay and delivery.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +22,7 @@ use crate::auth::{PasswordDigest, PasswordKey, TokenError, MAX_TOKEN_BYTES};
 
 use crate::calls::Call;
 use crate::cluster::NodeId;
+use crate::metrics::{Counters, LoginOutcome, MessageKind};
 use crate::presence::{PresenceBatch, Snapshot};
 use crate::rate::TokenBucket;
 use crate::remote::ClusterState;
@@ -104,6 +105,13 @@ pub(crate) struct Conn {
     pub(crate) logging_in: bool,
 }
 
+impl Conn {
+    /// The dialect, once the first frame fixed it.
+    pub(crate) fn dialect(&self) -> Option<Dialect> {
+        self.dialect
+    }
+}
+
 /// A message waiting for a dropped session to resume.
 #[derive(Debug)]
 pub(crate) struct Pending {
@@ -135,6 +143,8 @@ pub(crate) struct Session {
     pub(crate) status: UserStatus,
     /// The room keys of the login token's `rooms` claim; `None`: any room.
     pub(crate) allowed_rooms: Option<Vec<Arc<str>>>,
+    /// When the session was created (login), for the admin view.
+    pub(crate) since: Instant,
 }
 
 /// Who a login may be, once its token (if the server wants one) is checked.
@@ -158,7 +168,7 @@ pub(crate) enum Origin<'a> {
 #[derive(Debug)]
 pub struct Signaling {
     pub(crate) config: Config,
-    rng: StdRng,
+    pub(crate) rng: StdRng,
     pub(crate) conns: HashMap<ConnId, Conn>,
     pub(crate) sessions: HashMap<SessionId, Session>,
     next_session: SessionId,
@@ -167,11 +177,17 @@ pub struct Signaling {
     pub(crate) resume_tokens: HashMap<String, SessionId>,
     pub(crate) calls: HashMap<Arc<str>, Call>,
     pub(crate) rooms: HashMap<Arc<str>, Room>,
+    /// The keys of `names`, `rooms` and `calls` in order, so that the admin view pages through them without walking
+    /// (or sorting) whole maps under the server's lock.
+    pub(crate) ordered_names: BTreeSet<Arc<str>>,
+    pub(crate) ordered_rooms: BTreeSet<Arc<str>>,
+    pub(crate) ordered_calls: BTreeSet<Arc<str>>,
+    pub(crate) counters: Counters,
     pub(crate) presence: PresenceBatch,
     pub(crate) snapshot: Snapshot,
     flush_scheduled: bool,
     pub(crate) timers: Timers,
-    out: VecDeque<Output>,
+    pub(crate) out: VecDeque<Output>,
     /// An instant and the Unix time (seconds) at that instant, to mint TURN credentials and check token expiry
     /// without reading a clock.
     wall_clock: (Option<Instant>, u64),
@@ -207,6 +223,10 @@ impl Signaling {
             resume_tokens: HashMap::new(),
             calls: HashMap::new(),
             rooms: HashMap::new(),
+            ordered_names: BTreeSet::new(),
+            ordered_rooms: BTreeSet::new(),
+            ordered_calls: BTreeSet::new(),
+            counters: Counters::default(),
             presence: PresenceBatch::default(),
             snapshot: Snapshot::default(),
             flush_scheduled: false,
@@ -269,6 +289,11 @@ impl Signaling {
         }
     }
 
+    /// Counters since start (messages, errors, logins, call setup times...), for metrics.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
@@ -302,6 +327,7 @@ impl Signaling {
             Input::Text(conn, text) => self.handle_text(now, conn, text),
             Input::Binary(conn) => {
                 if self.admit(now, conn) {
+                    self.counters.received(MessageKind::Binary);
                     self.fail(
                         now,
                         conn,
@@ -313,6 +339,7 @@ impl Signaling {
             }
             Input::TooLarge(conn, len) => {
                 if self.admit(now, conn) {
+                    self.counters.received(MessageKind::TooLarge);
                     self.too_large(now, conn, len);
                 }
             }
@@ -367,6 +394,7 @@ impl Signaling {
         };
         let within_rate = state.rate.as_mut().is_none_or(|rate| rate.take(now));
         if !within_rate {
+            self.counters.received(MessageKind::RateLimited);
             self.fail(now, conn, None, ErrorCode::RateLimited, "too many messages; slow down".into());
         }
         within_rate
@@ -377,6 +405,7 @@ impl Signaling {
             return;
         }
         if text.len() > self.config.max_message_bytes {
+            self.counters.received(MessageKind::TooLarge);
             return self.too_large(now, conn, text.len());
         }
         let envelope = Envelope::parse(text);
@@ -384,12 +413,19 @@ impl Signaling {
         let dialect = self.dialect_of(conn, tutorial_login);
         let envelope = match envelope {
             Ok(envelope) => envelope,
-            Err(error) => return self.reject(now, conn, error),
+            Err(error) => {
+                self.counters.received(MessageKind::Invalid);
+                return self.reject(now, conn, error);
+            }
         };
         let parsed = match envelope.into_request(dialect) {
             Ok(parsed) => parsed,
-            Err(error) => return self.reject(now, conn, error),
+            Err(error) => {
+                self.counters.received(MessageKind::Invalid);
+                return self.reject(now, conn, error);
+            }
         };
+        self.counters.received(message_kind(&parsed.request));
         let id = parsed.id;
         let session = self.conns.get(&conn).and_then(|c| c.session);
         if matches!(parsed.request, Request::Login { .. } | Request::TutorialLogin { .. })
@@ -479,6 +515,7 @@ impl Signaling {
         };
         // Only the client's own mistakes count against it, not errors caused by other users' state.
         let out_of_strikes = code.is_misbehaviour() && !state.strikes.take(now);
+        self.counters.error(code);
         self.send(conn, OutEvent::Error { id, code, message, to: None }.to_json());
         if out_of_strikes {
             self.handle_disconnect(now, conn);
@@ -533,6 +570,7 @@ impl Signaling {
             target.pending.push_back(Pending { frame, origin });
             return true;
         }
+        self.counters.resume_queue_drops += 1;
         let name = target.name.clone();
         self.report_undeliverable(origin, &name);
         false
@@ -561,6 +599,7 @@ impl Signaling {
         let message = format!("{target} disconnected and did not come back in time");
         let error =
             OutEvent::Error { id, code: ErrorCode::Undeliverable, message: message.into(), to: Some(target.into()) };
+        self.counters.error(ErrorCode::Undeliverable);
         self.send(conn, error.to_json());
     }
 
@@ -601,6 +640,7 @@ impl Signaling {
     ) {
         if protocol.is_some_and(|p| p != PROTOCOL_VERSION) {
             let message = format!("this server speaks protocol {PROTOCOL_VERSION}");
+            self.counters.login(LoginOutcome::UnsupportedProtocol);
             return self.fail(now, conn, id, ErrorCode::UnsupportedProtocol, message.into());
         }
         // The resume token was handed out after the login was authenticated, and is as good as that login: a session
@@ -652,20 +692,23 @@ impl Signaling {
             Some(Ok(claims)) => claims,
             None => {
                 let message = "this server admits logins with a token only";
+                self.counters.login(LoginOutcome::AuthRequired);
                 self.fail(now, conn, id, ErrorCode::AuthRequired, message.into());
                 return None;
             }
             Some(Err(error)) => {
-                let code = match error {
-                    TokenError::Invalid => ErrorCode::InvalidToken,
-                    TokenError::Expired => ErrorCode::TokenExpired,
+                let (code, outcome) = match error {
+                    TokenError::Invalid => (ErrorCode::InvalidToken, LoginOutcome::InvalidToken),
+                    TokenError::Expired => (ErrorCode::TokenExpired, LoginOutcome::TokenExpired),
                 };
+                self.counters.login(outcome);
                 self.fail(now, conn, id, code, error.to_string().into());
                 return None;
             }
         };
         if requested.is_some_and(|name| name_key(&name) != name_key(&claims.sub)) {
             let message = "the token was issued for another name";
+            self.counters.login(LoginOutcome::TokenNameMismatch);
             self.fail(now, conn, id, ErrorCode::TokenNameMismatch, message.into());
             return None;
         }
@@ -692,16 +735,21 @@ impl Signaling {
     ) {
         let name = match normalize_name(raw) {
             Ok(name) => name,
-            Err(error) => return self.fail(now, conn, id, ErrorCode::InvalidName, error.to_string().into()),
+            Err(error) => {
+                self.counters.login(LoginOutcome::InvalidName);
+                return self.fail(now, conn, id, ErrorCode::InvalidName, error.to_string().into());
+            }
         };
         let key: Arc<str> = Arc::from(name_key(&name).as_ref());
         if self.cluster.as_ref().is_some_and(|c| c.claiming.contains(&key)) {
+            self.counters.login(LoginOutcome::NameTaken);
             return self.fail(now, conn, id, ErrorCode::NameTaken, format!("{name:?} is taken").into());
         }
         if let Some(&holder) = self.names.get(&key) {
             match self.config.name_policy {
                 crate::NamePolicy::Reject => {
                     let message = format!("{name:?} is taken");
+                    self.counters.login(LoginOutcome::NameTaken);
                     return self.fail(now, conn, id, ErrorCode::NameTaken, message.into());
                 }
                 crate::NamePolicy::Replace => {
@@ -739,6 +787,8 @@ impl Signaling {
             self.resume_tokens.insert(token.clone(), session);
         }
         self.names.insert(key.clone(), session);
+        self.ordered_names.insert(key.clone());
+        self.counters.login(LoginOutcome::Ok);
         self.sessions.insert(
             session,
             Session {
@@ -754,6 +804,7 @@ impl Signaling {
                 rooms: Vec::new(),
                 status: UserStatus::Idle,
                 allowed_rooms,
+                since: now,
             },
         );
         if let Some(state) = self.conns.get_mut(&conn) {
@@ -784,10 +835,12 @@ impl Signaling {
                 // Issued by another node of the cluster: that node hands the session over.
                 return self.resume_from(now, conn, id, owner, token);
             }
+            self.counters.login(LoginOutcome::ResumeFailed);
             return self.fail(now, conn, id, ErrorCode::ResumeFailed, "unknown or expired resume token".into());
         };
         let new_token = self.new_resume_token();
         self.resume_tokens.insert(new_token.clone(), session);
+        self.counters.login(LoginOutcome::Resumed);
         let Some(state) = self.sessions.get_mut(&session) else {
             return;
         };
@@ -896,6 +949,7 @@ impl Signaling {
         };
         if self.names.get(&state.key) == Some(&session) {
             self.names.remove(&state.key);
+            self.ordered_names.remove(&state.key);
         }
         if let Some(token) = &state.resume_token {
             self.resume_tokens.remove(token);
@@ -905,6 +959,7 @@ impl Signaling {
                 conn_state.session = None;
             }
         }
+        self.counters.resume_queue_drops += state.pending.len() as u64;
         for message in state.pending {
             let origin = match &message.origin {
                 PendingOrigin::Nobody => Origin::Nobody,
@@ -1097,5 +1152,27 @@ pub(crate) fn relay_frame(
         }
         // The tutorial has no end-of-candidates; its pages do fine without.
         (Dialect::Tutorial, None) => None,
+    }
+}
+
+/// The counter a request goes to.
+fn message_kind(request: &Request<'_>) -> MessageKind {
+    match request {
+        Request::Login { .. } => MessageKind::Login,
+        Request::Logout => MessageKind::Logout,
+        Request::Users => MessageKind::Users,
+        Request::Ping => MessageKind::Ping,
+        Request::Relay { kind: RelayKind::Offer, .. } => MessageKind::Offer,
+        Request::Relay { kind: RelayKind::Answer, .. } => MessageKind::Answer,
+        Request::Relay { kind: RelayKind::Candidate, .. } => MessageKind::Candidate,
+        Request::Relay { kind: RelayKind::EndOfCandidates, .. } => MessageKind::EndOfCandidates,
+        Request::Call { .. } => MessageKind::Call,
+        Request::Accept { .. } => MessageKind::Accept,
+        Request::Reject { .. } => MessageKind::Reject,
+        Request::Cancel { .. } => MessageKind::Cancel,
+        Request::Hangup { .. } => MessageKind::Hangup,
+        Request::Join { .. } => MessageKind::Join,
+        Request::Leave { .. } => MessageKind::Leave,
+        Request::TutorialLogin { .. } => MessageKind::TutorialLogin,
     }
 }

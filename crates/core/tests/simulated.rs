@@ -2061,6 +2061,13 @@ fn run_actions(actions: &[Action]) {
         let stats = sim.core.stats();
         assert!(stats.connections <= conns.len(), "{stats:?}");
         assert!(stats.calls * 2 <= stats.sessions, "{stats:?}");
+        // The ordered indexes behind the admin views stay in step with the maps, and so does the active-call gauge.
+        assert_eq!(sim.core.users(None, usize::MAX).items.len(), stats.sessions, "{stats:?}");
+        assert_eq!(sim.core.rooms_page(None, usize::MAX).items.len(), stats.rooms, "{stats:?}");
+        let calls = sim.core.calls_page(None, usize::MAX).items;
+        assert_eq!(calls.len(), stats.calls, "{stats:?}");
+        let active = calls.iter().filter(|c| c.state == switchboard_proto::event::CallState::Active).count();
+        assert_eq!(sim.core.counters().active_calls, active as u64);
     }
     // Every deadline eventually fires; then nothing is left pending but sessions of open connections.
     sim.advance(Duration::from_secs(120));

@@ -69,6 +69,39 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (`code as usize` indexes this), for per-code counters.
+    pub const ALL: [ErrorCode; 29] = [
+        Self::BadJson,
+        Self::BinaryFrame,
+        Self::UnknownType,
+        Self::BadRequest,
+        Self::NotLoggedIn,
+        Self::AlreadyLoggedIn,
+        Self::UnsupportedProtocol,
+        Self::InvalidName,
+        Self::NameTaken,
+        Self::ResumeFailed,
+        Self::UnknownPeer,
+        Self::Undeliverable,
+        Self::TooLarge,
+        Self::RateLimited,
+        Self::Busy,
+        Self::AlreadyInCall,
+        Self::UnknownCall,
+        Self::InvalidRoom,
+        Self::RoomFull,
+        Self::NotInRoom,
+        Self::TooManyRooms,
+        Self::NotSupported,
+        Self::AuthRequired,
+        Self::InvalidToken,
+        Self::TokenExpired,
+        Self::TokenNameMismatch,
+        Self::RoomPasswordRequired,
+        Self::WrongRoomPassword,
+        Self::RoomForbidden,
+    ];
+
     /// Whether the error is the client's own fault (a malformed, oversized or ill-timed request), as opposed to one
     /// caused by the state of other users (an offline peer, a busy callee, a full room). Only the former count
     /// towards closing a misbehaving connection. Bad tokens and wrong room passwords count too, so that guessing on
@@ -158,4 +191,18 @@ pub mod close_code {
     pub const HEARTBEAT_TIMEOUT: u16 = 4003;
     /// The client logged out.
     pub const LOGGED_OUT: u16 = 4004;
+    /// An administrator disconnected the user (admin API); the session ended, so a resume fails.
+    pub const DISCONNECTED_BY_ADMIN: u16 = 4005;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn all_lists_every_code_at_its_own_index() {
+        for (index, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, index, "{code}");
+        }
+    }
 }

@@ -121,6 +121,14 @@ pub enum HangupReason {
     Disconnected,
 }
 
+/// Why the server asks clients to go away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GoawayReason {
+    /// The server is shutting down (or restarting).
+    Shutdown,
+}
+
 /// Why a member left a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -253,6 +261,10 @@ pub enum Event<'a, P = &'a RawValue> {
     /// Fresh ICE servers (new TURN credentials) before the previous ones expire; replaces `iceServers` of `welcome`.
     #[serde(rename_all = "camelCase")]
     IceServers { ice_servers: Vec<IceServer> },
+    /// The server is going away: reconnect (and resume) after about `reconnectAfterMs`. The connection stays open
+    /// until the client closes it or the server's drain timeout ends it with 1001.
+    #[serde(rename_all = "camelCase")]
+    Goaway { reason: GoawayReason, reconnect_after_ms: u64 },
     /// A request failed.
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,6 +317,11 @@ mod tests {
         assert_eq!(std::str::from_utf8(&json).unwrap(), r#"{"type":"joined","room":"r","members":["a","b"]}"#);
         let back: Event<'static, Value> = serde_json::from_slice(&json).unwrap();
         assert!(matches!(back, Event::Joined { room, .. } if room.members.len() == 2));
+        let goaway: Event<'_> = Event::Goaway { reason: GoawayReason::Shutdown, reconnect_after_ms: 1500 };
+        assert_eq!(
+            std::str::from_utf8(&goaway.to_json()).unwrap(),
+            r#"{"type":"goaway","reason":"shutdown","reconnectAfterMs":1500}"#
+        );
         let error: Event<'_> = Event::Error { id: None, code: ErrorCode::NameTaken, message: "taken".into(), to: None };
         assert_eq!(
             std::str::from_utf8(&error.to_json()).unwrap(),

@@ -37,12 +37,30 @@ pub struct Config {
     /// With the built-in TURN off: an external TURN server (coturn with `use-auth-secret`) sharing the secret, for
     /// which Switchboard only mints credentials.
     pub external_turn: Option<ExternalTurn>,
-    /// TLS certificate chain and private key (PEM), for `turns:`.
+    /// TLS certificate chain and private key (PEM), for HTTPS/WSS on `http` and for `turns:`; reloaded when the
+    /// files change.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Without `tls`: serve HTTPS/WSS with a certificate made at start (trials on a LAN).
+    pub self_signed: bool,
+    /// Names (DNS names or IP addresses) of the self-signed certificate. Empty: localhost, the loopback addresses and
+    /// the `http` address.
+    pub tls_names: Vec<String>,
+    /// How often the certificate files are checked for changes.
+    pub tls_reload_interval: Duration,
+    /// A plain HTTP listener that redirects everything to the HTTPS listener (308).
+    pub redirect_http: Option<SocketAddr>,
+    /// Accept-time limits per client address, and the handshake timeout.
+    pub limits: crate::limits::ConnectionLimits,
     /// Log format.
     pub log_format: LogFormat,
     /// `Origin`s allowed to open WebSockets, canonical (`scheme://host[:port]`); empty allows any.
     pub allowed_origins: Vec<String>,
+    /// Where `/metrics` (and the admin API) are served.
+    pub metrics: MetricsListen,
+    /// Bearer token of the admin API; None turns the API off.
+    pub admin_token: Option<Secret>,
+    /// How long a shutdown waits, after `goaway`, for clients to leave before closing the rest with 1001.
+    pub shutdown_timeout: Duration,
     /// Cluster mode (several nodes sharing state through Redis); None: a single node.
     pub cluster: Option<ClusterSettings>,
 }
@@ -68,10 +86,40 @@ impl Default for Config {
             turn: Some(TurnSettings::default()),
             external_turn: None,
             tls: None,
+            self_signed: false,
+            tls_names: Vec::new(),
+            tls_reload_interval: Duration::from_secs(5),
+            redirect_http: None,
+            limits: crate::limits::ConnectionLimits::default(),
             log_format: LogFormat::Text,
             allowed_origins: Vec::new(),
             cluster: None,
+            metrics: MetricsListen::Http,
+            admin_token: None,
+            shutdown_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// Where `/metrics` and the admin API are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// On the main HTTP listener, beside the web page and `/ws`.
+    Http,
+    /// A separate listener (an internal address) serving `/metrics`, `/healthz`, `/readyz` and the admin API; the
+    /// main listener then serves neither `/metrics` nor the admin API.
+    Listen(SocketAddr),
+    /// No `/metrics`; the admin API, if enabled, stays on the main listener.
+    Off,
+}
+
+/// A secret from the configuration. Its `Debug` form is redacted, so that printing a [`Config`] never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
     }
 }
 
@@ -230,7 +278,7 @@ pub struct Options {
     pub auth: Option<crate::auth::AuthMode>,
 
     /// Login token signing secret, at least 32 bytes (repeatable: the first signs, all verify).
-    #[arg(long = "auth-secret", env = "SWITCHBOARD_AUTH_SECRET", value_name = "SECRET")]
+    #[arg(long = "auth-secret", env = "SWITCHBOARD_AUTH_SECRET", value_name = "SECRET", hide_env_values = true)]
     #[serde(default, rename = "auth-secrets", alias = "auth-secret")]
     pub auth_secrets: Vec<String>,
 
@@ -240,7 +288,12 @@ pub struct Options {
     pub allowed_origins: Vec<String>,
 
     /// A room that needs a password, NAME=PASSWORD (repeatable; in the file also `[rooms.NAME] password = "..."`).
-    #[arg(long = "room-password", env = "SWITCHBOARD_ROOM_PASSWORD", value_name = "NAME=PASSWORD")]
+    #[arg(
+        long = "room-password",
+        env = "SWITCHBOARD_ROOM_PASSWORD",
+        value_name = "NAME=PASSWORD",
+        hide_env_values = true
+    )]
     #[serde(default, rename = "room-passwords")]
     pub room_passwords: Vec<String>,
 
@@ -312,12 +365,12 @@ pub struct Options {
     pub turn: Option<String>,
 
     /// TURN REST shared secret (repeatable; the first mints, all verify) [default: random per process].
-    #[arg(long = "turn-secret", env = "SWITCHBOARD_TURN_SECRET", value_name = "SECRET")]
+    #[arg(long = "turn-secret", env = "SWITCHBOARD_TURN_SECRET", value_name = "SECRET", hide_env_values = true)]
     #[serde(default, rename = "turn-secrets")]
     pub turn_secrets: Vec<String>,
 
     /// Static TURN user, NAME:PASSWORD (repeatable).
-    #[arg(long = "turn-user", env = "SWITCHBOARD_TURN_USER", value_name = "NAME:PASSWORD")]
+    #[arg(long = "turn-user", env = "SWITCHBOARD_TURN_USER", value_name = "NAME:PASSWORD", hide_env_values = true)]
     #[serde(default, rename = "turn-users")]
     pub turn_users: Vec<String>,
 
@@ -347,13 +400,49 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_TURN_HOST", value_name = "HOST")]
     pub turn_host: Option<String>,
 
-    /// TLS certificate chain (PEM); with --tls-key, turns TLS on for `turns:`.
+    /// TLS certificate chain (PEM); with --tls-key, --http serves HTTPS/WSS and TURN serves `turns:`. Reloaded when
+    /// the files change and on SIGHUP.
     #[arg(long, env = "SWITCHBOARD_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// TLS private key (PEM).
     #[arg(long, env = "SWITCHBOARD_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Serve HTTPS/WSS with a self-signed certificate made at start, for trials (browsers warn) [default: false].
+    #[arg(long, env = "SWITCHBOARD_SELF_SIGNED", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub self_signed: Option<bool>,
+
+    /// Name (DNS name or IP address) the self-signed certificate is for (repeatable) [default: localhost, 127.0.0.1,
+    /// ::1 and the --http address].
+    #[arg(long = "tls-name", env = "SWITCHBOARD_TLS_NAMES", value_delimiter = ',', value_name = "NAME")]
+    #[serde(default, rename = "tls-names")]
+    pub tls_names: Vec<String>,
+
+    /// How often the certificate files are checked for changes [default: 5s].
+    #[arg(long, env = "SWITCHBOARD_TLS_RELOAD_INTERVAL", value_name = "DURATION")]
+    pub tls_reload_interval: Option<HumanDuration>,
+
+    /// Plain HTTP listen address that redirects every request to the HTTPS listener (308).
+    #[arg(long, env = "SWITCHBOARD_REDIRECT_HTTP", value_name = "ADDR:PORT")]
+    pub redirect_http: Option<SocketAddr>,
+
+    /// Most connections open at once from one client address (IPv4 address or IPv6 /64), 0 for no limit
+    /// [default: 256].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Sustained connection attempts per second from one client address, 0 for no limit [default: 10].
+    #[arg(long, env = "SWITCHBOARD_CONNECT_RATE_PER_IP", value_name = "N")]
+    pub connect_rate_per_ip: Option<u32>,
+
+    /// Burst of connection attempts from one client address [default: 50].
+    #[arg(long, env = "SWITCHBOARD_CONNECT_BURST_PER_IP", value_name = "N")]
+    pub connect_burst_per_ip: Option<u32>,
+
+    /// Time a client has for the TLS handshake and for each HTTP request head (the WebSocket upgrade) [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub handshake_timeout: Option<HumanDuration>,
 
     /// `turns:` (TURN over TLS) listen address, or `off` [default: port 5349 on the TURN host when TLS is on].
     #[arg(long, env = "SWITCHBOARD_TURN_TLS", value_name = "ADDR:PORT|off")]
@@ -400,6 +489,21 @@ pub struct Options {
     /// Log format [default: text]; the level comes from RUST_LOG (default info).
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// Where /metrics is served: `http` (the main listener), `off`, or ADDR:PORT, a separate listener for /metrics
+    /// and the admin API (it answers /healthz and /readyz too) [default: http].
+    #[arg(long, env = "SWITCHBOARD_METRICS", value_name = "http|off|ADDR:PORT")]
+    pub metrics: Option<String>,
+
+    /// Turns the admin API on, for requests with `Authorization: Bearer TOKEN` (16 to 256 visible ASCII
+    /// characters) [default: off].
+    #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// On SIGTERM/SIGINT: how long clients get, after `goaway`, to leave before the rest are closed with 1001
+    /// [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<HumanDuration>,
 }
 
 impl Options {
@@ -449,6 +553,14 @@ impl Options {
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             turn_tls: self.turn_tls.or(file.turn_tls),
+            self_signed: self.self_signed.or(file.self_signed),
+            tls_names: if self.tls_names.is_empty() { file.tls_names } else { self.tls_names },
+            tls_reload_interval: self.tls_reload_interval.or(file.tls_reload_interval),
+            redirect_http: self.redirect_http.or(file.redirect_http),
+            max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
+            connect_rate_per_ip: self.connect_rate_per_ip.or(file.connect_rate_per_ip),
+            connect_burst_per_ip: self.connect_burst_per_ip.or(file.connect_burst_per_ip),
+            handshake_timeout: self.handshake_timeout.or(file.handshake_timeout),
             turn_max_allocations_per_user: self.turn_max_allocations_per_user.or(file.turn_max_allocations_per_user),
             turn_max_allocations: self.turn_max_allocations.or(file.turn_max_allocations),
             turn_workers: self.turn_workers.or(file.turn_workers),
@@ -457,6 +569,9 @@ impl Options {
             log_format: self.log_format.or(file.log_format),
             cluster: self.cluster.or(file.cluster),
             cluster_node_timeout: self.cluster_node_timeout.or(file.cluster_node_timeout),
+            metrics: self.metrics.or(file.metrics),
+            admin_token: self.admin_token.or(file.admin_token),
+            shutdown_timeout: self.shutdown_timeout.or(file.shutdown_timeout),
         }
     }
 
@@ -546,6 +661,8 @@ impl Options {
         }
         if let Some(n) = self.max_connections {
             config.max_connections = at_least("max-connections", n, 1)?;
+            // Far above what one process can hold, and below the limit of the semaphore that counts them.
+            anyhow::ensure!(n <= 10_000_000, "max-connections must be at most 10000000, not {n}");
         }
         if let Some(n) = self.outbound_queue_frames {
             config.outbound_queue_frames = at_least("outbound-queue-frames", n, 16)?;
@@ -563,11 +680,66 @@ impl Options {
         if let Some(format) = self.log_format {
             config.log_format = format;
         }
+        config.metrics = match self.metrics.as_deref() {
+            None | Some("http") => MetricsListen::Http,
+            Some("off") => MetricsListen::Off,
+            Some(text) => MetricsListen::Listen(
+                text.parse().map_err(|_| anyhow::anyhow!("metrics: {text:?} is not http, off or ADDR:PORT"))?,
+            ),
+        };
+        if let Some(token) = self.admin_token {
+            anyhow::ensure!(
+                (16..=256).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic()),
+                "admin-token must be 16 to 256 visible ASCII characters (no spaces), got {} bytes",
+                token.len()
+            );
+            config.admin_token = Some(Secret(token));
+        }
+        if let Some(HumanDuration(d)) = self.shutdown_timeout {
+            config.shutdown_timeout = within("shutdown-timeout", d, Duration::ZERO, hour)?;
+        }
         config.tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
             _ => anyhow::bail!("tls-cert and tls-key go together"),
         };
+        config.self_signed = self.self_signed.unwrap_or(false);
+        anyhow::ensure!(!(config.self_signed && config.tls.is_some()), "self-signed and tls-cert exclude each other");
+        anyhow::ensure!(
+            self.tls_names.is_empty() || config.self_signed,
+            "tls-names are the names of a self-signed certificate: they need self-signed"
+        );
+        for name in &self.tls_names {
+            let plausible = !name.is_empty()
+                && name.len() <= 253
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || ".-:*".contains(c));
+            anyhow::ensure!(plausible, "tls-names: {name:?} is not a DNS name or IP address");
+        }
+        config.tls_names = self.tls_names;
+        if let Some(HumanDuration(d)) = self.tls_reload_interval {
+            config.tls_reload_interval = within("tls-reload-interval", d, Duration::from_millis(100), hour)?;
+        }
+        if let Some(addr) = self.redirect_http {
+            anyhow::ensure!(
+                config.tls.is_some() || config.self_signed,
+                "redirect-http redirects to HTTPS: it needs tls-cert and tls-key, or self-signed"
+            );
+            anyhow::ensure!(addr != config.http, "redirect-http must differ from http ({addr})");
+            config.redirect_http = Some(addr);
+        }
+        if let Some(n) = self.max_connections_per_ip {
+            config.limits.max_per_ip = n;
+        }
+        if let Some(n) = self.connect_rate_per_ip {
+            config.limits.rate_per_ip = n;
+        }
+        if let Some(n) = self.connect_burst_per_ip {
+            anyhow::ensure!(n >= 1, "connect-burst-per-ip must be at least 1, not {n}");
+            config.limits.burst_per_ip = n;
+        }
+        if let Some(HumanDuration(d)) = self.handshake_timeout {
+            config.limits.handshake_timeout = within("handshake-timeout", d, Duration::from_millis(100), hour)?;
+        }
         let turn_tls = match self.turn_tls.as_deref() {
             Some("off") => Some(None),
             Some(text) => Some(Some(
@@ -586,6 +758,7 @@ impl Options {
             }
             None => TurnSettings::default().credential_ttl,
         };
+        anyhow::ensure!(self.turn_secrets.iter().all(|s| !s.is_empty()), "turn-secrets: a secret is empty");
         config.turn = match self.turn.as_deref() {
             Some("off") => {
                 if !self.turn_urls.is_empty() {
@@ -609,8 +782,10 @@ impl Options {
                 let mut turn = TurnSettings { listen, ..TurnSettings::default() };
                 turn.secrets = self.turn_secrets;
                 for user in &self.turn_users {
+                    // The name only: the rest may be a password, and this message ends up in logs.
+                    let name = user.split(':').next().unwrap_or_default();
                     let parsed = switchboard_turn::Credentials::parse_static_user(user)
-                        .map_err(|error| anyhow::anyhow!("turn-users: {user:?}: {error}"))?;
+                        .map_err(|error| anyhow::anyhow!("turn-users: the entry for {name:?}: {error}"))?;
                     turn.users.push(parsed);
                 }
                 if let Some(realm) = self.turn_realm {
@@ -631,11 +806,21 @@ impl Options {
                 turn.relay_ip = self.turn_relay_ip;
                 turn.external_ip = self.turn_external_ip;
                 turn.turn.external_ip = self.turn_external_ip;
+                if let Some(host) = &self.turn_host {
+                    let bad = |c: char| c.is_whitespace() || c.is_control() || "/?#@".contains(c);
+                    anyhow::ensure!(
+                        !host.is_empty() && !host.contains(bad),
+                        "turn-host: {host:?} is not a host name or address"
+                    );
+                }
                 turn.host = self.turn_host;
                 turn.credential_ttl = ttl;
                 turn.urls = self.turn_urls;
                 turn.tls_listen = turn_tls.flatten();
-                turn.tls_enabled = config.tls.is_some() && turn_tls != Some(None);
+                // A self-signed certificate serves turns: only when asked for explicitly: TURN clients that check
+                // certificates would fail on it.
+                turn.tls_enabled = (config.tls.is_some() && turn_tls != Some(None))
+                    || (config.self_signed && matches!(turn_tls, Some(Some(_))));
                 if let Some(n) = self.turn_max_allocations_per_user {
                     turn.turn.max_allocations_per_user = at_least("turn-max-allocations-per-user", n, 1)?;
                 }
@@ -786,6 +971,62 @@ mod tests {
         assert!(error.unwrap_err().to_string().contains("cluster"));
         let file: Options = toml::from_str("cluster = \"redis://10.0.0.5:6379/2\"\nturn = \"off\"").unwrap();
         assert!(file.into_config().unwrap().cluster.is_some());
+    }
+
+    #[test]
+    fn tls_redirect_and_per_address_limits() {
+        let config = Options::try_parse_from([
+            "switchboard",
+            "--self-signed",
+            "--tls-name",
+            "192.0.2.10",
+            "--tls-name",
+            "switchboard.lan",
+            "--redirect-http",
+            "0.0.0.0:80",
+            "--max-connections-per-ip",
+            "0",
+            "--connect-rate-per-ip",
+            "5",
+            "--connect-burst-per-ip",
+            "20",
+            "--handshake-timeout",
+            "3s",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert!(config.self_signed);
+        assert_eq!(config.tls_names, vec!["192.0.2.10".to_owned(), "switchboard.lan".to_owned()]);
+        assert_eq!(config.redirect_http, Some("0.0.0.0:80".parse().unwrap()));
+        assert_eq!((config.limits.max_per_ip, config.limits.rate_per_ip, config.limits.burst_per_ip), (0, 5, 20));
+        assert_eq!(config.limits.handshake_timeout, Duration::from_secs(3));
+        assert!(!config.turn.unwrap().tls_enabled, "self-signed serves turns: only with --turn-tls");
+
+        let file: Options = toml::from_str(
+            "tls-cert = \"c.pem\"\ntls-key = \"k.pem\"\ntls-reload-interval = \"1m\"\nmax-connections-per-ip = 9",
+        )
+        .unwrap();
+        let config = Options::default().or(file).into_config().unwrap();
+        assert_eq!(config.tls, Some(("c.pem".into(), "k.pem".into())));
+        assert_eq!(config.tls_reload_interval, Duration::from_secs(60));
+        assert_eq!(config.limits.max_per_ip, 9);
+        assert!(config.turn.unwrap().tls_enabled);
+
+        let defaults = Config::default().limits;
+        assert_eq!((defaults.max_per_ip, defaults.rate_per_ip), (256, 10));
+        let error = |args: &[&str]| {
+            let mut all = vec!["switchboard"];
+            all.extend_from_slice(args);
+            Options::try_parse_from(all).unwrap().into_config().unwrap_err().to_string()
+        };
+        assert!(error(&["--redirect-http", "0.0.0.0:80"]).contains("redirect-http"));
+        assert!(error(&["--tls-name", "x"]).contains("tls-names"));
+        assert!(error(&["--self-signed", "--tls-name", "a b"]).contains("tls-names"));
+        assert!(error(&["--connect-burst-per-ip", "0"]).contains("connect-burst-per-ip"));
+        assert!(error(&["--handshake-timeout", "1ms"]).contains("handshake-timeout"));
+        let both = ["--self-signed", "--tls-cert", "c", "--tls-key", "k"];
+        assert!(error(&both).contains("self-signed"));
     }
 
     #[test]

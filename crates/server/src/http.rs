@@ -1,4 +1,5 @@
-//! HTTP routes: the web page, the WebSocket upgrade (at `/ws`, and at `/` for tutorial pages), health.
+//! HTTP routes: the web page, the WebSocket upgrade (at `/ws`, and at `/` for tutorial pages), health; and the
+//! operator routes of [`crate::ops`].
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub struct AppState {
     pub ws: connection::Settings,
     /// Which `Origin`s may open WebSockets.
     pub origins: Arc<crate::auth::OriginPolicy>,
+    /// Readiness, metrics and the admin API.
+    pub ops: Arc<crate::ops::Ops>,
 }
 
 /// The router.
@@ -34,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(root))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::ops::main_routes(&state.ops))
         .fallback(get(asset))
         .with_state(state)
 }
@@ -76,11 +80,15 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
         }
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     };
+    state.ops.metrics.websocket_upgrades.inc();
+    let live = state.hub.live();
     let on_upgrade = hyper::upgrade::on(&mut request);
     let permit = request.extensions_mut().remove::<crate::server::ConnectionPermit>();
     tokio::spawn(async move {
         // The connection counts against the limit until this task ends.
         let _permit = permit;
+        // Shutdown waits for this to drop: the close frame is on its way by then.
+        let _live = live;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {
@@ -89,12 +97,21 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
             }
         };
         // The raw TcpStream lets the connection read with readiness + try_read into a shared buffer (see
-        // ws::connection); every stream accepted by server.rs has exactly this type.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        // ws::connection); every stream accepted by server.rs has exactly this type, or TLS over it.
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                connection::run(state.hub, parts.io.into_inner(), parts.read_buf, state.ws, upgrade_token).await
+                let stream = parts.io.into_inner();
+                return connection::run(state.hub, stream, parts.read_buf, state.ws, upgrade_token).await;
             }
-            Err(_) => tracing::error!("upgraded connection is not a plain TCP stream"),
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
+            Ok(parts) => {
+                let (tcp, tls) = parts.io.into_inner().into_inner();
+                let transport = crate::ws::transport::TlsTransport::new(tcp, tls);
+                connection::run(state.hub, transport, parts.read_buf, state.ws, upgrade_token).await;
+            }
+            Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
         }
     });
     let mut response = Response::new(Body::empty());

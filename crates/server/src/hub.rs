@@ -4,12 +4,12 @@
 //! pushed into outboxes, which never waits; nothing `.await`s while holding it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use switchboard_cluster::Backend;
-use switchboard_core::{ConnId, Input, Output, Signaling, Stats};
+use switchboard_core::{ConnId, Counters, Input, Output, Signaling, Stats};
 use tokio::sync::Notify;
 
 use crate::outbox::{Frame, Outbox};
@@ -23,6 +23,30 @@ struct Inner {
     cluster: Option<Arc<dyn Backend>>,
     /// Cluster events waiting to be fed back to the core (commands the backend could not take).
     bounced: std::collections::VecDeque<switchboard_core::cluster::Event>,
+    /// Connections closed because their outbox overflowed.
+    slow_consumers: u64,
+}
+
+/// What the metrics read from the hub, copied under one lock.
+#[derive(Debug, Clone, Default)]
+pub struct HubSnapshot {
+    /// Sizes of the core's maps.
+    pub stats: Stats,
+    /// The core's counters.
+    pub counters: Counters,
+    /// Connections closed as slow consumers.
+    pub slow_consumers: u64,
+    /// WebSocket connection tasks alive.
+    pub live_websockets: usize,
+}
+
+/// Held by a WebSocket connection task for its whole life, so that shutdown can wait for the last close frame.
+pub struct LiveGuard(Arc<Hub>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Shared by every connection task and the timer task.
@@ -32,6 +56,7 @@ pub struct Hub {
     closing: AtomicBool,
     timer: Notify,
     next_conn: AtomicU64,
+    live: AtomicUsize,
     outbox_frames: usize,
     outbox_bytes: usize,
 }
@@ -44,12 +69,14 @@ impl Hub {
                 core,
                 outboxes: HashMap::new(),
                 armed: None,
+                slow_consumers: 0,
                 cluster: None,
                 bounced: Default::default(),
             }),
             closing: AtomicBool::new(false),
             timer: Notify::new(),
             next_conn: AtomicU64::new(1),
+            live: AtomicUsize::new(0),
             outbox_frames,
             outbox_bytes,
         }
@@ -131,6 +158,52 @@ impl Hub {
         self.lock().inner.core.stats()
     }
 
+    /// Everything the metrics need, under one lock (a copy of a few hundred bytes).
+    pub fn snapshot(&self) -> HubSnapshot {
+        let locked = self.lock();
+        HubSnapshot {
+            stats: locked.inner.core.stats(),
+            counters: locked.inner.core.counters().clone(),
+            slow_consumers: locked.inner.slow_consumers,
+            live_websockets: self.live.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs a read-only query on the core (the admin views). Keep it short: every connection waits meanwhile.
+    pub fn query<R>(&self, query: impl FnOnce(&Signaling) -> R) -> R {
+        query(&self.lock().inner.core)
+    }
+
+    /// Ends the session of `name` and closes its connection with 4005; false if nobody has that name.
+    pub fn disconnect_user(&self, name: &str) -> bool {
+        let mut locked = self.lock();
+        let now = locked.now;
+        let found = locked.inner.core.disconnect_user(now, name);
+        locked.dispatch();
+        found
+    }
+
+    /// Shutdown begins: v1 connections get `goaway` (reconnect hints spread over `spread`), the others are closed with
+    /// 1001, and connections that register from now on are closed at once.
+    pub fn goaway(&self, spread: Duration) {
+        let mut locked = self.lock();
+        self.closing.store(true, Ordering::Relaxed);
+        let now = locked.now;
+        locked.inner.core.goaway(now, spread);
+        locked.dispatch();
+    }
+
+    /// Counts a WebSocket connection task until the guard drops.
+    pub fn live(self: &Arc<Self>) -> LiveGuard {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(self.clone())
+    }
+
+    /// WebSocket connection tasks alive (including those flushing their close frame).
+    pub fn live_websockets(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
     /// Fires the core's deadlines until `shutdown` resolves.
     pub async fn run_timers(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
@@ -182,6 +255,7 @@ impl Locked<'_> {
                     Output::Send { conn, frame } => {
                         if let Some(outbox) = self.inner.outboxes.get(&conn) {
                             if outbox.push(Frame::Text(frame)).is_err() {
+                                self.inner.slow_consumers += 1;
                                 slow.push(conn);
                             }
                         }

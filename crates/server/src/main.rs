@@ -28,14 +28,24 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let server = Server::start(config).await?;
-        println!("Switchboard is running: open http://{} (WebSocket endpoint /ws)", server.http_addr());
+        server.reload_tls_on_sighup();
+        println!("Switchboard is running: open {} (WebSocket endpoint /ws)", server.http_url());
         shutdown_signal().await;
         tracing::info!("shutting down");
-        server.shutdown().await;
-        anyhow::Ok(())
-    })
+        // A second signal cuts the drain short, for an operator who does not want to wait.
+        tokio::select! {
+            () = server.shutdown() => {
+                tracing::info!("shutdown complete");
+                anyhow::Ok(())
+            }
+            () = shutdown_signal() => anyhow::bail!("a second signal arrived: stopped without finishing the drain"),
+        }
+    });
+    // Tasks still running (a connection ignoring its close) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 async fn shutdown_signal() {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::http::get;
 use common::{candidate, presence_until, sdp_answer, sdp_offer, view_names, TestServer, T};
 use serde_json::json;
 use switchboard_client::{Client, Error as ClientError, ErrorCode};
@@ -430,12 +431,16 @@ async fn nodes_serve_local_users_while_redis_is_down_and_resynchronise_when_it_r
     sees(&mut alice, &["alice", "bob", "carol", "dave"]).await;
     sees(&mut bob, &["alice", "bob", "carol", "dave"]).await;
 
-    let check = a.server().cluster_check().expect("a readiness check in cluster mode");
-    assert_eq!(check(), Ok(()));
+    let ready = get(a.addr, "/readyz").await;
+    assert_eq!(ready.status, 200, "{ready:?}");
+    assert_eq!(ready.json()["checks"]["cluster"], "ok");
     redis.kill();
     wait_ready(&a, false).await;
     wait_ready(&b, false).await;
-    assert!(check().is_err(), "not ready while Redis is down");
+    // A load balancer sends no new clients to a node that cannot reach the others.
+    let ready = get(a.addr, "/readyz").await;
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert_eq!(ready.json()["notReady"], json!(["cluster"]));
 
     // Local users keep working.
     alice.offer("carol", sdp_offer()).await.unwrap();
@@ -459,7 +464,9 @@ async fn nodes_serve_local_users_while_redis_is_down_and_resynchronise_when_it_r
     wait_ready(&a, true).await;
     wait_ready(&b, true).await;
 
-    assert_eq!(check(), Ok(()));
+    let ready = get(a.addr, "/readyz").await;
+    assert_eq!(ready.status, 200, "{ready:?}");
+    assert_eq!(get(b.addr, "/readyz").await.status, 200);
     // Presence converges without a restart: dave is gone everywhere, the others are back.
     sees_not(&mut alice, "dave").await;
     sees(&mut alice, &["alice", "bob", "carol"]).await;

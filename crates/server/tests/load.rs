@@ -18,7 +18,8 @@ const CLIENTS: usize = 1_000;
 const WATCHERS: usize = 20;
 /// Client i (i < PAIRS) relays to client i + CLIENTS / 2.
 const PAIRS: usize = 100;
-const BUDGET: Duration = Duration::from_secs(20);
+/// A liveness bound, not a speed target: a debug build on a busy 2-core machine needs about 20 s.
+const BUDGET: Duration = Duration::from_secs(45);
 
 fn name(i: usize) -> String {
     format!("load{i:04}")

@@ -63,8 +63,22 @@ async fn two_allocations_relay_to_each_other_over_channels_and_indications() {
         bob.refresh(0).unwrap();
     })
     .await;
-    server.shutdown().await;
     result.unwrap();
+    // Two messages of 4 bytes, each relayed twice (client -> its relay -> the other relay -> that client): 4 relayed
+    // packets, 16 bytes. Workers publish their counters every second.
+    let deadline = tokio::time::Instant::now() + common::T;
+    loop {
+        let metrics = common::http::samples(&common::http::get(server.addr, "/metrics").await.body);
+        let relayed = metrics.get("switchboard_turn_relayed_packets_total").copied().unwrap_or(0.0);
+        let bytes = metrics.get("switchboard_turn_relayed_bytes_total").copied().unwrap_or(0.0);
+        if relayed >= 4.0 {
+            assert_eq!((relayed, bytes), (4.0, 16.0));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "relayed packets never reached /metrics: {metrics:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -238,14 +238,9 @@ async fn allocations_beyond_the_user_quota_get_486() {
 
 #[tokio::test]
 async fn uclient_relays_over_tls_on_the_turns_port() {
-    let dir = std::env::temp_dir().join(format!("switchboard-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let files = common::tls::CertFiles::new("turns");
     let (server, _) = turn_server(|config| {
-        config.tls = Some((cert.clone(), key.clone()));
+        config.tls = Some((files.cert.clone(), files.key.clone()));
         let turn = config.turn.as_mut().unwrap();
         turn.tls_enabled = true;
         turn.tls_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -278,13 +273,12 @@ async fn uclient_relays_over_tls_on_the_turns_port() {
     )
     .await;
     assert_no_loss(&output, 180);
-    // The users' ICE servers include the turns: URL.
-    let mut client = server.connect().await;
-    let welcome = client.login("alice").await.unwrap();
-    let urls = serde_json::to_string(&welcome.ice_servers).unwrap();
+    // The users' ICE servers include the turns: URL (the HTTP listener speaks TLS too, with the same certificate).
+    let trust = common::tls::client_config(std::slice::from_ref(&files.der));
+    let (welcome, _ws) = common::tls::wss_login(server.addr, trust, "alice").await;
+    let urls = serde_json::to_string(&welcome["iceServers"]).unwrap();
     assert!(urls.contains(&format!("turns:127.0.0.1:{tls_port}")), "{urls}");
     server.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]

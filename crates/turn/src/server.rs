@@ -24,6 +24,7 @@ use switchboard_stun::{
     MessageWriter, Method, TransactionId,
 };
 
+use crate::observe::{AllocationInfo, AllocationRegistry, TurnMetrics};
 use crate::{Credentials, PeerPolicy};
 
 /// How clients reach the server on one connection.
@@ -140,6 +141,10 @@ pub struct Shared {
     pub credentials: Credentials,
     /// Where relays may send.
     pub policy: PeerPolicy,
+    /// Authentication counters, for metrics.
+    pub metrics: TurnMetrics,
+    /// Live allocations, for the admin view.
+    pub registry: AllocationRegistry,
     /// Signs nonces, so that they need no state.
     nonce_key: [u8; 32],
     /// Allocations per user, and in total.
@@ -162,6 +167,8 @@ impl Shared {
             config,
             credentials,
             policy,
+            metrics: TurnMetrics::default(),
+            registry: AllocationRegistry::default(),
             nonce_key,
             counts: Mutex::new(Counts::default()),
             own_addresses: std::sync::OnceLock::new(),
@@ -235,15 +242,17 @@ impl Shared {
     }
 
     fn nonce_mac(&self, issued: u64, client: IpAddr) -> [u8; 20] {
-        let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(&self.nonce_key) else {
-            return [0; 20];
-        };
+        self.nonce_hmac(issued, client).map(|mac| mac.finalize().into_bytes().into()).unwrap_or([0; 20])
+    }
+
+    fn nonce_hmac(&self, issued: u64, client: IpAddr) -> Option<Hmac<Sha1>> {
+        let mut mac = Hmac::<Sha1>::new_from_slice(&self.nonce_key).ok()?;
         mac.update(&issued.to_be_bytes());
         match client {
             IpAddr::V4(v4) => mac.update(&v4.octets()),
             IpAddr::V6(v6) => mac.update(&v6.octets()),
         }
-        mac.finalize().into_bytes().into()
+        Some(mac)
     }
 
     /// Whether `nonce` is one of ours for this client, and whether it is still fresh.
@@ -251,9 +260,16 @@ impl Shared {
         let valid = nonce.len() == 32 && nonce.is_ascii();
         let issued = valid.then(|| u64::from_str_radix(&nonce[..16], 16).ok()).flatten();
         let Some(issued) = issued else { return NonceCheck::Unknown };
-        let expected: String = self.nonce_mac(issued, client)[..8].iter().map(|b| format!("{b:02x}")).collect();
-        // Not secret material (it is sent in the clear), so a plain comparison leaks nothing.
-        if expected != nonce[16..] {
+        let mut tag = [0u8; 8];
+        for (index, byte) in tag.iter_mut().enumerate() {
+            let Ok(value) = u8::from_str_radix(&nonce[16 + 2 * index..18 + 2 * index], 16) else {
+                return NonceCheck::Unknown;
+            };
+            *byte = value;
+        }
+        // Constant time, so that response timing cannot guide a forger byte by byte towards a valid tag.
+        let genuine = self.nonce_hmac(issued, client).is_some_and(|mac| mac.verify_truncated_left(&tag).is_ok());
+        if !genuine {
             return NonceCheck::Unknown;
         }
         if unix_now.saturating_sub(issued) > self.config.nonce_lifetime.as_secs() {
@@ -346,6 +362,8 @@ pub struct TurnServer {
     by_relay: HashMap<RelayId, FiveTuple>,
     expiries: BinaryHeap<Reverse<(Instant, RelayId)>>,
     stats: TurnStats,
+    /// `stats` as last added to the shared counters.
+    published: TurnStats,
 }
 
 /// STUN attributes this server understands (others in the comprehension-required range get 420).
@@ -389,7 +407,24 @@ impl TurnServer {
             by_relay: HashMap::new(),
             expiries: BinaryHeap::new(),
             stats: TurnStats::default(),
+            published: TurnStats::default(),
         }
+    }
+
+    /// Adds what this owner relayed since the last call to the shared counters that `/metrics` reads. Owners call it
+    /// now and then (UDP workers every second, stream connections on their timers and at the end) rather than per
+    /// packet, so the relay path touches no shared cache line.
+    pub fn publish_stats(&mut self) {
+        let delta = TurnStats {
+            to_peer_packets: self.stats.to_peer_packets - self.published.to_peer_packets,
+            to_peer_bytes: self.stats.to_peer_bytes - self.published.to_peer_bytes,
+            to_client_packets: self.stats.to_client_packets - self.published.to_client_packets,
+            to_client_bytes: self.stats.to_client_bytes - self.published.to_client_bytes,
+            auth_failures: 0,
+            dropped: self.stats.dropped - self.published.dropped,
+        };
+        self.shared.metrics.add_relayed(&delta);
+        self.published = self.stats;
     }
 
     /// Counters so far.
@@ -407,8 +442,9 @@ impl TurnServer {
         self.expiries.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Expires allocations whose lifetime is over, closing their relays.
+    /// Expires allocations whose lifetime is over, closing their relays; publishes the relay counters.
     pub fn handle_timeout(&mut self, now: Instant, relays: &mut impl Relays) {
+        self.publish_stats();
         while let Some(Reverse((at, relay))) = self.expiries.peek().copied() {
             if at > now {
                 break;
@@ -427,6 +463,7 @@ impl TurnServer {
 
     /// Closes every allocation (the connection that owned them went away).
     pub fn close_all(&mut self, relays: &mut impl Relays) {
+        self.publish_stats();
         let tuples: Vec<FiveTuple> = self.allocations.keys().copied().collect();
         for tuple in tuples {
             self.remove(tuple, relays);
@@ -438,7 +475,22 @@ impl TurnServer {
             self.by_relay.remove(&allocation.relay);
             relays.close(allocation.relay);
             self.shared.release(&allocation.user, tuple.client.ip());
+            self.shared.registry.remove(allocation.relay_addr);
         }
+    }
+
+    /// Shows the allocation of `tuple` as it now is in the admin registry (after a request changed it).
+    fn publish(&self, tuple: FiveTuple) {
+        let Some(allocation) = self.allocations.get(&tuple) else { return };
+        self.shared.registry.publish(AllocationInfo {
+            user: allocation.user.clone(),
+            client: tuple.client,
+            transport: tuple.transport,
+            relay: allocation.relay_addr,
+            expires: allocation.expires,
+            permissions: allocation.permissions.iter().map(|(ip, until)| (*ip, *until)).collect(),
+            channels: allocation.channels.iter().map(|(number, (peer, until))| (*number, *peer, *until)).collect(),
+        });
     }
 
     /// Handles one message from a client. `unix_now` dates nonces and REST credentials.
@@ -525,6 +577,9 @@ impl TurnServer {
                     Ok(auth) => auth,
                     Err((code, reason)) => {
                         self.stats.auth_failures += u64::from(code == 401);
+                        let had_credentials = message.get(attr::MESSAGE_INTEGRITY).is_some()
+                            || message.get(attr::MESSAGE_INTEGRITY_SHA256).is_some();
+                        self.shared.metrics.auth_failure(code, had_credentials);
                         return self.challenge(unix_now, &request, code, reason, out);
                     }
                 };
@@ -535,6 +590,9 @@ impl TurnServer {
                     Method::CHANNEL_BIND => self.channel_bind(now, &request, &auth),
                     _ => Err((400, "Bad Request")),
                 };
+                if result.is_ok() {
+                    self.publish(request.tuple);
+                }
                 let written = self.respond(&request, &auth, result, out);
                 sent(written, request.tuple)
             }

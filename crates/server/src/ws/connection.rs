@@ -12,9 +12,9 @@ use bytes::Bytes;
 use switchboard_core::{ConnId, Input};
 use switchboard_proto::close_code;
 use tokio::io::Interest;
-use tokio::net::TcpStream;
 
 use super::frame::{encode_header, DecodeError, Decoder, Event, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+use super::transport::Transport;
 use crate::hub::Hub;
 use crate::outbox::{Frame, Outbox};
 
@@ -58,7 +58,13 @@ struct Connection {
 
 /// Runs the connection until it ends. `prefix` holds bytes the HTTP layer read past the upgrade request;
 /// `upgrade_token` is the login token of the upgrade URL, if it had one.
-pub async fn run(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, settings: Settings, upgrade_token: Option<String>) {
+pub async fn run(
+    hub: Arc<Hub>,
+    mut stream: impl Transport,
+    prefix: Bytes,
+    settings: Settings,
+    upgrade_token: Option<String>,
+) {
     let (conn, outbox) = hub.register_with_token(upgrade_token.as_deref());
     drop(upgrade_token);
     let mut connection = Connection {
@@ -79,16 +85,16 @@ pub async fn run(hub: Arc<Hub>, stream: TcpStream, prefix: Bytes, settings: Sett
     // `prefix` is a view into hyper's 8 KiB read buffer and keeps all of it alive: let it go now, not when the
     // connection ends.
     drop(prefix);
-    let clean = connection.drive(&stream, &hub, &outbox, settings.heartbeat).await;
+    let clean = connection.drive(&mut stream, &hub, &outbox, settings.heartbeat).await;
     connection.detach(&hub);
     if clean {
-        linger(&stream).await;
+        linger(&mut stream).await;
     }
 }
 
 impl Connection {
     /// Returns true when the connection ended with our close frame written (a graceful close).
-    async fn drive(&mut self, stream: &TcpStream, hub: &Hub, outbox: &Outbox, heartbeat: Duration) -> bool {
+    async fn drive(&mut self, stream: &mut impl Transport, hub: &Hub, outbox: &Outbox, heartbeat: Duration) -> bool {
         let mut next_ping = tokio::time::Instant::now() + heartbeat;
         loop {
             if self.read_done || self.close_queued {
@@ -100,23 +106,19 @@ impl Connection {
                 self.close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
             }
             if self.written == self.write.len() {
-                if self.close_queued {
+                if self.close_queued && !stream.wants_write() {
                     return true;
                 }
-                self.refill(outbox);
+                if !self.close_queued {
+                    self.refill(outbox);
+                }
             }
-            let want_write = self.written < self.write.len();
+            let want_write = self.written < self.write.len() || stream.wants_write();
             let interest = match (self.read_done, want_write) {
                 (false, false) => Some(Interest::READABLE),
                 (false, true) => Some(Interest::READABLE | Interest::WRITABLE),
                 (true, true) => Some(Interest::WRITABLE),
                 (true, false) => None,
-            };
-            let socket_ready = async {
-                match interest {
-                    Some(interest) => stream.ready(interest).await,
-                    None => std::future::pending().await,
-                }
             };
             // Wake for the next ping, for the moment two silent intervals are up, or for the close deadline.
             let silence_limit = tokio::time::Instant::from_std(self.last_heard + heartbeat * 2);
@@ -124,8 +126,14 @@ impl Connection {
             if let Some(deadline) = self.close_deadline {
                 timer = timer.min(tokio::time::Instant::from_std(deadline));
             }
+            let socket = &*stream;
             tokio::select! {
-                ready = socket_ready => {
+                ready = async {
+                    match interest {
+                        Some(interest) => socket.ready(interest).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     let Ok(ready) = ready else { return false };
                     if ready.is_readable() && !self.read_done && !self.read(stream, hub, outbox) {
                         return false;
@@ -166,7 +174,7 @@ impl Connection {
     }
 
     /// Reads what is available; false when the peer is gone.
-    fn read(&mut self, stream: &TcpStream, hub: &Hub, outbox: &Outbox) -> bool {
+    fn read(&mut self, stream: &mut impl Transport, hub: &Hub, outbox: &Outbox) -> bool {
         for _ in 0..READS_PER_TURN {
             let result = READ_BUFFER.with_borrow_mut(|buffer| match stream.try_read(buffer) {
                 Ok(0) => Err(()),
@@ -262,7 +270,12 @@ impl Connection {
     }
 
     /// Writes what the socket takes; false on a write error.
-    fn flush(&mut self, stream: &TcpStream) -> bool {
+    fn flush(&mut self, stream: &mut impl Transport) -> bool {
+        match stream.flush_pending() {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
         while self.written < self.write.len() {
             match stream.try_write(&self.write[self.written..]) {
                 Ok(n) => self.written += n,
@@ -287,8 +300,9 @@ fn close_frame(code: u16, reason: &str) -> Vec<u8> {
 
 /// After our close frame: half-close, then give the peer a moment to read it and close its side, so that the kernel
 /// does not answer its late bytes with a reset that could destroy the close frame in flight.
-async fn linger(stream: &TcpStream) {
-    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+async fn linger(stream: &mut impl Transport) {
+    stream.close_write();
+    let stream = stream.socket();
     let drain = async {
         loop {
             if stream.readable().await.is_err() {

@@ -2,6 +2,8 @@
 //! presence waits. Every wait is bounded.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod http;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +12,8 @@ use serde_json::{json, Value};
 use switchboard_client::{Client, TutorialClient, UserEntry, UserStatus, Welcome};
 use switchboard_server::{Config, Server};
 use tokio::time::Instant;
+
+pub mod tls;
 
 /// Upper bound of every single wait in the tests.
 pub const T: Duration = Duration::from_secs(5);
@@ -25,6 +29,12 @@ pub fn test_config() -> Config {
         turn.listen = Some("127.0.0.1:0".parse().unwrap());
     }
     config.core.resume_grace = Duration::from_millis(500);
+    // Clients in tests ignore `goaway`: a short drain keeps every shutdown quick.
+    config.shutdown_timeout = Duration::from_millis(200);
+    // Every test client connects from 127.0.0.1, many at once: the per-address limits, on by default for every
+    // address including loopback, are lifted here. Tests of those limits set them explicitly (abuse.rs).
+    config.limits.max_per_ip = 0;
+    config.limits.rate_per_ip = 0;
     config
 }
 
@@ -32,6 +42,15 @@ pub fn test_config() -> Config {
 pub struct TestServer {
     server: Option<Server>,
     pub addr: SocketAddr,
+}
+
+/// The running server's own methods (TLS store, reload, limits counters).
+impl std::ops::Deref for TestServer {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        self.server.as_ref().expect("the server is running")
+    }
 }
 
 impl TestServer {
@@ -54,6 +73,15 @@ impl TestServer {
     /// The running server.
     pub fn server(&self) -> &Server {
         self.server.as_ref().expect("the server is running")
+    }
+
+    /// Shuts the server down and hands back the time it took.
+    pub async fn shutdown_timed(mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        started.elapsed()
     }
 
     /// The STUN/TURN UDP address, when TURN is on.

@@ -1,0 +1,474 @@
+//! A lean WebSocket client for load generation (RFC 6455, client side, no extensions).
+//!
+//! The load generator shares the machine's cores with the server it measures, so every cycle it spends is taken from
+//! the server. This client keeps one read buffer and one write buffer per connection for its whole life: frames are
+//! decoded in place and handed out as slices, outgoing frames are rendered (and masked) straight into the write
+//! buffer, and many frames go out in one `write` call. No allocation per message once the buffers have grown.
+
+use std::ops::Range;
+
+use anyhow::Context;
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::net::{self, Target};
+
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// Initial size of the read buffer; it grows for larger frames (a `welcome` listing 10,000 users is ~400 KB).
+const READ_CHUNK: usize = 64 * 1024;
+/// Largest message accepted from a server.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Largest HTTP response head accepted during the handshake.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// What [`WsConn::next`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A complete text or binary message; read it with [`WsConn::payload`] before the next [`WsConn::fill`].
+    Message(Payload),
+    /// The server closed the connection, with its close code if it gave one.
+    Close(Option<u16>),
+}
+
+/// Where a message's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    range: Range<usize>,
+    /// Reassembled from fragments (in `WsConn::fragments`) rather than in the read buffer.
+    reassembled: bool,
+}
+
+/// What a scenario's hot loop needs from a client connection, so that the lean client can be compared with
+/// tokio-tungstenite under the same load (`relay --client`).
+#[allow(async_fn_in_trait)] // used with static dispatch only
+pub trait Transport {
+    /// Appends a text frame; `fill` writes the `len` payload bytes in place.
+    fn queue_text_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]));
+    /// Appends a close frame.
+    fn queue_close(&mut self);
+    /// Writes everything queued.
+    async fn flush(&mut self) -> anyhow::Result<()>;
+    /// Waits for more input; cancel-safe.
+    async fn fill(&mut self) -> anyhow::Result<()>;
+    /// The next complete message already read, if any.
+    fn next(&mut self) -> anyhow::Result<Option<Incoming>>;
+    /// The bytes of the message the last [`Transport::next`] returned.
+    fn payload(&self, payload: &Payload) -> &[u8];
+
+    fn queue_text(&mut self, text: &[u8]) {
+        self.queue_text_with(text.len(), |out| out.copy_from_slice(text));
+    }
+}
+
+/// One client connection.
+pub struct WsConn {
+    stream: TcpStream,
+    read: Vec<u8>,
+    /// Undecoded bytes are `read[start..end]`.
+    start: usize,
+    end: usize,
+    write: Vec<u8>,
+    fragments: Vec<u8>,
+    fragmented: bool,
+    mask_state: u32,
+}
+
+impl WsConn {
+    /// Connects from client `i`'s source address and performs the opening handshake.
+    pub async fn connect(target: &Target, i: usize) -> anyhow::Result<Self> {
+        let stream = net::connect(target.addr, i).await?;
+        let mut conn = Self {
+            stream,
+            read: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            write: Vec::with_capacity(READ_CHUNK),
+            fragments: Vec::new(),
+            fragmented: false,
+            // Masking keys need not be secret here (the peer is our own loopback server), only varied.
+            mask_state: 0x9E37_79B9 ^ (i as u32).wrapping_mul(0x85EB_CA6B) | 1,
+        };
+        conn.handshake(target).await?;
+        Ok(conn)
+    }
+
+    async fn handshake(&mut self, target: &Target) -> anyhow::Result<()> {
+        let mut key_bytes = [0u8; 16];
+        for chunk in key_bytes.chunks_mut(4) {
+            chunk.copy_from_slice(&self.next_mask().to_le_bytes());
+        }
+        let key = base64::engine::general_purpose::STANDARD.encode(key_bytes);
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            target.path, target.authority
+        );
+        self.stream.write_all(request.as_bytes()).await.context("send the upgrade request")?;
+        let head_end = loop {
+            if let Some(at) = memchr::memmem::find(&self.read[..self.end], b"\r\n\r\n") {
+                break at + 4;
+            }
+            anyhow::ensure!(self.end < MAX_HEAD, "the upgrade response head is too large");
+            let n = self.stream.read(&mut self.read[self.end..]).await.context("read the upgrade response")?;
+            anyhow::ensure!(n > 0, "the server closed the connection during the handshake");
+            self.end += n;
+        };
+        let head = String::from_utf8_lossy(&self.read[..head_end]);
+        let status = head.lines().next().unwrap_or_default();
+        anyhow::ensure!(
+            status.split_whitespace().nth(1) == Some("101"),
+            "the server refused the WebSocket upgrade: {status}"
+        );
+        let accept = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim().eq_ignore_ascii_case("sec-websocket-accept").then(|| value.trim().to_string())
+        });
+        anyhow::ensure!(accept.as_deref() == Some(accept_key(&key).as_str()), "wrong Sec-WebSocket-Accept");
+        self.start = head_end;
+        Ok(())
+    }
+
+    fn next_mask(&mut self) -> u32 {
+        // xorshift32: cheap, never zero.
+        let mut x = self.mask_state;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.mask_state = x;
+        x
+    }
+
+    /// Appends a masked text frame to the write buffer; `fill` writes the `len` payload bytes in place.
+    pub fn queue_text_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
+        self.queue_frame(OP_TEXT, len, fill);
+    }
+
+    /// Appends a masked text frame holding `payload`.
+    pub fn queue_text(&mut self, payload: &[u8]) {
+        self.queue_frame(OP_TEXT, payload.len(), |out| out.copy_from_slice(payload));
+    }
+
+    /// Appends a close frame (normal closure).
+    pub fn queue_close(&mut self) {
+        self.queue_frame(OP_CLOSE, 2, |out| out.copy_from_slice(&1000u16.to_be_bytes()));
+    }
+
+    fn queue_frame(&mut self, opcode: u8, len: usize, fill: impl FnOnce(&mut [u8])) {
+        let mask = self.next_mask().to_ne_bytes();
+        self.write.push(0x80 | opcode);
+        match len {
+            0..=125 => self.write.push(0x80 | len as u8),
+            126..=0xFFFF => {
+                self.write.push(0x80 | 126);
+                self.write.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                self.write.push(0x80 | 127);
+                self.write.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        self.write.extend_from_slice(&mask);
+        let at = self.write.len();
+        self.write.resize(at + len, 0);
+        let payload = &mut self.write[at..];
+        fill(payload);
+        apply_mask(payload, mask);
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        if !self.write.is_empty() {
+            self.stream.write_all(&self.write).await.context("write to the server")?;
+            self.write.clear();
+        }
+        Ok(())
+    }
+
+    /// Waits for more bytes from the server. Cancel-safe: it is one `read`, so it can race in a `select!`.
+    pub async fn fill(&mut self) -> anyhow::Result<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.read.len() {
+            if self.start > 0 {
+                self.read.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                anyhow::ensure!(self.read.len() < MAX_MESSAGE + 14, "a frame over {MAX_MESSAGE} bytes");
+                let grown = (self.read.len() * 2).min(MAX_MESSAGE + 14);
+                self.read.resize(grown, 0);
+            }
+        }
+        let n = self.stream.read(&mut self.read[self.end..]).await.context("read from the server")?;
+        anyhow::ensure!(n > 0, "the server closed the connection");
+        self.end += n;
+        Ok(())
+    }
+
+    /// The next complete message already read, if any. Answers pings by queueing pongs (written on the next
+    /// [`WsConn::flush`]).
+    pub fn next(&mut self) -> anyhow::Result<Option<Incoming>> {
+        if self.fragmented {
+            self.fragments.clear();
+            self.fragmented = false;
+        }
+        loop {
+            let Some((fin, opcode, range)) = parse_header(&self.read[self.start..self.end])? else { return Ok(None) };
+            let range = self.start + range.start..self.start + range.end;
+            self.start = range.end;
+            match opcode {
+                OP_TEXT | OP_BINARY if fin && self.fragments.is_empty() => {
+                    return Ok(Some(Incoming::Message(Payload { range, reassembled: false })));
+                }
+                OP_TEXT | OP_BINARY | OP_CONTINUATION => {
+                    anyhow::ensure!(
+                        self.fragments.len() + range.len() <= MAX_MESSAGE,
+                        "a fragmented message over {MAX_MESSAGE} bytes"
+                    );
+                    self.fragments.extend_from_slice(&self.read[range]);
+                    if fin {
+                        self.fragmented = true;
+                        let range = 0..self.fragments.len();
+                        return Ok(Some(Incoming::Message(Payload { range, reassembled: true })));
+                    }
+                }
+                OP_PING => {
+                    let body = self.read[range].to_vec();
+                    self.queue_frame(OP_PONG, body.len(), |out| out.copy_from_slice(&body));
+                }
+                OP_PONG => {}
+                OP_CLOSE => {
+                    let code = self.read[range].get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                    return Ok(Some(Incoming::Close(code)));
+                }
+                other => anyhow::bail!("unknown opcode {other:#x} from the server"),
+            }
+        }
+    }
+
+    /// The bytes of a message returned by the last [`WsConn::next`].
+    pub fn payload(&self, payload: &Payload) -> &[u8] {
+        if payload.reassembled {
+            &self.fragments[payload.range.clone()]
+        } else {
+            &self.read[payload.range.clone()]
+        }
+    }
+
+    /// Reads until a text message for which `pick` returns `Some`, skipping others; fails on close.
+    pub async fn wait_for<T>(&mut self, mut pick: impl FnMut(&[u8]) -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
+        loop {
+            while let Some(incoming) = self.next()? {
+                match incoming {
+                    Incoming::Message(p) => {
+                        if let Some(found) = pick(self.payload(&p))? {
+                            return Ok(found);
+                        }
+                    }
+                    Incoming::Close(code) => anyhow::bail!("the server closed the connection ({code:?})"),
+                }
+            }
+            self.flush().await?;
+            self.fill().await?;
+        }
+    }
+}
+
+impl Transport for WsConn {
+    fn queue_text_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
+        WsConn::queue_text_with(self, len, fill);
+    }
+    fn queue_close(&mut self) {
+        WsConn::queue_close(self);
+    }
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        WsConn::flush(self).await
+    }
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        WsConn::fill(self).await
+    }
+    fn next(&mut self) -> anyhow::Result<Option<Incoming>> {
+        WsConn::next(self)
+    }
+    fn payload(&self, payload: &Payload) -> &[u8] {
+        WsConn::payload(self, payload)
+    }
+}
+
+/// The same connection driven by tokio-tungstenite after the lean client's handshake: one allocation per message
+/// each way, its own buffering. Kept to measure the lean client against (`relay --client tungstenite`).
+pub struct TungConn {
+    ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+    outgoing: Vec<tokio_tungstenite::tungstenite::Message>,
+    incoming: std::collections::VecDeque<tokio_tungstenite::tungstenite::Message>,
+    current: Option<tokio_tungstenite::tungstenite::Message>,
+}
+
+impl TungConn {
+    /// Takes over a connection that has done its handshake (and maybe its login).
+    pub async fn from_lean(conn: WsConn) -> anyhow::Result<Self> {
+        anyhow::ensure!(conn.write.is_empty() && conn.fragments.is_empty(), "the connection has unfinished business");
+        let leftover = conn.read[conn.start..conn.end].to_vec();
+        let ws = tokio_tungstenite::WebSocketStream::from_partially_read(
+            conn.stream,
+            leftover,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        Ok(Self { ws, outgoing: Vec::new(), incoming: Default::default(), current: None })
+    }
+}
+
+impl Transport for TungConn {
+    fn queue_text_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
+        let mut text = vec![0; len];
+        fill(&mut text);
+        // Scenarios only render UTF-8 (JSON); anything else would be a bug here, sent as binary to stand out.
+        let message = match String::from_utf8(text) {
+            Ok(text) => tokio_tungstenite::tungstenite::Message::text(text),
+            Err(e) => tokio_tungstenite::tungstenite::Message::binary(e.into_bytes()),
+        };
+        self.outgoing.push(message);
+    }
+    fn queue_close(&mut self) {
+        self.outgoing.push(tokio_tungstenite::tungstenite::Message::Close(None));
+    }
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        use futures_util::SinkExt;
+        for message in self.outgoing.drain(..) {
+            self.ws.feed(message).await?;
+        }
+        self.ws.flush().await?;
+        Ok(())
+    }
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        use futures_util::StreamExt;
+        match self.ws.next().await {
+            Some(message) => self.incoming.push_back(message?),
+            None => anyhow::bail!("the server closed the connection"),
+        }
+        Ok(())
+    }
+    fn next(&mut self) -> anyhow::Result<Option<Incoming>> {
+        use tokio_tungstenite::tungstenite::Message;
+        while let Some(message) = self.incoming.pop_front() {
+            match message {
+                Message::Text(_) | Message::Binary(_) => {
+                    let len = match &message {
+                        Message::Text(t) => t.len(),
+                        Message::Binary(b) => b.len(),
+                        _ => 0,
+                    };
+                    self.current = Some(message);
+                    return Ok(Some(Incoming::Message(Payload { range: 0..len, reassembled: false })));
+                }
+                Message::Close(frame) => return Ok(Some(Incoming::Close(frame.map(|f| f.code.into())))),
+                // tungstenite answers pings by itself.
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+    fn payload(&self, payload: &Payload) -> &[u8] {
+        use tokio_tungstenite::tungstenite::Message;
+        match &self.current {
+            Some(Message::Text(t)) => &t.as_bytes()[payload.range.clone()],
+            Some(Message::Binary(b)) => &b[payload.range.clone()],
+            _ => &[],
+        }
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a key (RFC 6455 section 4.2.2).
+fn accept_key(key: &str) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// Decodes a server frame header at the start of `buf`: FIN, opcode and the payload's range within `buf`, or `None`
+/// while the frame is incomplete.
+fn parse_header(buf: &[u8]) -> anyhow::Result<Option<(bool, u8, Range<usize>)>> {
+    let [b0, b1, ..] = *buf else { return Ok(None) };
+    anyhow::ensure!(b1 & 0x80 == 0, "the server sent a masked frame");
+    let (len, at) = match b1 & 0x7F {
+        126 => match buf.get(2..4) {
+            Some(b) => (u16::from_be_bytes([b[0], b[1]]) as u64, 4),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(b) => (u64::from_be_bytes(b.try_into()?), 10),
+            None => return Ok(None),
+        },
+        n => (u64::from(n), 2),
+    };
+    anyhow::ensure!(len <= MAX_MESSAGE as u64, "a frame of {len} bytes");
+    let end = at + len as usize;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    Ok(Some((b0 & 0x80 != 0, b0 & 0x0F, at..end)))
+}
+
+/// XORs `payload` with the 4-byte `mask`, eight bytes at a time.
+fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    }
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_the_rfc_example() {
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn masking_twice_restores_and_matches_bytewise_xor() {
+        let original: Vec<u8> = (0..=255u8).cycle().take(1003).collect();
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut masked = original.clone();
+        apply_mask(&mut masked, mask);
+        for (i, (m, o)) in masked.iter().zip(&original).enumerate() {
+            assert_eq!(*m, o ^ mask[i % 4]);
+        }
+        apply_mask(&mut masked, mask);
+        assert_eq!(masked, original);
+    }
+
+    #[test]
+    fn headers_of_each_length_form() {
+        assert_eq!(parse_header(&[0x81]).unwrap(), None);
+        assert_eq!(parse_header(&[0x81, 3, b'a', b'b']).unwrap(), None);
+        assert_eq!(parse_header(&[0x81, 3, b'a', b'b', b'c']).unwrap(), Some((true, 1, 2..5)));
+        let mut medium = vec![0x01, 126, 1, 0];
+        medium.resize(4 + 256, b'x');
+        assert_eq!(parse_header(&medium).unwrap(), Some((false, 1, 4..260)));
+        let mut long = vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0];
+        assert_eq!(parse_header(&long).unwrap(), None);
+        long.resize(10 + 65536, 0);
+        assert_eq!(parse_header(&long).unwrap(), Some((true, 2, 10..65546)));
+        assert!(parse_header(&[0x81, 0x83, 0, 0, 0, 0]).is_err(), "masked server frame");
+    }
+}

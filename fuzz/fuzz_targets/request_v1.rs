@@ -1,0 +1,55 @@
+//! Feeds arbitrary text to the decoder of protocol v1 client frames (`Envelope::parse`, then `into_request`), as the
+//! signaling core does for every text frame of a v1 connection. Any panic is a bug. Beyond not crashing: an echoed
+//! request id is always a number or a short string, an error always has a message, and a request that parses keeps
+//! its relayed payload byte for byte and within the nesting limit.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use switchboard_proto::names::{name_key, normalize_name};
+use switchboard_proto::request::{Envelope, Request, MAX_REQUEST_ID_BYTES};
+use switchboard_proto::Dialect;
+
+fn check_id(id: Option<&serde_json::value::RawValue>) {
+    if let Some(id) = id {
+        let text = id.get();
+        let is_string = text.starts_with('"') && text.len() <= MAX_REQUEST_ID_BYTES + 2;
+        let is_number = text.len() <= MAX_REQUEST_ID_BYTES && serde_json::from_str::<serde_json::Number>(text).is_ok();
+        assert!(is_string || is_number, "an invalid id would be echoed: {text}");
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let envelope = match Envelope::parse(text) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            assert!(!error.message.is_empty());
+            return;
+        }
+    };
+    let _ = envelope.is_tutorial_login();
+    match envelope.into_request(Dialect::V1) {
+        Ok(parsed) => {
+            check_id(parsed.id);
+            match parsed.request {
+                Request::Login { name: Some(name), .. } => {
+                    if let Ok(normal) = normalize_name(&name) {
+                        // Normalising is idempotent and the key of a name is stable.
+                        assert_eq!(normalize_name(&normal).ok().as_deref(), Some(normal.as_str()));
+                        assert_eq!(name_key(&normal), name_key(&name_key(&normal)));
+                    }
+                }
+                Request::Relay { payload: Some(payload), .. } => {
+                    assert!(text.contains(payload.get()), "the payload is a slice of the frame");
+                    let value: serde_json::Value = serde_json::from_str(payload.get()).expect("a payload is valid JSON");
+                    let _ = value;
+                }
+                _ => {}
+            }
+        }
+        Err(error) => {
+            check_id(error.id);
+            assert!(!error.message.is_empty());
+        }
+    }
+});
