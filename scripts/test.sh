@@ -9,10 +9,11 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "system packages"
 # chromium: browser tests; iproute2: their network namespace; util-linux: prlimit for the load generator; coturn:
-# independent STUN/TURN clients for the interop tests.
+# independent STUN/TURN clients for the interop tests; redis-server: the shared state of the cluster tests.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v turnutils_uclient >/dev/null || missing+=(coturn)
+command -v redis-server >/dev/null || missing+=(redis-server)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v prlimit >/dev/null || missing+=(util-linux)
 command -v node >/dev/null || missing+=(nodejs npm)

@@ -117,11 +117,12 @@ impl Signaling {
         let session = self.sessions.get(&session_id)?;
         let call = session.call.as_ref().and_then(|call_id| {
             let call = self.calls.get(call_id)?;
-            let caller = call.caller == session_id;
-            let peer = self.sessions.get(&if caller { call.callee } else { call.caller })?;
+            let caller = call.caller.is(session_id);
+            // In cluster mode the peer may be a user of another node: its name is all this node knows of it.
+            let peer = self.party_name(call.other(session_id))?;
             Some(UserCall {
                 call_id: call_id.clone(),
-                peer: peer.name.clone(),
+                peer,
                 caller,
                 state: if call.active { CallState::Active } else { CallState::Ringing },
             })
@@ -149,7 +150,7 @@ impl Signaling {
                 Some(RoomInfo {
                     name: room.name.clone(),
                     key: key.clone(),
-                    members: room.members.iter().filter_map(|m| self.sessions.get(m)).map(|s| s.name.clone()).collect(),
+                    members: room.members.iter().filter_map(|m| self.member_name(m)).collect(),
                 })
             })
             .collect();
@@ -166,8 +167,8 @@ impl Signaling {
                 let call = self.calls.get(call_id)?;
                 Some(CallInfo {
                     call_id: call_id.clone(),
-                    caller: self.sessions.get(&call.caller)?.name.clone(),
-                    callee: self.sessions.get(&call.callee)?.name.clone(),
+                    caller: self.party_name(&call.caller)?,
+                    callee: self.party_name(&call.callee)?,
                     state: if call.active { CallState::Active } else { CallState::Ringing },
                     since: call.since,
                 })

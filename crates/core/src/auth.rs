@@ -202,6 +202,14 @@ fn verify(secret: &[u8], message: &[u8], tag: &[u8]) -> bool {
     })
 }
 
+/// The digest of a room password as the nodes of a cluster keep it in their shared store (hex): any node must be able
+/// to check a password that a member on another node set, so the key is the room's own (its key under a fixed
+/// label), not a secret of one process. The store is trusted, internal state (`docs/cluster.md`).
+pub(crate) fn cluster_room_digest(room_key: &str, password: &str) -> String {
+    let key = sign(b"switchboard cluster room password", room_key.as_bytes());
+    sign(&key, password.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// A room password as the core keeps it: an HMAC of the password under a key of this process, so that checking a
 /// guess is a constant-time comparison of two digests of the same length, whatever the lengths of the passwords.
 #[derive(Clone, PartialEq, Eq)]

@@ -90,6 +90,8 @@ pub struct Config {
     /// Rooms with a fixed password, by name: joining them needs it (or a token listing the room). Names that break the
     /// name rules are ignored (the server validates them first).
     pub room_passwords: Vec<(String, Secret<'static>)>,
+    /// Cluster mode: this node's id. None (the default): a single node that shares nothing (see [`crate::cluster`]).
+    pub cluster: Option<crate::cluster::NodeId>,
 }
 
 impl Default for Config {
@@ -118,6 +120,7 @@ impl Default for Config {
             server_id: concat!("switchboard/", env!("CARGO_PKG_VERSION")).to_owned(),
             auth: Auth::Open,
             room_passwords: Vec::new(),
+            cluster: None,
         }
     }
 }

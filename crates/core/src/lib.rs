@@ -12,6 +12,8 @@
 //! - [`rate`]: token buckets (message rate, error strikes).
 //! - [`config`]: the settings ([`Config`]).
 //! - [`auth`]: signed login tokens (JWT, HS256) and room password digests.
+//! - [`cluster`]: cluster mode, the commands and events between the core and a shared store; `remote.rs` holds what
+//!   the core does with them.
 //! - [`metrics`]: counters the IO layer exports ([`Counters`]).
 //! - [`admin`]: paged read-only views of users, rooms and calls; disconnecting a user; `goaway` before shutdown.
 #![forbid(unsafe_code)]
@@ -20,10 +22,12 @@
 pub mod admin;
 pub mod auth;
 mod calls;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod presence;
 pub mod rate;
+mod remote;
 mod rooms;
 pub mod signaling;
 mod timers;

@@ -21,10 +21,12 @@ use switchboard_proto::{
 use crate::auth::{PasswordDigest, PasswordKey, TokenError, MAX_TOKEN_BYTES};
 
 use crate::calls::Call;
+use crate::cluster::NodeId;
 use crate::metrics::{Counters, LoginOutcome, MessageKind};
 use crate::presence::{Lobby, PresenceBatch, Snapshot};
 use crate::rate::TokenBucket;
-use crate::rooms::Room;
+use crate::remote::ClusterState;
+use crate::rooms::{Room, RoomMember};
 use crate::timers::{Timer, Timers};
 use crate::{Auth, Config};
 
@@ -48,6 +50,8 @@ pub enum Input<'a> {
     TooLarge(ConnId, usize),
     /// The connection is gone (closed by either side, or failed).
     Disconnected(ConnId),
+    /// Cluster mode: the shared store answered, or another node said something.
+    Cluster(crate::cluster::Event),
 }
 
 /// Work for the IO layer, in order.
@@ -70,6 +74,8 @@ pub enum Output {
         /// Short reason for the close frame.
         reason: &'static str,
     },
+    /// Cluster mode: something for the shared store or another node.
+    Cluster(crate::cluster::Command),
 }
 
 /// Counters for tests, metrics and the admin view.
@@ -95,6 +101,8 @@ pub(crate) struct Conn {
     strikes: TokenBucket,
     /// The login token of the upgrade URL.
     token: Option<Secret<'static>>,
+    /// Cluster mode: a login waits for the store to grant its name (or another node to hand its session over).
+    pub(crate) logging_in: bool,
 }
 
 impl Conn {
@@ -106,10 +114,18 @@ impl Conn {
 
 /// A message waiting for a dropped session to resume.
 #[derive(Debug)]
-struct Pending {
-    frame: Bytes,
+pub(crate) struct Pending {
+    pub(crate) frame: Bytes,
     /// Who sent it and under which request id, to report `undeliverable`.
-    origin: Option<(SessionId, Option<Box<RawValue>>)>,
+    origin: PendingOrigin,
+}
+
+/// Who to tell when a queued message cannot be delivered.
+#[derive(Debug)]
+enum PendingOrigin {
+    Nobody,
+    Local(SessionId, Option<Box<RawValue>>),
+    Remote(NodeId, u64, Option<Box<RawValue>>),
 }
 
 #[derive(Debug)]
@@ -118,10 +134,10 @@ pub(crate) struct Session {
     pub(crate) key: Arc<str>,
     pub(crate) dialect: Dialect,
     pub(crate) conn: Option<ConnId>,
-    resume_token: Option<String>,
-    grace_deadline: Option<Instant>,
-    pending: VecDeque<Pending>,
-    pending_bytes: usize,
+    pub(crate) resume_token: Option<String>,
+    pub(crate) grace_deadline: Option<Instant>,
+    pub(crate) pending: VecDeque<Pending>,
+    pub(crate) pending_bytes: usize,
     pub(crate) call: Option<Arc<str>>,
     pub(crate) rooms: Vec<Arc<str>>,
     pub(crate) status: UserStatus,
@@ -138,7 +154,15 @@ struct Grant<'a> {
 }
 
 /// Where a frame addressed to a session came from, for `undeliverable` reports.
-pub(crate) type Origin<'a> = Option<(SessionId, Option<&'a RawValue>)>;
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Origin<'a> {
+    /// Nobody waits to hear about it.
+    Nobody,
+    /// A session of this node, and its request id.
+    Local(SessionId, Option<&'a RawValue>),
+    /// A session of another node, and its request id.
+    Remote(&'a NodeId, u64, Option<&'a RawValue>),
+}
 
 /// The signaling state machine. See the crate documentation.
 #[derive(Debug)]
@@ -150,7 +174,7 @@ pub struct Signaling {
     next_session: SessionId,
     /// Name key -> session.
     pub(crate) names: HashMap<Arc<str>, SessionId>,
-    resume_tokens: HashMap<String, SessionId>,
+    pub(crate) resume_tokens: HashMap<String, SessionId>,
     pub(crate) calls: HashMap<Arc<str>, Call>,
     pub(crate) rooms: HashMap<Arc<str>, Room>,
     /// The keys of `names`, `rooms` and `calls` in order, so that the admin view pages through them without walking
@@ -159,8 +183,8 @@ pub struct Signaling {
     pub(crate) ordered_rooms: BTreeSet<Arc<str>>,
     pub(crate) ordered_calls: BTreeSet<Arc<str>>,
     pub(crate) counters: Counters,
-    presence: PresenceBatch,
-    snapshot: Snapshot,
+    pub(crate) presence: PresenceBatch,
+    pub(crate) snapshot: Snapshot,
     /// Which online users presence shows (bounded by `max_presence_users`).
     lobby: Lobby,
     flush_scheduled: bool,
@@ -173,6 +197,8 @@ pub struct Signaling {
     pub(crate) password_key: PasswordKey,
     /// Configured room passwords by room key.
     pub(crate) room_passwords: HashMap<Arc<str>, PasswordDigest>,
+    /// Cluster mode: what this node knows of the others and what it waits for (None on a single node).
+    pub(crate) cluster: Option<Box<ClusterState>>,
 }
 
 impl Signaling {
@@ -189,6 +215,7 @@ impl Signaling {
                 Some((Arc::from(name_key(&name).as_ref()), password_key.digest(password.expose())))
             })
             .collect();
+        let cluster = config.cluster.clone().map(|node| Box::new(ClusterState::new(node)));
         Self {
             config,
             rng: StdRng::from_seed(seed),
@@ -212,6 +239,7 @@ impl Signaling {
             wall_clock: (None, 0),
             password_key,
             room_passwords,
+            cluster,
         }
     }
 
@@ -244,7 +272,7 @@ impl Signaling {
         servers
     }
 
-    fn schedule_ice_refresh(&mut self, now: Instant, session: SessionId) {
+    pub(crate) fn schedule_ice_refresh(&mut self, now: Instant, session: SessionId) {
         if let Some(turn) = &self.config.turn {
             self.timers.at(now + turn.ttl.mul_f64(0.75), Timer::IceRefresh(session));
         }
@@ -287,7 +315,8 @@ impl Signaling {
                 let strikes = TokenBucket::new(now, self.config.strike_burst, 1);
                 let rate = (self.config.rate_per_second > 0)
                     .then(|| TokenBucket::new(now, self.config.rate_burst, self.config.rate_per_second));
-                self.conns.insert(conn, Conn { dialect: None, session: None, rate, strikes, token: None });
+                self.conns
+                    .insert(conn, Conn { dialect: None, session: None, rate, strikes, token: None, logging_in: false });
                 self.timers.at(now + self.config.login_timeout, Timer::Login(conn.0));
             }
             Input::UpgradeToken(conn, token) => {
@@ -319,6 +348,7 @@ impl Signaling {
                 }
             }
             Input::Disconnected(conn) => self.handle_disconnect(now, conn),
+            Input::Cluster(event) => self.handle_cluster(now, event),
         }
     }
 
@@ -402,6 +432,12 @@ impl Signaling {
         self.counters.received(message_kind(&parsed.request));
         let id = parsed.id;
         let session = self.conns.get(&conn).and_then(|c| c.session);
+        if matches!(parsed.request, Request::Login { .. } | Request::TutorialLogin { .. })
+            && self.conns.get(&conn).is_some_and(|c| c.logging_in)
+        {
+            let message = "a login on this connection is in progress";
+            return self.fail(now, conn, id, ErrorCode::AlreadyLoggedIn, message.into());
+        }
         match (parsed.request, session) {
             (Request::Login { name, resume, protocol, token }, None) => {
                 self.login(now, conn, id, name, resume, protocol, token)
@@ -495,8 +531,13 @@ impl Signaling {
         self.out.push_back(Output::Send { conn, frame: Bytes::from(frame) });
     }
 
-    fn send_bytes(&mut self, conn: ConnId, frame: Bytes) {
+    pub(crate) fn send_bytes(&mut self, conn: ConnId, frame: Bytes) {
         self.out.push_back(Output::Send { conn, frame });
+    }
+
+    /// Hands a command to the cluster backend.
+    pub(crate) fn command(&mut self, command: crate::cluster::Command) {
+        self.out.push_back(Output::Cluster(command));
     }
 
     fn push_close(&mut self, conn: ConnId, code: u16, reason: &'static str) {
@@ -504,7 +545,7 @@ impl Signaling {
     }
 
     /// Forgets `conn` and tells the IO layer to close it.
-    fn close(&mut self, conn: ConnId, code: u16, reason: &'static str) {
+    pub(crate) fn close(&mut self, conn: ConnId, code: u16, reason: &'static str) {
         self.conns.remove(&conn);
         self.push_close(conn, code, reason);
     }
@@ -523,18 +564,39 @@ impl Signaling {
             && target.pending_bytes + frame.len() <= self.config.resume_queue_bytes;
         if fits {
             target.pending_bytes += frame.len();
-            target.pending.push_back(Pending { frame, origin: origin.map(|(s, id)| (s, id.map(RawValue::to_owned))) });
+            let origin = match origin {
+                Origin::Nobody => PendingOrigin::Nobody,
+                Origin::Local(session, id) => PendingOrigin::Local(session, id.map(RawValue::to_owned)),
+                Origin::Remote(node, session, id) => {
+                    PendingOrigin::Remote(node.clone(), session, id.map(RawValue::to_owned))
+                }
+            };
+            target.pending.push_back(Pending { frame, origin });
             return true;
         }
         self.counters.resume_queue_drops += 1;
-        if let Some((sender, id)) = origin {
-            let name = target.name.clone();
-            self.undeliverable(sender, id, &name);
-        }
+        let name = target.name.clone();
+        self.report_undeliverable(origin, &name);
         false
     }
 
-    fn undeliverable(&mut self, sender: SessionId, id: Option<&RawValue>, target: &str) {
+    /// Tells the sender of a message that it could not reach `target`.
+    pub(crate) fn report_undeliverable(&mut self, origin: Origin<'_>, target: &str) {
+        match origin {
+            Origin::Nobody => {}
+            Origin::Local(sender, id) => self.undeliverable(sender, id, target),
+            Origin::Remote(node, origin, id) => {
+                let message = crate::cluster::Message::Undeliverable {
+                    origin,
+                    id: id.map(crate::cluster::RawJson::of),
+                    target: target.to_owned(),
+                };
+                self.command(crate::cluster::Command::Send { node: node.clone(), message });
+            }
+        }
+    }
+
+    pub(crate) fn undeliverable(&mut self, sender: SessionId, id: Option<&RawValue>, target: &str) {
         let Some(conn) = self.sessions.get(&sender).and_then(|s| s.conn) else {
             return;
         };
@@ -549,7 +611,14 @@ impl Signaling {
         self.names.get(name_key(name).as_ref()).copied()
     }
 
-    fn random_token(&mut self, bytes: usize) -> String {
+    /// A fresh session id.
+    pub(crate) fn new_session_id(&mut self) -> SessionId {
+        let session = self.next_session;
+        self.next_session += 1;
+        session
+    }
+
+    pub(crate) fn random_token(&mut self, bytes: usize) -> String {
         let mut buf = [0u8; 32];
         let len = bytes.min(buf.len());
         self.rng.fill_bytes(&mut buf[..len]);
@@ -586,14 +655,7 @@ impl Signaling {
         let Some(grant) = self.authenticate(now, conn, id, name, token.as_ref()) else {
             return;
         };
-        let Some(session) = self.claim_name(now, conn, id, &grant.name, Dialect::V1) else {
-            return;
-        };
-        if let Some(state) = self.sessions.get_mut(&session) {
-            state.allowed_rooms = grant.allowed_rooms;
-        }
-        self.welcome(now, conn, session, id, false);
-        self.schedule_ice_refresh(now, session);
+        self.begin_session(now, conn, id, &grant.name, Dialect::V1, grant.allowed_rooms);
     }
 
     fn tutorial_login(
@@ -607,15 +669,7 @@ impl Signaling {
         let Some(grant) = self.authenticate(now, conn, id, Some(Cow::Borrowed(user_name)), token.as_ref()) else {
             return;
         };
-        let Some(session) = self.claim_name(now, conn, id, &grant.name, Dialect::Tutorial) else {
-            return;
-        };
-        let Some(state) = self.sessions.get(&session) else {
-            return;
-        };
-        let extra = (!self.snapshot.contains(&state.key)).then_some(state.name.as_ref());
-        let frame = self.snapshot.render_user_list(extra);
-        self.send(conn, frame);
+        self.begin_session(now, conn, id, &grant.name, Dialect::Tutorial, grant.allowed_rooms);
     }
 
     /// Decides under which name a login may proceed: in open mode the name it asks for; in token mode the token's
@@ -672,31 +726,35 @@ impl Signaling {
         Some(Grant { name: Cow::Owned(claims.sub), allowed_rooms })
     }
 
-    /// Validates the name, applies the name policy and creates the session.
-    fn claim_name(
+    /// Validates the name, applies the name policy and opens the session: at once on a single node, once the store
+    /// grants the name in cluster mode.
+    fn begin_session(
         &mut self,
         now: Instant,
         conn: ConnId,
         id: Option<&RawValue>,
         raw: &str,
         dialect: Dialect,
-    ) -> Option<SessionId> {
+        allowed_rooms: Option<Vec<Arc<str>>>,
+    ) {
         let name = match normalize_name(raw) {
             Ok(name) => name,
             Err(error) => {
                 self.counters.login(LoginOutcome::InvalidName);
-                self.fail(now, conn, id, ErrorCode::InvalidName, error.to_string().into());
-                return None;
+                return self.fail(now, conn, id, ErrorCode::InvalidName, error.to_string().into());
             }
         };
         let key: Arc<str> = Arc::from(name_key(&name).as_ref());
+        if self.cluster.as_ref().is_some_and(|c| c.claiming.contains(&key)) {
+            self.counters.login(LoginOutcome::NameTaken);
+            return self.fail(now, conn, id, ErrorCode::NameTaken, format!("{name:?} is taken").into());
+        }
         if let Some(&holder) = self.names.get(&key) {
             match self.config.name_policy {
                 crate::NamePolicy::Reject => {
                     let message = format!("{name:?} is taken");
                     self.counters.login(LoginOutcome::NameTaken);
-                    self.fail(now, conn, id, ErrorCode::NameTaken, message.into());
-                    return None;
+                    return self.fail(now, conn, id, ErrorCode::NameTaken, message.into());
                 }
                 crate::NamePolicy::Replace => {
                     let old_conn = self.sessions.get(&holder).and_then(|s| s.conn);
@@ -707,10 +765,28 @@ impl Signaling {
                 }
             }
         }
+        let name: Arc<str> = Arc::from(name);
+        if self.cluster.is_some() {
+            return self.claim_in_cluster(now, conn, id, name, key, dialect, allowed_rooms);
+        }
+        self.open_session(now, conn, id, name, key, dialect, allowed_rooms);
+    }
+
+    /// Creates the session of a login whose name is free, and greets it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open_session(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: Option<&RawValue>,
+        name: Arc<str>,
+        key: Arc<str>,
+        dialect: Dialect,
+        allowed_rooms: Option<Vec<Arc<str>>>,
+    ) -> SessionId {
         let session = self.next_session;
         self.next_session += 1;
-        let name: Arc<str> = Arc::from(name);
-        let resume_token = (dialect == Dialect::V1).then(|| self.random_token(18));
+        let resume_token = (dialect == Dialect::V1).then(|| self.new_resume_token());
         if let Some(token) = &resume_token {
             self.resume_tokens.insert(token.clone(), session);
         }
@@ -731,7 +807,7 @@ impl Signaling {
                 call: None,
                 rooms: Vec::new(),
                 status: UserStatus::Idle,
-                allowed_rooms: None,
+                allowed_rooms,
                 since: now,
             },
         );
@@ -742,17 +818,33 @@ impl Signaling {
         }
         if self.lobby.admit(&key) {
             self.presence.joined(&key, &name, UserStatus::Idle);
-            self.schedule_flush(now);
         }
-        Some(session)
+        self.local_presence_changed(&key, &name);
+        self.schedule_flush(now);
+        match dialect {
+            Dialect::V1 => {
+                self.welcome(now, conn, session, id, false);
+                self.schedule_ice_refresh(now, session);
+            }
+            Dialect::Tutorial => {
+                let extra = (!self.snapshot.contains(&key)).then_some(name.as_ref());
+                let frame = self.snapshot.render_user_list(extra);
+                self.send(conn, frame);
+            }
+        }
+        session
     }
 
     fn resume(&mut self, now: Instant, conn: ConnId, id: Option<&RawValue>, token: &str) {
         let Some(session) = self.resume_tokens.remove(token).filter(|s| self.sessions.contains_key(s)) else {
+            if let Some(owner) = self.token_owner(token) {
+                // Issued by another node of the cluster: that node hands the session over.
+                return self.resume_from(now, conn, id, owner, token);
+            }
             self.counters.login(LoginOutcome::ResumeFailed);
             return self.fail(now, conn, id, ErrorCode::ResumeFailed, "unknown or expired resume token".into());
         };
-        let new_token = self.random_token(18);
+        let new_token = self.new_resume_token();
         self.resume_tokens.insert(new_token.clone(), session);
         self.counters.login(LoginOutcome::Resumed);
         let Some(state) = self.sessions.get_mut(&session) else {
@@ -775,18 +867,25 @@ impl Signaling {
         }
     }
 
-    fn welcome(&mut self, now: Instant, conn: ConnId, session: SessionId, id: Option<&RawValue>, resumed: bool) {
+    pub(crate) fn welcome(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        session: SessionId,
+        id: Option<&RawValue>,
+        resumed: bool,
+    ) {
         let Some(state) = self.sessions.get(&session) else {
             return;
         };
         let rooms = state.rooms.iter().filter_map(|key| self.room_snapshot(key)).collect();
         let call = state.call.as_ref().and_then(|call_id| {
             let call = self.calls.get(call_id)?;
-            let caller = call.caller == session;
-            let peer = self.sessions.get(&if caller { call.callee } else { call.caller })?;
+            let caller = call.caller.is(session);
+            let peer = self.party_name(call.other(session))?;
             Some(CallSnapshot {
                 call_id: call_id.as_ref().into(),
-                peer: peer.name.as_ref().into(),
+                peer: peer.to_string().into(),
                 caller,
                 state: if call.active { CallState::Active } else { CallState::Ringing },
             })
@@ -868,9 +967,12 @@ impl Signaling {
         }
         self.counters.resume_queue_drops += state.pending.len() as u64;
         for message in state.pending {
-            if let Some((sender, id)) = message.origin {
-                self.undeliverable(sender, id.as_deref(), &state.name);
-            }
+            let origin = match &message.origin {
+                PendingOrigin::Nobody => Origin::Nobody,
+                PendingOrigin::Local(sender, id) => Origin::Local(*sender, id.as_deref()),
+                PendingOrigin::Remote(node, sender, id) => Origin::Remote(node, *sender, id.as_deref()),
+            };
+            self.report_undeliverable(origin, &state.name);
         }
         if self.lobby.remove(&state.key) {
             self.presence.left(&state.key, &state.name, state.status);
@@ -880,7 +982,11 @@ impl Signaling {
                     self.presence.joined(&user.key, &user.name, user.status);
                 }
             }
-            self.schedule_flush(now);
+        }
+        self.local_presence_changed(&state.key, &state.name);
+        self.schedule_flush(now);
+        if self.cluster.as_ref().is_some_and(|c| c.link_up) {
+            self.command(crate::cluster::Command::Release { key: state.key.clone() });
         }
     }
 
@@ -895,12 +1001,13 @@ impl Signaling {
             let (key, name) = (state.key.clone(), state.name.clone());
             if self.lobby.is_listed(&key) {
                 self.presence.status(&key, &name, old, status);
-                self.schedule_flush(now);
             }
+            self.local_presence_changed(&key, &name);
+            self.schedule_flush(now);
         }
     }
 
-    fn schedule_flush(&mut self, now: Instant) {
+    pub(crate) fn schedule_flush(&mut self, now: Instant) {
         if !self.flush_scheduled {
             self.flush_scheduled = true;
             let mut interval = self.config.presence_interval;
@@ -915,14 +1022,27 @@ impl Signaling {
 
     fn flush_presence(&mut self) {
         self.flush_scheduled = false;
+        self.broadcast_local_presence();
         let (frame, membership_changed) = self.presence.take();
         if frame.is_none() && !membership_changed {
             return;
         }
+        // Local users beyond `max_presence_users` wait unlisted (see `Lobby`).
         let lobby = &self.lobby;
-        self.snapshot.rebuild(
-            self.sessions.values().filter(|s| lobby.is_listed(&s.key)).map(|s| (&s.key, s.name.as_ref(), s.status)),
-        );
+        let local =
+            self.sessions.values().filter(|s| lobby.is_listed(&s.key)).map(|s| (&s.key, s.name.as_ref(), s.status));
+        match &self.cluster {
+            None => self.snapshot.rebuild(local),
+            Some(cluster) => {
+                let names = &self.names;
+                let remote = cluster
+                    .remote
+                    .iter()
+                    .filter(|(key, _)| !names.contains_key(*key))
+                    .map(|(key, user)| (key, user.name.as_ref(), user.status));
+                self.snapshot.rebuild(local.chain(remote));
+            }
+        }
         let frame = frame.map(Bytes::from);
         let user_list = membership_changed.then(|| Bytes::from(self.snapshot.render_user_list(None)));
         for state in self.sessions.values() {
@@ -962,6 +1082,9 @@ impl Signaling {
             return self.fail(now, conn, id, ErrorCode::TooLarge, message.into());
         }
         let Some(target) = self.session_by_name(to) else {
+            if let Some(node) = self.remote_node_of(to) {
+                return self.relay_remote(now, conn, session, id, node, kind, to, room, call_id, payload);
+            }
             return self.unknown_peer(now, conn, id, to);
         };
         if target == session {
@@ -970,10 +1093,7 @@ impl Signaling {
         let room = match room {
             None => None,
             Some(room) => {
-                let shared = self
-                    .rooms
-                    .get(name_key(room).as_ref())
-                    .filter(|r| r.members.contains(&session) && r.members.contains(&target));
+                let shared = self.rooms.get(name_key(room).as_ref()).filter(|r| r.has(session) && r.has(target));
                 match shared {
                     Some(shared) => Some(shared.name.clone()),
                     None => {
@@ -986,32 +1106,9 @@ impl Signaling {
         let (Some(sender), Some(receiver)) = (self.sessions.get(&session), self.sessions.get(&target)) else {
             return;
         };
-        let from: Cow<'_, str> = sender.name.as_ref().into();
-        let frame = match (receiver.dialect, payload) {
-            (Dialect::V1, payload) => {
-                let room = room.as_deref().map(Cow::from);
-                let call_id = call_id.map(Cow::from);
-                Some(match (kind, payload) {
-                    (RelayKind::Offer, Some(sdp)) => Event::Offer { from, room, call_id, sdp }.to_json(),
-                    (RelayKind::Answer, Some(sdp)) => Event::Answer { from, room, call_id, sdp }.to_json(),
-                    (RelayKind::Candidate, Some(candidate)) => {
-                        Event::Candidate { from, room, call_id, candidate }.to_json()
-                    }
-                    _ => OutEvent::EndOfCandidates { from, room, call_id }.to_json(),
-                })
-            }
-            (Dialect::Tutorial, Some(payload)) => {
-                let target_user_name: Cow<'_, str> = receiver.name.as_ref().into();
-                Some(match kind {
-                    RelayKind::Offer => TutorialEvent::Offer { name: from, target_user_name, sdp: payload }.to_json(),
-                    RelayKind::Answer => TutorialEvent::Answer { name: from, target_user_name, sdp: payload }.to_json(),
-                    _ => TutorialEvent::Ice { candidate: payload, target_user_name }.to_json(),
-                })
-            }
-            // The tutorial has no end-of-candidates; its pages do fine without.
-            (Dialect::Tutorial, None) => None,
-        };
-        let delivered = frame.is_none_or(|frame| self.deliver(target, Bytes::from(frame), Some((session, id))));
+        let frame =
+            relay_frame(receiver.dialect, &receiver.name, &sender.name, kind, room.as_deref(), call_id, payload);
+        let delivered = frame.is_none_or(|frame| self.deliver(target, Bytes::from(frame), Origin::Local(session, id)));
         if let (true, Some(id)) = (delivered, id) {
             self.send(conn, OutEvent::Ack { id }.to_json());
         }
@@ -1026,9 +1123,54 @@ impl Signaling {
         let room = self.rooms.get(key)?;
         Some(RoomSnapshot {
             room: room.name.as_ref().into(),
-            members: room.members.iter().filter_map(|m| self.sessions.get(m)).map(|s| s.name.as_ref().into()).collect(),
-            protected: room.password.is_some(),
+            members: room
+                .members
+                .iter()
+                .filter_map(|m| match m {
+                    RoomMember::Local(session) => self.sessions.get(session).map(|s| s.name.as_ref().into()),
+                    RoomMember::Remote { name, .. } => Some(name.as_ref().into()),
+                })
+                .collect(),
+            protected: room.password.is_some() || room.cluster_password.is_some(),
         })
+    }
+}
+
+/// A relayed message as the receiver's dialect has it; None when that dialect has no such message (the tutorial's
+/// end-of-candidates).
+pub(crate) fn relay_frame(
+    dialect: Dialect,
+    receiver: &str,
+    from: &str,
+    kind: RelayKind,
+    room: Option<&str>,
+    call_id: Option<&str>,
+    payload: Option<&RawValue>,
+) -> Option<Vec<u8>> {
+    let from: Cow<'_, str> = from.into();
+    match (dialect, payload) {
+        (Dialect::V1, payload) => {
+            let room = room.map(Cow::from);
+            let call_id = call_id.map(Cow::from);
+            Some(match (kind, payload) {
+                (RelayKind::Offer, Some(sdp)) => Event::Offer { from, room, call_id, sdp }.to_json(),
+                (RelayKind::Answer, Some(sdp)) => Event::Answer { from, room, call_id, sdp }.to_json(),
+                (RelayKind::Candidate, Some(candidate)) => {
+                    Event::Candidate { from, room, call_id, candidate }.to_json()
+                }
+                _ => OutEvent::EndOfCandidates { from, room, call_id }.to_json(),
+            })
+        }
+        (Dialect::Tutorial, Some(payload)) => {
+            let target_user_name: Cow<'_, str> = receiver.into();
+            Some(match kind {
+                RelayKind::Offer => TutorialEvent::Offer { name: from, target_user_name, sdp: payload }.to_json(),
+                RelayKind::Answer => TutorialEvent::Answer { name: from, target_user_name, sdp: payload }.to_json(),
+                _ => TutorialEvent::Ice { candidate: payload, target_user_name }.to_json(),
+            })
+        }
+        // The tutorial has no end-of-candidates; its pages do fine without.
+        (Dialect::Tutorial, None) => None,
     }
 }
 

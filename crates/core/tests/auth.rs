@@ -188,6 +188,7 @@ impl Sim {
                 Output::Close { conn, code, .. } => {
                     self.closed.insert(conn, code);
                 }
+                Output::Cluster(command) => panic!("a single node asked the cluster for {command:?}"),
             }
         }
     }

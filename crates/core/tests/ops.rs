@@ -45,6 +45,7 @@ impl Sim {
                 Output::Close { conn, code, .. } => {
                     assert!(self.closes.insert(conn, code).is_none(), "{conn:?} closed twice");
                 }
+                Output::Cluster(command) => panic!("a single node asked the cluster for {command:?}"),
             }
         }
     }

@@ -95,6 +95,7 @@ impl Sim {
                     let previous = self.closes.insert(conn, code);
                     assert!(previous.is_none(), "{conn:?} closed twice ({previous:?}, then {code})");
                 }
+                Output::Cluster(command) => panic!("a single node asked the cluster for {command:?}"),
             }
         }
     }

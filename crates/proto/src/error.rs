@@ -64,6 +64,8 @@ pub enum ErrorCode {
     WrongRoomPassword,
     /// The login token lists the rooms its holder may join, and this room is not among them.
     RoomForbidden,
+    /// The server runs in a cluster and cannot reach the cluster's shared state right now; try again shortly.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -151,6 +153,7 @@ impl ErrorCode {
             Self::NotInRoom => "not-in-room",
             Self::TooManyRooms => "too-many-rooms",
             Self::NotSupported => "not-supported",
+            Self::Unavailable => "unavailable",
             Self::AuthRequired => "auth-required",
             Self::InvalidToken => "invalid-token",
             Self::TokenExpired => "token-expired",

@@ -61,6 +61,17 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// How long a shutdown waits, after `goaway`, for clients to leave before closing the rest with 1001.
     pub shutdown_timeout: Duration,
+    /// Cluster mode (several nodes sharing state through Redis); None: a single node.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// Cluster mode settings (see `docs/cluster.md`).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The Redis every node shares.
+    pub url: String,
+    /// Bound on how long a dead node's users stay visible on the others.
+    pub node_timeout: Duration,
 }
 
 impl Default for Config {
@@ -82,6 +93,7 @@ impl Default for Config {
             limits: crate::limits::ConnectionLimits::default(),
             log_format: LogFormat::Text,
             allowed_origins: Vec::new(),
+            cluster: None,
             metrics: MetricsListen::Http,
             admin_token: None,
             shutdown_timeout: Duration::from_secs(10),
@@ -470,6 +482,14 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_TURN_TTL", value_name = "DURATION")]
     pub turn_ttl: Option<HumanDuration>,
 
+    /// Cluster mode: the Redis all nodes share, redis://[user:password@]host:port[/db] [default: none, a single node].
+    #[arg(long, env = "SWITCHBOARD_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+
+    /// Cluster mode: how soon the users of a node that died disappear from the others [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_NODE_TIMEOUT", value_name = "DURATION")]
+    pub cluster_node_timeout: Option<HumanDuration>,
+
     /// Log format [default: text]; the level comes from RUST_LOG (default info).
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -552,6 +572,8 @@ impl Options {
             turn_max_allocations_per_ip: self.turn_max_allocations_per_ip.or(file.turn_max_allocations_per_ip),
             turn_bandwidth: self.turn_bandwidth.or(file.turn_bandwidth),
             log_format: self.log_format.or(file.log_format),
+            cluster: self.cluster.or(file.cluster),
+            cluster_node_timeout: self.cluster_node_timeout.or(file.cluster_node_timeout),
             metrics: self.metrics.or(file.metrics),
             admin_token: self.admin_token.or(file.admin_token),
             shutdown_timeout: self.shutdown_timeout.or(file.shutdown_timeout),
@@ -827,6 +849,31 @@ impl Options {
                 Some(turn)
             }
         };
+        if let Some(url) = self.cluster {
+            anyhow::ensure!(
+                url.starts_with("redis://") || url.starts_with("rediss://"),
+                "cluster: {:?} is not a redis:// URL",
+                url.split('@').next_back().unwrap_or_default()
+            );
+            let node_timeout = match self.cluster_node_timeout {
+                Some(HumanDuration(d)) => {
+                    within("cluster-node-timeout", d, Duration::from_millis(500), Duration::from_secs(600))?
+                }
+                None => Duration::from_secs(10),
+            };
+            // Credentials minted by one node must pass the TURN server of any node the client ends up on: with a
+            // random per-process secret they would not.
+            let minting = config.turn.is_some() || config.external_turn.is_some();
+            let secrets = config.turn.as_ref().map(|t| !t.secrets.is_empty()).unwrap_or(config.external_turn.is_some());
+            anyhow::ensure!(
+                !minting || secrets,
+                "cluster: set turn-secrets (the same on every node), or turn = \"off\": TURN credentials minted by one \
+                 node must be valid on all of them"
+            );
+            config.cluster = Some(ClusterSettings { url, node_timeout });
+        } else if self.cluster_node_timeout.is_some() {
+            anyhow::bail!("cluster-node-timeout needs cluster");
+        }
         Ok(config)
     }
 }
@@ -911,6 +958,27 @@ mod tests {
         assert!(error.to_string().contains("turn"), "{error}");
         let error = Options::try_parse_from(["switchboard", "--turn-allow-peer", "10.0.0.0/33"]).unwrap().into_config();
         assert!(error.unwrap_err().to_string().contains("turn-allow-peers"));
+    }
+
+    #[test]
+    fn cluster_mode_needs_shared_turn_secrets() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["switchboard", "--cluster", "redis://127.0.0.1:6379"];
+            all.extend_from_slice(args);
+            Options::try_parse_from(all).unwrap().into_config()
+        };
+        let error = parse(&[]).unwrap_err().to_string();
+        assert!(error.contains("turn-secrets"), "{error}");
+        let config = parse(&["--turn-secret", "shared", "--cluster-node-timeout", "4s"]).unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!((cluster.url.as_str(), cluster.node_timeout), ("redis://127.0.0.1:6379", Duration::from_secs(4)));
+        assert_eq!(parse(&["--turn", "off"]).unwrap().cluster.unwrap().node_timeout, Duration::from_secs(10));
+        let error = parse(&["--turn", "off", "--cluster-node-timeout", "1ms"]).unwrap_err().to_string();
+        assert!(error.contains("cluster-node-timeout"), "{error}");
+        let error = Options::try_parse_from(["switchboard", "--cluster", "http://x"]).unwrap().into_config();
+        assert!(error.unwrap_err().to_string().contains("cluster"));
+        let file: Options = toml::from_str("cluster = \"redis://10.0.0.5:6379/2\"\nturn = \"off\"").unwrap();
+        assert!(file.into_config().unwrap().cluster.is_some());
     }
 
     #[test]

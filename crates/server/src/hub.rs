@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use switchboard_cluster::Backend;
 use switchboard_core::{ConnId, Counters, Input, Output, Signaling, Stats};
 use tokio::sync::Notify;
 
@@ -18,6 +19,10 @@ struct Inner {
     outboxes: HashMap<ConnId, Arc<Outbox>>,
     /// The deadline the timer task sleeps until.
     armed: Option<Instant>,
+    /// Cluster mode: where the core's cluster commands go.
+    cluster: Option<Arc<dyn Backend>>,
+    /// Cluster events waiting to be fed back to the core (commands the backend could not take).
+    bounced: std::collections::VecDeque<switchboard_core::cluster::Event>,
     /// Connections closed because their outbox overflowed.
     slow_consumers: u64,
 }
@@ -60,13 +65,44 @@ impl Hub {
     /// A hub around `core`; outboxes get these bounds.
     pub fn new(core: Signaling, outbox_frames: usize, outbox_bytes: usize) -> Self {
         Self {
-            inner: Mutex::new(Inner { core, outboxes: HashMap::new(), armed: None, slow_consumers: 0 }),
+            inner: Mutex::new(Inner {
+                core,
+                outboxes: HashMap::new(),
+                armed: None,
+                slow_consumers: 0,
+                cluster: None,
+                bounced: Default::default(),
+            }),
             closing: AtomicBool::new(false),
             timer: Notify::new(),
             next_conn: AtomicU64::new(1),
             live: AtomicUsize::new(0),
             outbox_frames,
             outbox_bytes,
+        }
+    }
+
+    /// Cluster mode: the core's cluster commands go to `backend`.
+    pub fn set_cluster(&self, backend: Arc<dyn Backend>) {
+        self.lock().inner.cluster = Some(backend);
+    }
+
+    /// Feeds events of the cluster backend to the core, until the backend stops.
+    pub async fn run_cluster_events(
+        self: Arc<Self>,
+        mut events: tokio::sync::mpsc::Receiver<switchboard_core::cluster::Event>,
+    ) {
+        // Events are fed in batches under one lock, bounded so that connection tasks are not kept waiting.
+        const PER_LOCK: usize = 256;
+        while let Some(event) = events.recv().await {
+            let mut locked = self.lock();
+            locked.input(Input::Cluster(event));
+            for _ in 1..PER_LOCK {
+                match events.try_recv() {
+                    Ok(event) => locked.input(Input::Cluster(event)),
+                    Err(_) => break,
+                }
+            }
         }
     }
 
@@ -229,7 +265,21 @@ impl Locked<'_> {
                             outbox.close(code, reason);
                         }
                     }
+                    Output::Cluster(command) => {
+                        let refused = match &self.inner.cluster {
+                            Some(backend) => backend.submit(command).err(),
+                            None => Some(command),
+                        };
+                        if let Some(event) = refused.and_then(switchboard_core::cluster::Command::failed) {
+                            self.inner.bounced.push_back(event);
+                        }
+                    }
                 }
+            }
+            if let Some(event) = self.inner.bounced.pop_front() {
+                let now = self.now;
+                self.inner.core.handle_input(now, Input::Cluster(event));
+                continue;
             }
             // A slow consumer's outbox is closed already; its session now waits for a resume like any dropped one.
             let Some(conn) = slow.pop() else { break };

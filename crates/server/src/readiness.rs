@@ -1,6 +1,6 @@
 //! `/readyz`: whether this process can serve, as a registry of named checks.
 //!
-//! Each input to readiness is a [`ReadinessCheck`] registered under a name ("http", "turn", later e.g. "cluster" for
+//! Each input to readiness is a [`ReadinessCheck`] registered under a name ("http", "turn", "cluster" for
 //! a backend's reachability). A check is asynchronous, so it may probe something (the TURN check sends a STUN
 //! Binding request to the server's own port) or just read a state that another task maintains (a closure, or a
 //! [`Flag`]). `/readyz` runs every check concurrently, each bounded by [`CHECK_TIMEOUT`], and is not ready if any

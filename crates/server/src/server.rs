@@ -44,6 +44,14 @@ pub struct Server {
     tls: Option<Arc<CertStore>>,
     admission: Arc<Admission>,
     redirect_addr: Option<SocketAddr>,
+    cluster: Option<Cluster>,
+}
+
+/// This node's link to the cluster.
+struct Cluster {
+    node: switchboard_core::cluster::NodeId,
+    backend: Arc<switchboard_cluster::redis::RedisBackend>,
+    task: JoinHandle<()>,
 }
 
 impl Server {
@@ -76,12 +84,32 @@ impl Server {
                 urls: external.urls.clone(),
             });
         }
+        let node = config.cluster.as_ref().map(|_| switchboard_cluster::random_node_id(rand::random()));
+        core_config.cluster = node.clone();
         let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let core = Signaling::new(core_config, rand::random()).with_wall_clock(Instant::now(), unix_now);
         let hub = Arc::new(Hub::new(core, config.outbound_queue_frames, config.outbound_queue_bytes));
         let (stop, stopped) = watch::channel(false);
         let (late_stop, late_stopped) = watch::channel(false);
         let timers = tokio::spawn(hub.clone().run_timers(wait_for(late_stopped.clone())));
+        let mut tasks = vec![timers];
+        let cluster = match (&config.cluster, node) {
+            (Some(settings), Some(node)) => {
+                let (events, events_rx) = tokio::sync::mpsc::channel(switchboard_cluster::EVENT_QUEUE);
+                let redis = switchboard_cluster::redis::RedisSettings {
+                    url: settings.url.clone(),
+                    node: node.clone(),
+                    node_timeout: settings.node_timeout,
+                };
+                let (backend, task) = switchboard_cluster::redis::RedisBackend::start(redis, events)?;
+                let backend = Arc::new(backend);
+                hub.set_cluster(backend.clone());
+                tasks.push(tokio::spawn(hub.clone().run_cluster_events(events_rx)));
+                tracing::info!(%node, "cluster mode: this node's id");
+                Some(Cluster { node, backend, task })
+            }
+            _ => None,
+        };
         let origins = Arc::new(crate::auth::OriginPolicy::new(config.allowed_origins.clone()));
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let ops = crate::ops::Ops::new(
@@ -100,7 +128,6 @@ impl Server {
             tls: tls.as_ref().map(|store| store.https_config().map(tokio_rustls::TlsAcceptor::from)).transpose()?,
             handshake_timeout: config.limits.handshake_timeout,
         };
-        let mut tasks = vec![timers];
         let mut redirect_addr = None;
         if let Some(addr) = config.redirect_http {
             let listener = bind(addr).with_context(|| format!("cannot listen on {addr} (redirect-http)"))?;
@@ -116,6 +143,17 @@ impl Server {
         let metrics_addr =
             crate::ops::start(&ops, config.metrics, accept.abort_handle(), turn_addr, late_stopped, &mut tasks)?;
         tasks.push(accept);
+        if let Some(cluster) = &cluster {
+            use switchboard_cluster::Backend;
+            let backend = cluster.backend.clone();
+            ops.readiness.register("cluster", move || {
+                if backend.ready() {
+                    Ok(())
+                } else {
+                    Err("cannot reach the cluster's Redis".to_owned())
+                }
+            });
+        }
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%http_addr, scheme, "switchboard listening");
         let shutdown_timeout = config.shutdown_timeout;
@@ -132,6 +170,7 @@ impl Server {
             tls,
             admission,
             redirect_addr,
+            cluster,
         })
     }
 
@@ -188,6 +227,18 @@ impl Server {
         self.admission.stats()
     }
 
+    /// Cluster mode: whether this node reaches the shared state (None on a single node). `/readyz` reports a node
+    /// that does not as not ready (its check `cluster`).
+    pub fn cluster_ready(&self) -> Option<bool> {
+        use switchboard_cluster::Backend;
+        self.cluster.as_ref().map(|cluster| cluster.backend.ready())
+    }
+
+    /// Cluster mode: this node's id.
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|cluster| cluster.node.as_str())
+    }
+
     /// The address the HTTP and WebSocket listener is bound to.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
@@ -221,6 +272,12 @@ impl Server {
         let hub = &self.hub;
         let drained = wait_until(self.shutdown_timeout, || hub.stats().connections == 0).await;
         let left = hub.stats().connections;
+        if let Some(cluster) = &self.cluster {
+            // After the drain (during which sessions could still be handed over to the nodes their clients resumed
+            // on), the other nodes drop this node's remaining users and names at once, so that those clients, closed
+            // with 1001 and reconnecting through the load balancer, can log in again elsewhere.
+            cluster.backend.depart().await;
+        }
         hub.close_all(close_code::GOING_AWAY, "server shutting down");
         if !drained {
             tracing::info!(left, "shutdown: drain timeout; closing the remaining connections with 1001");
@@ -232,6 +289,9 @@ impl Server {
         let _ = self.late_stop.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        if let Some(cluster) = self.cluster {
+            cluster.task.abort();
         }
     }
 }

@@ -67,7 +67,7 @@ async fn readyz_is_ok_with_http_and_turn_up_and_names_a_failing_check() {
     assert_eq!(body["checks"], json!({"http": "ok", "turn": "ok"}));
     assert_eq!(body["notReady"], json!([]));
 
-    // Another input to readiness (a cluster backend, later) is one more named check.
+    // Another input to readiness (here a stand-in) is one more named check.
     let backend = Flag::new(false, "the backend is unreachable");
     server.server().ops().readiness.register("backend", backend.clone());
     let response = get(server.addr, "/readyz").await;
