@@ -2,10 +2,38 @@
 //! argument (`sb:`); `docs/cluster.md` lists them. Name keys and room keys are case-folded NFC names, which never
 //! contain `|`, the separator of room member entries (`node|name`).
 
+/// Lua that drops everything node `n` held (its lease, names, room member entries, membership of the node set);
+/// shared by the heartbeat (pruning dead nodes) and a clean departure.
+macro_rules! purge_node {
+    () => {
+        r#"
+local function purge(p, n)
+  redis.call('DEL', p .. 'node:' .. n)
+  for _, k in ipairs(redis.call('SMEMBERS', p .. 'names:' .. n)) do
+    if redis.call('GET', p .. 'name:' .. k) == n then redis.call('DEL', p .. 'name:' .. k) end
+  end
+  redis.call('DEL', p .. 'names:' .. n)
+  local prefix = n .. '|'
+  for _, r in ipairs(redis.call('SMEMBERS', p .. 'rooms:' .. n)) do
+    local list = p .. 'room:' .. r .. ':members'
+    for _, m in ipairs(redis.call('LRANGE', list, 0, -1)) do
+      if string.sub(m, 1, #prefix) == prefix then redis.call('LREM', list, 0, m) end
+    end
+    if redis.call('LLEN', list) == 0 then redis.call('DEL', list, p .. 'room:' .. r) end
+  end
+  redis.call('DEL', p .. 'rooms:' .. n)
+  redis.call('SREM', p .. 'nodes', n)
+end
+"#
+    };
+}
+
 /// Renews this node's lease, registers it, prunes nodes whose lease is gone (with the names and room entries they
 /// held) and returns the live nodes.
 /// ARGV: prefix, node, lease in ms.
-pub(crate) const HEARTBEAT: &str = r#"
+pub(crate) const HEARTBEAT: &str = concat!(
+    purge_node!(),
+    r#"
 local p, me, lease = ARGV[1], ARGV[2], ARGV[3]
 redis.call('SET', p .. 'node:' .. me, '1', 'PX', lease)
 redis.call('SADD', p .. 'nodes', me)
@@ -14,25 +42,12 @@ for _, n in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
   if redis.call('EXISTS', p .. 'node:' .. n) == 1 then
     table.insert(alive, n)
   else
-    for _, k in ipairs(redis.call('SMEMBERS', p .. 'names:' .. n)) do
-      if redis.call('GET', p .. 'name:' .. k) == n then redis.call('DEL', p .. 'name:' .. k) end
-    end
-    redis.call('DEL', p .. 'names:' .. n)
-    local prefix = n .. '|'
-    for _, r in ipairs(redis.call('SMEMBERS', p .. 'rooms:' .. n)) do
-      local list = p .. 'room:' .. r .. ':members'
-      for _, m in ipairs(redis.call('LRANGE', list, 0, -1)) do
-        if string.sub(m, 1, #prefix) == prefix then redis.call('LREM', list, 0, m) end
-      end
-      if redis.call('LLEN', list) == 0 then redis.call('DEL', list, p .. 'room:' .. r) end
-    end
-    redis.call('DEL', p .. 'rooms:' .. n)
-    redis.call('SREM', p .. 'nodes', n)
+    purge(p, n)
   end
 end
 return alive
-"#;
-
+"#
+);
 /// Takes a name: free, held by this node, or held by a node whose lease is gone; with replace, from anyone.
 /// Returns {1, previous live holder or ''} when taken, {0, holder} when refused.
 /// ARGV: prefix, node, name key, '1' to replace.
@@ -170,22 +185,10 @@ return lost
 /// Leaves the cluster on a clean shutdown: drops the lease and everything the node held, as a peer's heartbeat would
 /// once the lease ran out.
 /// ARGV: prefix, node.
-pub(crate) const DEPART: &str = r#"
-local p, me = ARGV[1], ARGV[2]
-redis.call('DEL', p .. 'node:' .. me)
-for _, k in ipairs(redis.call('SMEMBERS', p .. 'names:' .. me)) do
-  if redis.call('GET', p .. 'name:' .. k) == me then redis.call('DEL', p .. 'name:' .. k) end
-end
-redis.call('DEL', p .. 'names:' .. me)
-local prefix = me .. '|'
-for _, r in ipairs(redis.call('SMEMBERS', p .. 'rooms:' .. me)) do
-  local list = p .. 'room:' .. r .. ':members'
-  for _, m in ipairs(redis.call('LRANGE', list, 0, -1)) do
-    if string.sub(m, 1, #prefix) == prefix then redis.call('LREM', list, 0, m) end
-  end
-  if redis.call('LLEN', list) == 0 then redis.call('DEL', list, p .. 'room:' .. r) end
-end
-redis.call('DEL', p .. 'rooms:' .. me)
-redis.call('SREM', p .. 'nodes', me)
+pub(crate) const DEPART: &str = concat!(
+    purge_node!(),
+    r#"
+purge(ARGV[1], ARGV[2])
 return 1
-"#;
+"#
+);
