@@ -109,7 +109,9 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
             Ok(parts) => {
                 let (tcp, tls) = parts.io.into_inner().into_inner();
                 let transport = crate::ws::transport::TlsTransport::new(tcp, tls);
-                connection::run(state.hub, transport, parts.read_buf, state.ws, upgrade_token).await;
+                // Boxed: inline, rustls' connection state would size this task's future, and thereby every plain
+                // connection's (measured: 4.2 -> 9 KiB of RSS per idle connection).
+                Box::pin(connection::run(state.hub, transport, parts.read_buf, state.ws, upgrade_token)).await;
             }
             Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
         }
