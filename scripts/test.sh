@@ -64,6 +64,8 @@ grep -q '"lost":0,' <<<"$turn_report" || { echo "TURN scenario lost packets"; ex
 ./target/debug/switchboard-bench relay --url "ws://${addr#http://}/" --dialect tutorial --pairs 4 --warmup 0.5 --duration 2 --timeout 30
 ./target/debug/switchboard-bench storm --url "ws://${addr#http://}/ws" --clients 300 --server-pid "$server" --timeout 30
 ./target/debug/switchboard-bench calls --url "ws://${addr#http://}/ws" --pairs 4 --warmup 0.5 --duration 2 --server-pid "$server" --timeout 30
+# Cross-node relay against single-node: two nodes and a redis-server of the script's own, one short round.
+PROFILE=debug WARMUP=0.5 RATE=500 scripts/cluster-bench.sh 4 4 1 1
 echo "load generator smoke: ok"
 
 step "fuzzing (45 s per target: STUN decoder, v1 and tutorial message decoders, WebSocket frames)"

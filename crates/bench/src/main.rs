@@ -1,7 +1,7 @@
 //! `switchboard-bench`: a load generator for Switchboard (and for servers speaking the classic tutorial dialect).
 //!
 //! Scenarios are bounded in count and time and target loopback addresses only: `capacity` (idle connections and the
-//! server's memory per connection), `relay` (message throughput and latency), `storm` (login storm until every
+//! server's memory per connection), `relay` (message throughput and latency), `cluster` (relay across two nodes), `storm` (login storm until every
 //! presence view is complete), `calls` (call flows per second) and `turn` (TURN relay). docs/benchmarks.md describes
 //! each. `soak` (see `scripts/soak.sh`) is a test rather than a benchmark: pairs of clients call each other in a loop
 //! for minutes, checking every relayed message and the server's memory.
@@ -48,6 +48,8 @@ enum Scenario {
     Turn(turn::Args),
     /// Caller/callee pairs relay offers, answers and candidates; report messages/s, latency, loss.
     Relay(relay::Args),
+    /// The relay scenario across two nodes of a cluster: callers on one node, callees on the other.
+    Cluster(relay::ClusterArgs),
     /// N clients log in at once; report the time until everyone sees everyone online.
     Storm(storm::Args),
     /// Full call flows (call, ring, accept, offer, answer, candidates, hangup); report flows/s and setup latency.
@@ -64,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Turn(args) => turn::run(args),
         Scenario::Capacity(args) => runtime()?.block_on(capacity::run(args)),
         Scenario::Relay(args) => runtime()?.block_on(relay::run(args)),
+        Scenario::Cluster(args) => runtime()?.block_on(relay::run_cluster(args)),
         Scenario::Storm(args) => runtime()?.block_on(storm::run(args)),
         Scenario::Calls(args) => runtime()?.block_on(calls::run(args)),
         Scenario::Soak(args) => runtime()?.block_on(soak::run(args)),

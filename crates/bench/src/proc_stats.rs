@@ -30,6 +30,18 @@ pub fn read(pid: u32) -> anyhow::Result<ProcStats> {
     Ok(ProcStats { rss_bytes: rss_kib * 1024, cpu: Duration::from_millis(ticks * 10) })
 }
 
+/// The sum of several processes' readings (the nodes of a cluster and its Redis); `None` for no process.
+pub fn read_all(pids: &[u32]) -> anyhow::Result<Option<ProcStats>> {
+    let mut total: Option<ProcStats> = None;
+    for &pid in pids {
+        let one = read(pid)?;
+        let sum = total.get_or_insert(ProcStats { rss_bytes: 0, cpu: Duration::ZERO });
+        sum.rss_bytes += one.rss_bytes;
+        sum.cpu += one.cpu;
+    }
+    Ok(total)
+}
+
 /// This process's own reading.
 pub fn own() -> anyhow::Result<ProcStats> {
     read(std::process::id())

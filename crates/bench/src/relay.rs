@@ -69,6 +69,10 @@ pub struct Args {
     /// Messages in flight per pair (sent, not yet received by the other side).
     #[arg(long, default_value_t = 16)]
     pub window: usize,
+    /// Messages per second over all pairs, spread evenly (each pair sends every pairs/rate seconds while its window
+    /// allows); 0 sends as fast as the window allows. A fixed rate is how latency is compared between setups.
+    #[arg(long, default_value_t = 0.0, value_name = "MESSAGES")]
+    pub rate: f64,
     /// Seconds of load before measuring.
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub warmup: f64,
@@ -105,6 +109,40 @@ pub struct Args {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Where the callee ends connect when it differs from `url` (the `cluster` scenario: another node).
+    #[arg(skip)]
+    pub callee_url: Option<String>,
+    /// More processes whose CPU and RSS count as the server's (the `cluster` scenario's second node and Redis).
+    #[arg(skip)]
+    pub more_server_pids: Vec<u32>,
+}
+
+/// Options of `cluster`: the relay scenario with the caller of every pair on one node and the callee on another.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub relay: Args,
+    /// WebSocket URL of the second node (loopback only); callers connect to `--url`, callees here.
+    #[arg(long)]
+    pub callee_url: String,
+    /// Process id of the second node; its CPU and RSS are added to `--server-pid`'s.
+    #[arg(long)]
+    pub callee_server_pid: Option<u32>,
+    /// Process id of the cluster's redis-server; its CPU and RSS are added too.
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
+}
+
+pub async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(args.relay.dialect, RelayDialect::V1 | RelayDialect::Tutorial),
+        "cluster runs the v1 or tutorial dialect (Switchboard nodes)"
+    );
+    anyhow::ensure!(args.callee_url != args.relay.url, "--callee-url must name another node than --url");
+    let mut relay = args.relay;
+    relay.callee_url = Some(args.callee_url);
+    relay.more_server_pids = args.callee_server_pid.into_iter().chain(args.redis_pid).collect();
+    run(relay).await
 }
 
 /// How long in-flight messages may take to arrive after sending stops before they count as lost.
@@ -137,13 +175,18 @@ struct PairResult {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.pairs >= 1 && args.window >= 1, "--pairs and --window must be at least 1");
     anyhow::ensure!(args.candidates_per_sdp <= 1000, "--candidates-per-sdp is at most 1000");
+    anyhow::ensure!((0.0..=10_000_000.0).contains(&args.rate), "--rate is 0 to 10,000,000 messages per second");
     anyhow::ensure!((0.0..=3600.0).contains(&args.warmup), "--warmup is 0 to 3600 seconds");
     anyhow::ensure!(args.duration > 0.0 && args.duration <= 3600.0, "--duration is above 0 and at most 3600 seconds");
     anyhow::ensure!(args.sdp_bytes <= 40_000 && args.candidate_bytes <= 3_500, "payloads must fit Switchboard's caps");
-    let target = Target::parse(&args.url)?;
+    let caller = Target::parse(&args.url)?;
+    let callee = match &args.callee_url {
+        Some(url) => Target::parse(url)?,
+        None => caller.clone(),
+    };
     net::ensure_fd_room(args.pairs * 2)?;
     let limit = Duration::from_secs(args.timeout);
-    let outcome = tokio::time::timeout(limit, measure(&args, &target))
+    let outcome = tokio::time::timeout(limit, measure(&args, [caller, callee]))
         .await
         .map_err(|_| anyhow::anyhow!("relay did not finish within --timeout {} s", args.timeout))??;
     outcome.print(&args);
@@ -158,7 +201,8 @@ struct Outcome {
     usage: crate::stats::UsageDelta,
 }
 
-async fn measure(args: &Args, target: &Target) -> anyhow::Result<Outcome> {
+/// `targets`: where the caller and the callee of each pair connect (the same server but in `cluster`).
+async fn measure(args: &Args, targets: [Target; 2]) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let prefix = args.prefix.clone().unwrap_or_else(|| proto::default_prefix("rl"));
     let histogram = SharedHistogram::new();
@@ -167,7 +211,7 @@ async fn measure(args: &Args, target: &Target) -> anyhow::Result<Outcome> {
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut tasks = Vec::with_capacity(args.pairs);
     for p in 0..args.pairs {
-        let pair = Pair::new(args, target, &prefix, p);
+        let pair = Pair::new(args, &targets, &prefix, p);
         let (ready_tx, go_rx, gate, histogram) = (ready_tx.clone(), go_rx.clone(), gate.clone(), histogram.clone());
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
@@ -207,7 +251,7 @@ async fn measure(args: &Args, target: &Target) -> anyhow::Result<Outcome> {
     let schedule = Schedule { epoch, warm_end, measure_end, drain_end: measure_end + DRAIN };
     go_tx.send(Some(schedule)).context("no pair is left")?;
     tokio::time::sleep_until(warm_end).await;
-    let usage = Usage::start(args.server_pid)?;
+    let usage = Usage::start(args.server_pid.into_iter().chain(args.more_server_pids.iter().copied()))?;
     let measuring = Instant::now();
     tokio::time::sleep_until(measure_end).await;
     let measured = measuring.elapsed();
@@ -241,10 +285,15 @@ struct Direction {
 /// Everything a pair needs to log in and send; cheap to build.
 struct Pair {
     dialect: RelayDialect,
+    /// The server of the pair's caller; matchbox and PeerJS pairs use it for both ends.
     target: Target,
+    /// The server of the pair's callee (another node in `cluster`).
+    callee_target: Target,
     index: usize,
     names: [String; 2],
     window: usize,
+    /// Time between two sends of this pair at a fixed `--rate`.
+    pace: Option<Duration>,
     period: u64,
     sdp_bytes: usize,
     candidate_bytes: usize,
@@ -253,19 +302,27 @@ struct Pair {
 }
 
 impl Pair {
-    fn new(args: &Args, target: &Target, prefix: &str, index: usize) -> Self {
+    fn new(args: &Args, targets: &[Target; 2], prefix: &str, index: usize) -> Self {
         Self {
             dialect: args.dialect,
-            target: target.clone(),
+            target: targets[0].clone(),
+            callee_target: targets[1].clone(),
             index,
             names: [format!("{prefix}{index}a"), format!("{prefix}{index}b")],
             window: args.window,
+            pace: (args.rate > 0.0).then(|| secs(args.pairs as f64 / args.rate)),
             period: args.candidates_per_sdp + 1,
             sdp_bytes: args.sdp_bytes,
             candidate_bytes: args.candidate_bytes,
             peerjs_key: args.peerjs_key.clone(),
             client: args.client,
         }
+    }
+
+    /// Where in the pacing interval this pair starts, in [0, 1): spread evenly by its index.
+    fn stagger(&self) -> f64 {
+        // The golden ratio's fractional part spreads any number of pairs evenly without knowing how many there are.
+        (self.index as f64 * 0.618_033_988_75).fract()
     }
 
     async fn failed(&self, ready: &mpsc::Sender<Result<(), String>>, e: anyhow::Error) -> PairResult {
@@ -298,13 +355,15 @@ impl Pair {
         let source = |side: usize| self.index * 2 + side;
         match self.dialect {
             RelayDialect::V1 => {
-                let a = proto::login_v1(&self.target, source(0), &self.names[0]).await?;
-                let b = proto::login_v1(&self.target, source(1), &self.names[1]).await?;
+                let mut a = proto::login_v1(&self.target, source(0), &self.names[0]).await?;
+                let b = proto::login_v1(&self.callee_target, source(1), &self.names[1]).await?;
+                self.await_callee_listed(&mut a).await?;
                 Ok(([a, b], self.names.clone()))
             }
             RelayDialect::Tutorial => {
-                let a = proto::login_tutorial(&self.target, source(0), &self.names[0]).await?;
-                let b = proto::login_tutorial(&self.target, source(1), &self.names[1]).await?;
+                let mut a = proto::login_tutorial(&self.target, source(0), &self.names[0]).await?;
+                let b = proto::login_tutorial(&self.callee_target, source(1), &self.names[1]).await?;
+                self.await_callee_listed(&mut a).await?;
                 Ok(([a, b], self.names.clone()))
             }
             RelayDialect::Matchbox => {
@@ -349,6 +408,18 @@ impl Pair {
         }
     }
 
+    /// Across nodes, waits until the caller's node lists the callee, as a person would see the callee online before
+    /// calling: a node learns of another node's login from its presence broadcast, up to a presence tick later, and
+    /// until then answers `unknown-peer`.
+    async fn await_callee_listed(&self, caller: &mut WsConn) -> anyhow::Result<()> {
+        if self.callee_target.addr == self.target.addr {
+            return Ok(());
+        }
+        let quoted = format!("\"{}\"", self.names[1]);
+        let finder = memchr::memmem::Finder::new(quoted.as_bytes());
+        caller.wait_for(|m| Ok(finder.find(m).map(|_| ()))).await
+    }
+
     /// Renders the messages of both directions: direction 0 goes from a to b (offers), 1 from b to a (answers).
     fn templates(&self, ids: &[String; 2]) -> anyhow::Result<[Direction; 2]> {
         let render = |d: usize| -> anyhow::Result<Direction> {
@@ -375,6 +446,8 @@ impl Pair {
         let mut in_flight = 0usize;
         let mut next_direction = 0usize;
         let mut sending = true;
+        // Pairs start their paced sends spread over one interval, not all at the epoch.
+        let mut next_send = schedule.epoch + self.pace.map_or(Duration::ZERO, |pace| pace.mul_f64(self.stagger()));
         let deadline = tokio::time::sleep_until(schedule.measure_end);
         tokio::pin!(deadline);
         loop {
@@ -386,9 +459,12 @@ impl Pair {
             if !sending && (in_flight == 0 || now >= schedule.drain_end) {
                 return Ok(());
             }
-            if sending && in_flight < self.window {
+            if sending && in_flight < self.window && now >= next_send {
                 let sent_us = micros(now - schedule.epoch);
-                while in_flight < self.window {
+                while in_flight < self.window && now >= next_send {
+                    if let Some(pace) = self.pace {
+                        next_send += pace;
+                    }
                     let d = next_direction;
                     next_direction ^= 1;
                     let seq = result.sent[d];
@@ -404,10 +480,12 @@ impl Pair {
                 conn.flush().await?;
             }
             let [a, b] = &mut *conns;
+            let paced_wait = sending && in_flight < self.window && self.pace.is_some();
             tokio::select! {
                 r = a.fill() => r?,
                 r = b.fill() => r?,
                 () = &mut deadline => {}
+                () = tokio::time::sleep_until(next_send), if paced_wait => {}
             }
             let now = Instant::now();
             let arrival = Arrival {
@@ -568,10 +646,11 @@ impl Outcome {
         let byte_rate = t.bytes as f64 / seconds;
         if args.json {
             let mut result = json!({
-                "scenario": "relay",
+                "scenario": if args.callee_url.is_some() { "cluster" } else { "relay" },
                 "dialect": args.dialect.name(),
                 "pairs": args.pairs,
                 "window": args.window,
+                "rate": args.rate,
                 "warmup_seconds": args.warmup,
                 "measured_seconds": seconds,
                 "login_seconds": self.login.as_secs_f64(),
@@ -596,7 +675,13 @@ impl Outcome {
             return;
         }
         let mut table = Table::default();
+        if let Some(callee_url) = &args.callee_url {
+            table.row("nodes", format!("callers on {}, callees on {callee_url}", args.url));
+        }
         table.row("pairs x window", format!("{} x {}", args.pairs, args.window));
+        if args.rate > 0.0 {
+            table.row("offered rate", format!("{:.0} messages/s", args.rate));
+        }
         table.row("logged in in", format!("{:.2} s", self.login.as_secs_f64()));
         table.row("measured", format!("{seconds:.2} s after {} s warm-up", args.warmup));
         table.row("delivered", format!("{rate:.0} messages/s, {:.2} MB/s", byte_rate / 1e6));
@@ -611,7 +696,8 @@ impl Outcome {
             table.row("failed pairs", format!("{}{}", t.failed_pairs, note(self.first(|p| p.failure.as_ref()))));
         }
         self.usage.rows(t.delivered, "message", &mut table);
-        print!("{}", table.render(&format!("relay ({})", args.dialect.name())));
+        let scenario = if args.callee_url.is_some() { "cluster" } else { "relay" };
+        print!("{}", table.render(&format!("{scenario} ({})", args.dialect.name())));
     }
 
     /// A run with lost, duplicated or misrouted messages, errors or failed pairs is not a valid measurement.

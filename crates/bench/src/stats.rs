@@ -114,9 +114,10 @@ impl Summary {
 
 /// CPU and memory of the server (if its PID is known) and of this tool, read at the start and end of a measured
 /// interval.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Usage {
-    server: Option<u32>,
+    /// The measured server's processes (several in `cluster`: both nodes and Redis); their figures are summed.
+    servers: Vec<u32>,
     server_before: Option<ProcStats>,
     own_before: ProcStats,
 }
@@ -131,12 +132,13 @@ pub struct UsageDelta {
 }
 
 impl Usage {
-    pub fn start(server: Option<u32>) -> anyhow::Result<Self> {
-        Ok(Self { server, server_before: server.map(proc_stats::read).transpose()?, own_before: proc_stats::own()? })
+    pub fn start(servers: impl IntoIterator<Item = u32>) -> anyhow::Result<Self> {
+        let servers: Vec<u32> = servers.into_iter().collect();
+        Ok(Self { server_before: proc_stats::read_all(&servers)?, servers, own_before: proc_stats::own()? })
     }
 
     pub fn finish(&self, wall: Duration) -> anyhow::Result<UsageDelta> {
-        let server_after = self.server.map(proc_stats::read).transpose()?;
+        let server_after = proc_stats::read_all(&self.servers)?;
         let own_after = proc_stats::own()?;
         Ok(UsageDelta {
             server_cpu: self.server_before.zip(server_after).map(|(b, a)| a.cpu.saturating_sub(b.cpu)),
