@@ -51,12 +51,24 @@ pub fn random_node_id(random: u64) -> NodeId {
     NodeId(std::sync::Arc::from(format!("{:012x}", random & 0xffff_ffff_ffff).as_str()))
 }
 
-/// How a message travels between nodes: its sender, and the message.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// How messages travel between nodes: their sender, and one or more messages for one channel, in order. Messages
+/// to one node that leave in one pipeline share an envelope, so that Redis handles one `PUBLISH` for a burst of
+/// relayed signaling rather than one per message.
+#[derive(Debug, serde::Deserialize)]
 pub struct Envelope {
     /// The sending node.
     pub from: NodeId,
-    /// What it says.
-    #[serde(rename = "m")]
-    pub message: Message,
+    /// What it says, in order.
+    #[serde(rename = "ms")]
+    pub messages: Vec<Message>,
+}
+
+/// The sending side of [`Envelope`], borrowing the messages.
+#[derive(Debug, serde::Serialize)]
+pub struct EnvelopeRef<'a> {
+    /// The sending node.
+    pub from: &'a NodeId,
+    /// What it says, in order.
+    #[serde(rename = "ms")]
+    pub messages: &'a [Message],
 }

@@ -19,7 +19,7 @@ use switchboard_core::cluster::{ClaimOutcome, JoinOutcome, Member};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{scripts, Backend, Command, Envelope, Event, Message, NodeId, COMMAND_QUEUE};
+use crate::{scripts, Backend, Command, Envelope, EnvelopeRef, Event, Message, NodeId, COMMAND_QUEUE};
 
 /// Key and channel prefix.
 pub const PREFIX: &str = "sb:";
@@ -29,6 +29,9 @@ const PUSH_QUEUE: usize = 65_536;
 
 /// Most commands in one pipeline.
 const BATCH: usize = 512;
+
+/// Most messages in one published envelope.
+const BUNDLE: usize = 128;
 
 /// How long a connection attempt, and any reply, may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -399,8 +402,8 @@ impl Task {
     }
 
     async fn depart(&self, con: &mut MultiplexedConnection, shas: &Shas) {
-        let gone =
-            Envelope { from: self.settings.node.clone(), message: Message::Sync { users: Vec::new(), reply: false } };
+        let messages = [Message::Sync { users: Vec::new(), reply: false }];
+        let gone = EnvelopeRef { from: &self.settings.node, messages: &messages };
         let mut pipe = redis::pipe();
         if let Ok(payload) = serde_json::to_vec(&gone) {
             pipe.cmd("PUBLISH").arg(format!("{PREFIX}all")).arg(payload).ignore();
@@ -420,9 +423,11 @@ impl Task {
                     Ok(envelope) => {
                         if envelope.from != self.settings.node {
                             self.liveness.heard_from(&envelope.from);
-                            let event = Event::Message { from: envelope.from, message: envelope.message };
-                            if self.events.send(event).await.is_err() {
-                                return Err("the node is stopping".into());
+                            for message in envelope.messages {
+                                let event = Event::Message { from: envelope.from.clone(), message };
+                                if self.events.send(event).await.is_err() {
+                                    return Err("the node is stopping".into());
+                                }
                             }
                         }
                     }
@@ -441,9 +446,17 @@ impl Task {
         shas: &Shas,
         batch: &mut Vec<Command>,
     ) -> Result<(), String> {
+        let entries = bundle_sends(batch.drain(..));
         let mut pipe = redis::pipe();
         let node = self.settings.node.as_str();
-        for command in batch.iter() {
+        for entry in &entries {
+            let command = match entry {
+                Entry::Bundle { node: to, messages } => {
+                    pipe.cmd("PUBLISH").arg(self.node_channel(to)).arg(self.encode(messages));
+                    continue;
+                }
+                Entry::Command(command) => command,
+            };
             match command {
                 Command::Claim { key, replace, .. } => {
                     pipe.cmd("EVALSHA")
@@ -496,11 +509,11 @@ impl Task {
                     }
                 }
                 Command::Send { node: to, message } => {
-                    let payload = self.encode(message);
+                    let payload = self.encode(std::slice::from_ref(message));
                     pipe.cmd("PUBLISH").arg(self.node_channel(to)).arg(payload);
                 }
                 Command::Broadcast { message } => {
-                    let payload = self.encode(message);
+                    let payload = self.encode(std::slice::from_ref(message));
                     pipe.cmd("PUBLISH").arg(format!("{PREFIX}all")).arg(payload);
                 }
             }
@@ -508,26 +521,80 @@ impl Task {
         let replies: Vec<Value> = match pipe.query_async(con).await {
             Ok(replies) => replies,
             Err(error) => {
-                for command in batch.drain(..) {
+                for command in entries.into_iter().flat_map(Entry::into_commands) {
                     self.fail(command).await;
                 }
                 return Err(error.to_string());
             }
         };
-        for (command, reply) in batch.drain(..).zip(replies) {
-            if let Some(event) = answer(command, reply) {
-                if self.events.send(event).await.is_err() {
-                    return Err("the node is stopping".into());
+        for (entry, reply) in entries.into_iter().zip(replies) {
+            for command in entry.into_commands() {
+                if let Some(event) = answer(command, reply.clone()) {
+                    if self.events.send(event).await.is_err() {
+                        return Err("the node is stopping".into());
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    fn encode(&self, message: &Message) -> Vec<u8> {
-        let envelope = Envelope { from: self.settings.node.clone(), message: message.clone() };
+    fn encode(&self, messages: &[Message]) -> Vec<u8> {
+        let envelope = EnvelopeRef { from: &self.settings.node, messages };
         serde_json::to_vec(&envelope).unwrap_or_default()
     }
+}
+
+/// One command of a pipeline, or several messages to one node published as one envelope.
+#[derive(Debug)]
+enum Entry {
+    Command(Command),
+    Bundle { node: NodeId, messages: Vec<Message> },
+}
+
+impl Entry {
+    /// The commands it stands for, each answered by the entry's one reply.
+    fn into_commands(self) -> Vec<Command> {
+        match self {
+            Entry::Command(command) => vec![command],
+            Entry::Bundle { node, messages } => {
+                messages.into_iter().map(|message| Command::Send { node: node.clone(), message }).collect()
+            }
+        }
+    }
+}
+
+/// Folds each run of consecutive `Send`s into one bundle per addressee (at most [`BUNDLE`] messages each), keeping
+/// the order of messages to one node and the order of everything relative to the other commands: a bundle is
+/// published where the run ends, before the command that ended it.
+fn bundle_sends(commands: impl Iterator<Item = Command>) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    let mut run: Vec<(NodeId, Vec<Message>)> = Vec::new();
+    let flush = |run: &mut Vec<(NodeId, Vec<Message>)>, entries: &mut Vec<Entry>| {
+        entries.extend(run.drain(..).map(|(node, messages)| Entry::Bundle { node, messages }));
+    };
+    for command in commands {
+        match command {
+            Command::Send { node, message } => {
+                match run.iter_mut().find(|(to, messages)| *to == node && messages.len() < BUNDLE) {
+                    Some((_, messages)) => messages.push(message),
+                    None => {
+                        // A full bundle to this node ends here: later messages to it must not overtake it.
+                        if run.iter().any(|(to, _)| *to == node) {
+                            flush(&mut run, &mut entries);
+                        }
+                        run.push((node, vec![message]));
+                    }
+                }
+            }
+            other => {
+                flush(&mut run, &mut entries);
+                entries.push(Entry::Command(other));
+            }
+        }
+    }
+    flush(&mut run, &mut entries);
+    entries
 }
 
 /// The event a command's reply makes, if anyone waits for it.
@@ -595,6 +662,7 @@ fn strings(reply: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_core::cluster::Presence;
 
     fn node(id: &str) -> NodeId {
         NodeId(Arc::from(id))
@@ -651,6 +719,51 @@ mod tests {
         let send = Command::Send { node: node("gone"), message: Message::Presence { users: Vec::new() } };
         assert!(matches!(answer(send.clone(), Value::Int(0)), Some(Event::Undelivered { .. })));
         assert_eq!(answer(send, Value::Int(1)), None);
+    }
+
+    #[test]
+    fn sends_are_bundled_per_node_without_reordering_anything() {
+        let send = |to: &str, n: usize| Command::Send {
+            node: node(to),
+            message: Message::Presence { users: vec![Presence { name: format!("u{n}"), status: None }] },
+        };
+        let claim = Command::Claim { ticket: 1, key: Arc::from("k"), replace: false };
+        let mut commands = vec![send("a", 0), send("b", 1), send("a", 2), claim, send("a", 3)];
+        commands.extend((4..4 + BUNDLE + 1).map(|n| send("b", n)));
+        let entries = bundle_sends(commands.into_iter());
+        let shape: Vec<(String, Vec<usize>)> = entries
+            .iter()
+            .map(|entry| match entry {
+                Entry::Command(_) => ("claim".to_string(), Vec::new()),
+                Entry::Bundle { node, messages } => (
+                    node.0.to_string(),
+                    messages
+                        .iter()
+                        .map(|m| match m {
+                            Message::Presence { users } => users[0].name[1..].parse().unwrap(),
+                            _ => unreachable!(),
+                        })
+                        .collect(),
+                ),
+            })
+            .collect();
+        let b_run: Vec<usize> = (4..4 + BUNDLE).collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("a".to_string(), vec![0, 2]),
+                ("b".to_string(), vec![1]),
+                ("claim".to_string(), vec![]),
+                ("a".to_string(), vec![3]),
+                ("b".to_string(), b_run),
+                ("b".to_string(), vec![4 + BUNDLE]),
+            ]
+        );
+        // One reply answers every message of a bundle: nobody listening makes each of them undelivered.
+        let Some(Entry::Bundle { .. }) = entries.first() else { panic!("a bundle first") };
+        let commands = entries.into_iter().next().unwrap().into_commands();
+        let undelivered = commands.into_iter().filter_map(|c| answer(c, Value::Int(0))).count();
+        assert_eq!(undelivered, 2);
     }
 
     #[test]
