@@ -1148,25 +1148,31 @@ pub(crate) fn relay_frame(
     payload: Option<&RawValue>,
 ) -> Option<Vec<u8>> {
     let from: Cow<'_, str> = from.into();
+    // Names, room and call id are short; the payload (a 3 KB offer) is what sizes the frame.
+    let size = payload.map_or(0, |p| p.get().len()) + from.len() + receiver.len() + room.map_or(0, str::len);
     match (dialect, payload) {
         (Dialect::V1, payload) => {
             let room = room.map(Cow::from);
             let call_id = call_id.map(Cow::from);
             Some(match (kind, payload) {
-                (RelayKind::Offer, Some(sdp)) => Event::Offer { from, room, call_id, sdp }.to_json(),
-                (RelayKind::Answer, Some(sdp)) => Event::Answer { from, room, call_id, sdp }.to_json(),
+                (RelayKind::Offer, Some(sdp)) => Event::Offer { from, room, call_id, sdp }.to_json_sized(size),
+                (RelayKind::Answer, Some(sdp)) => Event::Answer { from, room, call_id, sdp }.to_json_sized(size),
                 (RelayKind::Candidate, Some(candidate)) => {
-                    Event::Candidate { from, room, call_id, candidate }.to_json()
+                    Event::Candidate { from, room, call_id, candidate }.to_json_sized(size)
                 }
-                _ => OutEvent::EndOfCandidates { from, room, call_id }.to_json(),
+                _ => OutEvent::EndOfCandidates { from, room, call_id }.to_json_sized(size),
             })
         }
         (Dialect::Tutorial, Some(payload)) => {
             let target_user_name: Cow<'_, str> = receiver.into();
             Some(match kind {
-                RelayKind::Offer => TutorialEvent::Offer { name: from, target_user_name, sdp: payload }.to_json(),
-                RelayKind::Answer => TutorialEvent::Answer { name: from, target_user_name, sdp: payload }.to_json(),
-                _ => TutorialEvent::Ice { candidate: payload, target_user_name }.to_json(),
+                RelayKind::Offer => {
+                    TutorialEvent::Offer { name: from, target_user_name, sdp: payload }.to_json_sized(size)
+                }
+                RelayKind::Answer => {
+                    TutorialEvent::Answer { name: from, target_user_name, sdp: payload }.to_json_sized(size)
+                }
+                _ => TutorialEvent::Ice { candidate: payload, target_user_name }.to_json_sized(size),
             })
         }
         // The tutorial has no end-of-candidates; its pages do fine without.

@@ -39,7 +39,12 @@ pub enum TutorialEvent<'a, P = &'a RawValue> {
 impl<P: Serialize> TutorialEvent<'_, P> {
     /// The message as one JSON text frame.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
+        self.to_json_sized(0)
+    }
+
+    /// The message as one JSON text frame, allocated once for about `payload_bytes` of relayed payload.
+    pub fn to_json_sized(&self, payload_bytes: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + payload_bytes);
         if serde_json::to_writer(&mut out, self).is_err() {
             out.clear();
         }
