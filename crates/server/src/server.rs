@@ -72,7 +72,7 @@ impl Server {
                     (Some(store), true) => Some(store.turn_config()?),
                     _ => None,
                 };
-                let (running, shared) = start_turn(settings, tls, http_addr, &mut core_config)?;
+                let (running, shared) = start_turn(settings, config.limits, tls, http_addr, &mut core_config)?;
                 (Some(running), Some(shared))
             }
             None => (None, None),
@@ -345,6 +345,7 @@ fn cert_store(config: &Config, http_addr: SocketAddr) -> anyhow::Result<Option<A
 /// Starts the STUN/TURN listener and tells the signaling core which ICE servers and credentials to hand out.
 fn start_turn(
     settings: &TurnSettings,
+    limits: crate::limits::ConnectionLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
     http_addr: SocketAddr,
     core: &mut switchboard_core::Config,
@@ -372,7 +373,7 @@ fn start_turn(
         settings.workers
     };
     let mut running =
-        crate::turn::start(crate::turn::TurnListener { listen, relay_ip, workers, shared: shared.clone() })
+        crate::turn::start(crate::turn::TurnListener { listen, relay_ip, workers, limits, shared: shared.clone() })
             .with_context(|| format!("cannot start STUN/TURN on {listen}"))?;
     let tls_port = match (settings.tls_enabled, tls) {
         (true, Some(config)) => {

@@ -582,3 +582,60 @@ async fn memory_returns_to_its_level_after_repeated_abuse() {
     let mut client = Client::connect(&format!("ws://{}/ws", child.http)).await.unwrap();
     client.login("still-here").await.unwrap();
 }
+
+/// A STUN Binding over a TURN stream connection: true when the server answers, false when it closed the connection.
+async fn binding_over_tcp(stream: &mut TcpStream) -> bool {
+    let mut request = Vec::new();
+    let mut writer = MessageWriter::new(&mut request, Method::BINDING, Class::Request, TransactionId([7; 12]));
+    writer.fingerprint();
+    writer.finish().unwrap();
+    if stream.write_all(&request).await.is_err() {
+        return false;
+    }
+    let mut header = [0u8; 20];
+    match tokio::time::timeout(T, stream.read_exact(&mut header)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return false,
+        Err(_) => panic!("neither an answer nor a close within {T:?}"),
+    }
+    // Read the attributes too, so that the next answer starts at a message boundary.
+    let mut attributes = vec![0u8; usize::from(u16::from_be_bytes([header[2], header[3]]))];
+    stream.read_exact(&mut attributes).await.is_ok() && header[..2] == [0x01, 0x01]
+}
+
+#[tokio::test]
+async fn turn_stream_connections_per_source_address_are_capped() {
+    let server = TestServer::start_with(|config| {
+        config.limits.max_per_ip = 2;
+        config.limits.rate_per_ip = 0;
+    })
+    .await;
+    let turn = server.turn_addr().expect("TURN is on");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect_from(source(7), turn).await.unwrap();
+        assert!(binding_over_tcp(&mut stream).await, "within the cap, TURN over TCP answers");
+        held.push(stream);
+    }
+    // The third from that address is closed unread; another address and the two held are not affected.
+    let mut refused = connect_from(source(7), turn).await.unwrap();
+    assert!(!binding_over_tcp(&mut refused).await, "the third TURN TCP connection from one address must be closed");
+    let mut other = connect_from(source(8), turn).await.unwrap();
+    assert!(binding_over_tcp(&mut other).await);
+    assert!(binding_over_tcp(&mut held[0]).await);
+    // WebSocket connections are counted apart: the same address may still open the signaling connection.
+    let mut client = client_from(source(7), &server).await.unwrap();
+    client.login("turn-capped").await.unwrap();
+    // One TURN connection ends: its place is given back.
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let mut again = connect_from(source(7), turn).await.unwrap();
+        if binding_over_tcp(&mut again).await {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the freed TURN place was never given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+}

@@ -36,8 +36,27 @@ pub struct StreamContext {
     pub relay_ip: IpAddr,
     /// Connections (TCP and TLS together) allowed at once; more are closed at accept.
     pub permits: Arc<Semaphore>,
+    /// Connections and connection attempts per client address (the HTTP listener's limits, counted separately), so
+    /// that one address cannot take every stream slot.
+    pub admission: Arc<crate::limits::Admission>,
     /// Set on shutdown: every connection ends and frees its allocation.
     pub stopped: watch::Receiver<bool>,
+}
+
+/// What an admitted stream connection holds until it ends: its place under the total and under its address's count.
+pub struct Admitted {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _slot: crate::limits::IpSlot,
+}
+
+impl StreamContext {
+    /// Admits a connection from `client`, or refuses it (the caller drops the stream unread): past the total, past
+    /// its address's open connections or past its address's attempt rate.
+    pub fn admit(&self, client: SocketAddr) -> Option<Admitted> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let slot = self.admission.admit(client.ip(), Instant::now()).ok()?;
+        Some(Admitted { _permit: permit, _slot: slot })
+    }
 }
 
 /// Accepts TURN-over-TCP connections until the task is aborted.
@@ -46,13 +65,13 @@ pub async fn serve(listener: TcpListener, context: StreamContext) {
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
-                let Ok(permit) = context.permits.clone().try_acquire_owned() else { continue };
+                let Some(admitted) = context.admit(client) else { continue };
                 let _ = stream.set_nodelay(true);
                 let tuple = FiveTuple { client, server, transport: Transport::Tcp };
                 let context = context.clone();
                 tokio::spawn(async move {
                     connection(stream, tuple, context).await;
-                    drop(permit);
+                    drop(admitted);
                 });
             }
             Err(error) => {

@@ -21,7 +21,7 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, context: super:
                 continue;
             }
         };
-        let Ok(permit) = context.permits.clone().try_acquire_owned() else { continue };
+        let Some(admitted) = context.admit(client) else { continue };
         let _ = stream.set_nodelay(true);
         let (acceptor, context) = (acceptor.clone(), context.clone());
         tokio::spawn(async move {
@@ -30,7 +30,7 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, context: super:
             };
             let tuple = FiveTuple { client, server, transport: Transport::Tls };
             super::tcp::connection(tls, tuple, context).await;
-            drop(permit);
+            drop(admitted);
         });
     }
 }

@@ -43,6 +43,8 @@ pub struct TurnListener {
     pub relay_ip: IpAddr,
     /// Worker threads (one per core is right).
     pub workers: usize,
+    /// Per-address limits of the TCP and TLS listeners.
+    pub limits: crate::limits::ConnectionLimits,
     /// Shared state: settings, credentials, peer policy, quotas.
     pub shared: Arc<Shared>,
 }
@@ -149,6 +151,7 @@ pub fn start(listener: TurnListener) -> std::io::Result<RunningTurn> {
         shared: listener.shared.clone(),
         relay_ip: listener.relay_ip,
         permits: Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_CONNECTIONS)),
+        admission: crate::limits::Admission::new(listener.limits, MAX_STREAM_CONNECTIONS),
         stopped: stopped.clone(),
     };
     let tcp = tokio::spawn(super::tcp::serve(tcp_listener, streams.clone()));
