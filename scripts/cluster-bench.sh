@@ -30,6 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+command -v redis-server >/dev/null || { echo "needs redis-server (Debian package redis-server)"; exit 1; }
 if [ "$profile" = release ]; then
   cargo build --release --locked -q -p switchboard-server -p switchboard-bench
 else
@@ -56,9 +57,13 @@ start_node() {
   node_url="ws://${addr#http://}/ws"
 }
 
+# Stops the setup's processes in reverse start order (nodes before their Redis, so that they leave it cleanly).
 stop_all() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[$i]}" 2>/dev/null || true
+    wait "${pids[$i]}" 2>/dev/null || true
+  done
   pids=()
 }
 
@@ -72,7 +77,7 @@ measure() {
   shift
   echo "--- $label"
   if out=$("$bin/switchboard-bench" "$@" --pairs "$pairs" --window "$window" --warmup "$warmup" \
-    --duration "$seconds" --timeout $((seconds * 3 + 60)) --json); then
+    --duration "$seconds" --timeout $((${seconds%.*} * 3 + 60)) --json); then
     :
   else
     echo "$label: the run reported faults or failed" >&2
@@ -92,12 +97,17 @@ cross() {
   local rate_args=("--rate" "$1") label=$2 port url_a pid_a
   port=$(free_port)
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
-  local redis_pid=$!
+  local redis_pid=$! listening=
   pids+=("$redis_pid")
   for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      listening=1
+      break
+    fi
+    kill -0 "$redis_pid" 2>/dev/null || break
     sleep 0.1
   done
+  [ -n "$listening" ] || { echo "redis-server did not listen on $port"; cat "$work/redis.log"; exit 1; }
   start_node a --cluster "redis://127.0.0.1:$port"
   url_a=$node_url pid_a=$node_pid
   start_node b --cluster "redis://127.0.0.1:$port"

@@ -66,10 +66,13 @@ export async function startRedis() {
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
     { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
+  let spawnError = null;
+  child.once('error', (error) => { spawnError = error; });
   child.stdout.on('data', (chunk) => { output += chunk; });
   child.stderr.on('data', (chunk) => { output += chunk; });
   const deadline = Date.now() + 10000;
   for (;;) {
+    if (spawnError) throw new Error(`cannot start redis-server (Debian package redis-server): ${spawnError.message}`);
     if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}:\n${output}`);
     const listening = await new Promise((resolve) => {
       const socket = net.connect(port, '127.0.0.1', () => { socket.destroy(); resolve(true); });

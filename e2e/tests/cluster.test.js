@@ -14,14 +14,19 @@ before(async () => {
   env.redis = await startRedis();
   // One TURN secret on both nodes, as a real cluster has: credentials minted by either are valid on both.
   const args = ['--cluster', env.redis.url, '--turn-secret', 'e2e-cluster-secret'];
-  env.nodes = [await startServer(args), await startServer(args)];
+  // Pushed one by one, so that a node that started is stopped even when the next one fails to.
+  env.nodes.push(await startServer(args));
+  env.nodes.push(await startServer(args));
   env.browser = await launchBrowser();
 });
 
 after(async () => {
-  await env.browser?.close();
-  for (const node of env.nodes) await node.stop();
-  await env.redis?.stop();
+  try {
+    await env.browser?.close();
+  } finally {
+    for (const node of env.nodes) await node.stop();
+    await env.redis?.stop();
+  }
 });
 
 test('two pages on two nodes see each other and call with video both ways', async () => {
@@ -48,7 +53,7 @@ test('two pages on two nodes see each other and call with video both ways', asyn
   await alice.getByLabel('Message').fill('hello from node A');
   await alice.getByRole('button', { name: 'Send' }).click();
   await bob.locator('#chat-log li', { hasText: 'hello from node A' }).waitFor();
-  assert.equal(await alice.evaluate(() => window.switchboard.client.users.get('bob')), 'in-call');
+  await alice.waitForFunction(() => window.switchboard.client.users.get('bob') === 'in-call');
 
   await bob.getByRole('button', { name: 'Hang up' }).click();
   await alice.getByText('bob hung up.').waitFor();

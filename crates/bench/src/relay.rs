@@ -139,6 +139,10 @@ pub async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         "cluster runs the v1 or tutorial dialect (Switchboard nodes)"
     );
     anyhow::ensure!(args.callee_url != args.relay.url, "--callee-url must name another node than --url");
+    anyhow::ensure!(
+        args.relay.server_pid.is_some() || (args.callee_server_pid.is_none() && args.redis_pid.is_none()),
+        "--callee-server-pid and --redis-pid add to --server-pid's figures: give --server-pid too"
+    );
     let mut relay = args.relay;
     relay.callee_url = Some(args.callee_url);
     relay.more_server_pids = args.callee_server_pid.into_iter().chain(args.redis_pid).collect();
@@ -176,6 +180,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.pairs >= 1 && args.window >= 1, "--pairs and --window must be at least 1");
     anyhow::ensure!(args.candidates_per_sdp <= 1000, "--candidates-per-sdp is at most 1000");
     anyhow::ensure!((0.0..=10_000_000.0).contains(&args.rate), "--rate is 0 to 10,000,000 messages per second");
+    anyhow::ensure!(
+        args.rate == 0.0 || args.pairs as f64 / args.rate <= 60.0,
+        "--rate must give each pair at least one message a minute"
+    );
     anyhow::ensure!((0.0..=3600.0).contains(&args.warmup), "--warmup is 0 to 3600 seconds");
     anyhow::ensure!(args.duration > 0.0 && args.duration <= 3600.0, "--duration is above 0 and at most 3600 seconds");
     anyhow::ensure!(args.sdp_bytes <= 40_000 && args.candidate_bytes <= 3_500, "payloads must fit Switchboard's caps");
@@ -460,11 +468,18 @@ impl Pair {
                 return Ok(());
             }
             if sending && in_flight < self.window && now >= next_send {
-                let sent_us = micros(now - schedule.epoch);
+                let sent_now = micros(now - schedule.epoch);
                 while in_flight < self.window && now >= next_send {
-                    if let Some(pace) = self.pace {
-                        next_send += pace;
-                    }
+                    // At a fixed rate a message counts from when it was due, not from when the window let it go:
+                    // otherwise a server that stalls the window would hide the wait (coordinated omission).
+                    let sent_us = match self.pace {
+                        Some(pace) => {
+                            let due = micros(next_send.saturating_duration_since(schedule.epoch));
+                            next_send += pace;
+                            due
+                        }
+                        None => sent_now,
+                    };
                     let d = next_direction;
                     next_direction ^= 1;
                     let seq = result.sent[d];

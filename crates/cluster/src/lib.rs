@@ -59,8 +59,21 @@ pub struct Envelope {
     /// The sending node.
     pub from: NodeId,
     /// What it says, in order.
-    #[serde(rename = "ms")]
-    pub messages: Vec<Message>,
+    #[serde(rename = "ms", default)]
+    messages: Vec<Message>,
+    /// One message, as nodes of the previous version send it (before envelopes carried several): read so that a
+    /// rolling upgrade does not drop what old and new nodes say to each other.
+    #[serde(rename = "m", default)]
+    message: Option<Message>,
+}
+
+impl Envelope {
+    /// The messages, in order.
+    pub fn into_messages(self) -> Vec<Message> {
+        let mut messages = self.messages;
+        messages.extend(self.message);
+        messages
+    }
 }
 
 /// The sending side of [`Envelope`], borrowing the messages.

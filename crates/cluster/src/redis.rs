@@ -423,8 +423,9 @@ impl Task {
                     Ok(envelope) => {
                         if envelope.from != self.settings.node {
                             self.liveness.heard_from(&envelope.from);
-                            for message in envelope.messages {
-                                let event = Event::Message { from: envelope.from.clone(), message };
+                            let from = envelope.from.clone();
+                            for message in envelope.into_messages() {
+                                let event = Event::Message { from: from.clone(), message };
                                 if self.events.send(event).await.is_err() {
                                     return Err("the node is stopping".into());
                                 }
@@ -528,11 +529,13 @@ impl Task {
             }
         };
         for (entry, reply) in entries.into_iter().zip(replies) {
-            for command in entry.into_commands() {
-                if let Some(event) = answer(command, reply.clone()) {
-                    if self.events.send(event).await.is_err() {
-                        return Err("the node is stopping".into());
-                    }
+            let events: Vec<Event> = match entry {
+                Entry::Command(command) => answer(command, reply).into_iter().collect(),
+                bundle => bundle.into_commands().into_iter().filter_map(|c| answer(c, reply.clone())).collect(),
+            };
+            for event in events {
+                if self.events.send(event).await.is_err() {
+                    return Err("the node is stopping".into());
                 }
             }
         }
@@ -564,36 +567,23 @@ impl Entry {
     }
 }
 
-/// Folds each run of consecutive `Send`s into one bundle per addressee (at most [`BUNDLE`] messages each), keeping
-/// the order of messages to one node and the order of everything relative to the other commands: a bundle is
-/// published where the run ends, before the command that ended it.
+/// Folds consecutive `Send`s to one node into one bundle (at most [`BUNDLE`] messages), so the pipeline keeps its
+/// exact order: Redis runs a pipeline's commands in order, and a node that reacts to a message of a later command
+/// must not be able to overtake an earlier one to another node. Interleaved destinations therefore bundle less; the
+/// common case, a burst of relayed messages to one other node, bundles fully.
 fn bundle_sends(commands: impl Iterator<Item = Command>) -> Vec<Entry> {
-    let mut entries = Vec::new();
-    let mut run: Vec<(NodeId, Vec<Message>)> = Vec::new();
-    let flush = |run: &mut Vec<(NodeId, Vec<Message>)>, entries: &mut Vec<Entry>| {
-        entries.extend(run.drain(..).map(|(node, messages)| Entry::Bundle { node, messages }));
-    };
+    let mut entries: Vec<Entry> = Vec::new();
     for command in commands {
         match command {
-            Command::Send { node, message } => {
-                match run.iter_mut().find(|(to, messages)| *to == node && messages.len() < BUNDLE) {
-                    Some((_, messages)) => messages.push(message),
-                    None => {
-                        // A full bundle to this node ends here: later messages to it must not overtake it.
-                        if run.iter().any(|(to, _)| *to == node) {
-                            flush(&mut run, &mut entries);
-                        }
-                        run.push((node, vec![message]));
-                    }
+            Command::Send { node, message } => match entries.last_mut() {
+                Some(Entry::Bundle { node: to, messages }) if *to == node && messages.len() < BUNDLE => {
+                    messages.push(message);
                 }
-            }
-            other => {
-                flush(&mut run, &mut entries);
-                entries.push(Entry::Command(other));
-            }
+                _ => entries.push(Entry::Bundle { node, messages: vec![message] }),
+            },
+            other => entries.push(Entry::Command(other)),
         }
     }
-    flush(&mut run, &mut entries);
     entries
 }
 
@@ -722,14 +712,14 @@ mod tests {
     }
 
     #[test]
-    fn sends_are_bundled_per_node_without_reordering_anything() {
+    fn consecutive_sends_to_one_node_are_bundled_without_reordering_anything() {
         let send = |to: &str, n: usize| Command::Send {
             node: node(to),
             message: Message::Presence { users: vec![Presence { name: format!("u{n}"), status: None }] },
         };
         let claim = Command::Claim { ticket: 1, key: Arc::from("k"), replace: false };
-        let mut commands = vec![send("a", 0), send("b", 1), send("a", 2), claim, send("a", 3)];
-        commands.extend((4..4 + BUNDLE + 1).map(|n| send("b", n)));
+        let mut commands = vec![send("a", 0), send("a", 1), send("b", 2), send("a", 3), claim, send("a", 4)];
+        commands.extend((5..5 + BUNDLE + 1).map(|n| send("b", n)));
         let entries = bundle_sends(commands.into_iter());
         let shape: Vec<(String, Vec<usize>)> = entries
             .iter()
@@ -747,16 +737,17 @@ mod tests {
                 ),
             })
             .collect();
-        let b_run: Vec<usize> = (4..4 + BUNDLE).collect();
+        let b_run: Vec<usize> = (5..5 + BUNDLE).collect();
         assert_eq!(
             shape,
             vec![
-                ("a".to_string(), vec![0, 2]),
-                ("b".to_string(), vec![1]),
-                ("claim".to_string(), vec![]),
+                ("a".to_string(), vec![0, 1]),
+                ("b".to_string(), vec![2]),
                 ("a".to_string(), vec![3]),
+                ("claim".to_string(), vec![]),
+                ("a".to_string(), vec![4]),
                 ("b".to_string(), b_run),
-                ("b".to_string(), vec![4 + BUNDLE]),
+                ("b".to_string(), vec![5 + BUNDLE]),
             ]
         );
         // One reply answers every message of a bundle: nobody listening makes each of them undelivered.
@@ -764,6 +755,14 @@ mod tests {
         let commands = entries.into_iter().next().unwrap().into_commands();
         let undelivered = commands.into_iter().filter_map(|c| answer(c, Value::Int(0))).count();
         assert_eq!(undelivered, 2);
+    }
+
+    #[test]
+    fn an_envelope_of_the_previous_format_still_decodes() {
+        let old: Envelope = serde_json::from_str(r#"{"from":"n1","m":{"presence":{"users":[]}}}"#).unwrap();
+        assert_eq!(old.into_messages().len(), 1);
+        let new: Envelope = serde_json::from_str(r#"{"from":"n1","ms":[{"presence":{"users":[]}}]}"#).unwrap();
+        assert_eq!(new.into_messages().len(), 1);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct StreamContext {
     pub relay_ip: IpAddr,
     /// Connections (TCP and TLS together) allowed at once; more are closed at accept.
     pub permits: Arc<Semaphore>,
-    /// Connections and connection attempts per client address (the HTTP listener's limits, counted separately), so
+    /// Connections open per client address (the HTTP listener's `max-connections-per-ip`, counted separately), so
     /// that one address cannot take every stream slot.
     pub admission: Arc<crate::limits::Admission>,
     /// Set on shutdown: every connection ends and frees its allocation.
@@ -50,8 +50,8 @@ pub struct Admitted {
 }
 
 impl StreamContext {
-    /// Admits a connection from `client`, or refuses it (the caller drops the stream unread): past the total, past
-    /// its address's open connections or past its address's attempt rate.
+    /// Admits a connection from `client`, or refuses it (the caller drops the stream unread): past the total or past
+    /// its address's open connections.
     pub fn admit(&self, client: SocketAddr) -> Option<Admitted> {
         let permit = self.permits.clone().try_acquire_owned().ok()?;
         let slot = self.admission.admit(client.ip(), Instant::now()).ok()?;

@@ -151,7 +151,12 @@ pub fn start(listener: TurnListener) -> std::io::Result<RunningTurn> {
         shared: listener.shared.clone(),
         relay_ip: listener.relay_ip,
         permits: Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_CONNECTIONS)),
-        admission: crate::limits::Admission::new(listener.limits, MAX_STREAM_CONNECTIONS),
+        // Open connections per address only, no attempt rate: a browser opens a TCP and a TLS TURN connection per
+        // peer connection at once (about 30 for a 16-member mesh room), and a whole office may share one address.
+        admission: crate::limits::Admission::new(
+            crate::limits::ConnectionLimits { rate_per_ip: 0, ..listener.limits },
+            MAX_STREAM_CONNECTIONS,
+        ),
         stopped: stopped.clone(),
     };
     let tcp = tokio::spawn(super::tcp::serve(tcp_listener, streams.clone()));

@@ -37,7 +37,7 @@ const READS_PER_TURN: usize = 8;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Write buffers a worker thread keeps for its connections' next bursts, and the largest one it keeps.
-const POOLED_WRITE_BUFFERS: usize = 32;
+const POOLED_WRITE_BUFFERS: usize = 16;
 const POOLED_WRITE_CAPACITY: usize = 2 * WRITE_BATCH;
 /// A fresh write buffer's size: a burst of a few offers fits without growing it.
 const FRESH_WRITE_CAPACITY: usize = 16 * 1024;
