@@ -468,18 +468,14 @@ impl Pair {
                 return Ok(());
             }
             if sending && in_flight < self.window && now >= next_send {
-                let sent_now = micros(now - schedule.epoch);
+                // Stamped when sent. At a fixed rate the due time would also count a window held back by the
+                // server, but it counts the timer's own lateness too (Tokio's timers have 1 ms resolution), which at
+                // 10,000 messages/s swamps the sub-millisecond latencies being compared.
+                let sent_us = micros(now - schedule.epoch);
                 while in_flight < self.window && now >= next_send {
-                    // At a fixed rate a message counts from when it was due, not from when the window let it go:
-                    // otherwise a server that stalls the window would hide the wait (coordinated omission).
-                    let sent_us = match self.pace {
-                        Some(pace) => {
-                            let due = micros(next_send.saturating_duration_since(schedule.epoch));
-                            next_send += pace;
-                            due
-                        }
-                        None => sent_now,
-                    };
+                    if let Some(pace) = self.pace {
+                        next_send += pace;
+                    }
                     let d = next_direction;
                     next_direction ^= 1;
                     let seq = result.sent[d];
