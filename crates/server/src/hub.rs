@@ -3,7 +3,7 @@
 //! A `std::sync::Mutex`, not an async one: the lock is only held while the core handles an input and its outputs are
 //! pushed into outboxes, which never waits; nothing `.await`s while holding it.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -16,7 +16,8 @@ use crate::outbox::{Frame, Outbox};
 
 struct Inner {
     core: Signaling,
-    outboxes: HashMap<ConnId, Arc<Outbox>>,
+    /// Keyed by connection ids the hub makes, so a fast non-keyed hash is safe.
+    outboxes: FxHashMap<ConnId, Arc<Outbox>>,
     /// The deadline the timer task sleeps until.
     armed: Option<Instant>,
     /// Cluster mode: where the core's cluster commands go.
@@ -67,7 +68,7 @@ impl Hub {
         Self {
             inner: Mutex::new(Inner {
                 core,
-                outboxes: HashMap::new(),
+                outboxes: FxHashMap::default(),
                 armed: None,
                 slow_consumers: 0,
                 cluster: None,
