@@ -99,16 +99,17 @@ impl Template {
         self.bytes.len()
     }
 
-    /// Copies the template into `out` (of [`Template::len`] bytes) with `stamp` filled in.
-    pub fn render(&self, out: &mut [u8], stamp: Stamp) {
-        out.copy_from_slice(&self.bytes);
-        stamp.write(&mut out[self.stamp_at..self.stamp_at + STAMP_LEN]);
+    /// Appends the template to `out` with `stamp` filled in.
+    pub fn render_into(&self, out: &mut Vec<u8>, stamp: Stamp) {
+        let at = out.len() + self.stamp_at;
+        out.extend_from_slice(&self.bytes);
+        stamp.write(&mut out[at..at + STAMP_LEN]);
     }
 
     #[cfg(test)]
     pub fn rendered(&self, stamp: Stamp) -> Vec<u8> {
-        let mut out = vec![0; self.len()];
-        self.render(&mut out, stamp);
+        let mut out = Vec::with_capacity(self.len());
+        self.render_into(&mut out, stamp);
         out
     }
 }

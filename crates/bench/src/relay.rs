@@ -483,7 +483,7 @@ impl Pair {
                     let template =
                         if seq.is_multiple_of(self.period) { &templates[d].sdp } else { &templates[d].candidate };
                     let stamp = Stamp { stream: streams[d], seq, sent_us };
-                    conns[d].queue_text_with(template.len(), |out| template.render(out, stamp));
+                    conns[d].queue_text_with(template.len(), |out| template.render_into(out, stamp));
                     in_flight += 1;
                 }
             }
