@@ -38,8 +38,10 @@ else
 fi
 bin=${CARGO_TARGET_DIR:-target}/$profile
 
-# A free loopback TCP port, from the kernel.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free loopback TCP port, from the kernel (Node.js: the test run installs it; Python may not be there).
+free_port() {
+  node -e 'const s = require("net").createServer(); s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
+}
 
 # start_node NAME ARGS...: starts a node on an ephemeral port; sets $node_pid and $node_url.
 start_node() {
