@@ -15,17 +15,13 @@ use crate::cluster::{
     TransferCall, TransferRoom,
 };
 use crate::rooms::{Room, RoomMember};
-use crate::signaling::{relay_frame, ConnId, Origin, Session, SessionId, Signaling};
+use crate::signaling::{relay_frame, ConnId, Login, Origin, Session, SessionId, Signaling};
 
 /// A login that waits for the store to grant its name.
 #[derive(Debug)]
 struct PendingLogin {
-    conn: ConnId,
+    login: Login,
     id: Option<Box<RawValue>>,
-    name: Arc<str>,
-    key: Arc<str>,
-    dialect: Dialect,
-    allowed_rooms: Option<Vec<Arc<str>>>,
 }
 
 /// A resume that waits for another node to hand its session over.
@@ -114,27 +110,18 @@ impl Signaling {
         self.fail(now, conn, id, ErrorCode::Unavailable, message.into());
     }
 
-    /// Asks the store for `key`; the login goes on in [`Self::claimed`].
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn claim_in_cluster(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        id: Option<&RawValue>,
-        name: Arc<str>,
-        key: Arc<str>,
-        dialect: Dialect,
-        allowed_rooms: Option<Vec<Arc<str>>>,
-    ) {
+    /// Asks the store for the login's name key; the login goes on in [`Self::claimed`].
+    pub(crate) fn claim_in_cluster(&mut self, now: Instant, login: Login, id: Option<&RawValue>) {
+        let conn = login.conn;
         if !self.cluster_up() {
             return self.cluster_unavailable(now, conn, id);
         }
         let replace = self.config.name_policy == crate::NamePolicy::Replace;
         let Some(cluster) = self.cluster.as_mut() else { return };
         let ticket = cluster.ticket();
+        let key = login.key.clone();
         cluster.claiming.insert(key.clone());
-        let id = id.map(RawValue::to_owned);
-        cluster.logins.insert(ticket, PendingLogin { conn, id, name, key: key.clone(), dialect, allowed_rooms });
+        cluster.logins.insert(ticket, PendingLogin { login, id: id.map(RawValue::to_owned) });
         if let Some(state) = self.conns.get_mut(&conn) {
             state.logging_in = true;
         }
@@ -143,7 +130,7 @@ impl Signaling {
 
     fn claimed(&mut self, now: Instant, ticket: u64, outcome: ClaimOutcome) {
         let Some(cluster) = self.cluster.as_mut() else { return };
-        let Some(login) = cluster.logins.remove(&ticket) else { return };
+        let Some(PendingLogin { login, id }) = cluster.logins.remove(&ticket) else { return };
         cluster.claiming.remove(&login.key);
         let waiting = self.conns.get_mut(&login.conn).filter(|c| c.logging_in && c.session.is_none());
         let waiting = match waiting {
@@ -153,7 +140,7 @@ impl Signaling {
             }
             None => false,
         };
-        let id = login.id.as_deref();
+        let id = id.as_deref();
         match outcome {
             ClaimOutcome::Won { evicted } => {
                 if let Some(node) = evicted {
@@ -167,7 +154,7 @@ impl Signaling {
                 if let Some(previous) = self.cluster.as_mut().and_then(|c| c.remote.remove(&login.key)) {
                     self.presence.left(&login.key, &previous.name, previous.status);
                 }
-                self.open_session(now, login.conn, id, login.name, login.key, login.dialect, login.allowed_rooms);
+                self.open_session(now, login, id);
             }
             ClaimOutcome::Taken if waiting => {
                 self.counters.login(crate::metrics::LoginOutcome::NameTaken);

@@ -129,6 +129,19 @@ enum PendingOrigin {
     Remote(NodeId, u64, Option<Box<RawValue>>),
 }
 
+/// A login whose name passed the checks, on its way to a session (at once, or once the cluster grants the name).
+#[derive(Debug)]
+pub(crate) struct Login {
+    pub(crate) conn: ConnId,
+    /// The name as shown.
+    pub(crate) name: Arc<str>,
+    /// The name key (case-folded NFC).
+    pub(crate) key: Arc<str>,
+    pub(crate) dialect: Dialect,
+    /// Rooms a login token limits the user to, if any.
+    pub(crate) allowed_rooms: Option<Vec<Arc<str>>>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) name: Arc<str>,
@@ -768,27 +781,17 @@ impl Signaling {
                 }
             }
         }
-        let name: Arc<str> = Arc::from(name);
+        let login = Login { conn, name: Arc::from(name), key, dialect, allowed_rooms };
         if self.cluster.is_some() {
-            return self.claim_in_cluster(now, conn, id, name, key, dialect, allowed_rooms);
+            return self.claim_in_cluster(now, login, id);
         }
-        self.open_session(now, conn, id, name, key, dialect, allowed_rooms);
+        self.open_session(now, login, id);
     }
 
     /// Creates the session of a login whose name is free, and greets it.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn open_session(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        id: Option<&RawValue>,
-        name: Arc<str>,
-        key: Arc<str>,
-        dialect: Dialect,
-        allowed_rooms: Option<Vec<Arc<str>>>,
-    ) -> SessionId {
-        let session = self.next_session;
-        self.next_session += 1;
+    pub(crate) fn open_session(&mut self, now: Instant, login: Login, id: Option<&RawValue>) -> SessionId {
+        let Login { conn, name, key, dialect, allowed_rooms } = login;
+        let session = self.new_session_id();
         let resume_token = (dialect == Dialect::V1).then(|| self.new_resume_token());
         if let Some(token) = &resume_token {
             self.resume_tokens.insert(token.clone(), session);
