@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::net::{self, Target};
 use crate::payload::{self, SdpKind};
 use crate::proto;
-use crate::stats::{Recorder, SharedHistogram, Summary, Table, Usage, UsageDelta};
+use crate::stats::{Recorder, RunOptions, SharedHistogram, Summary, Table, Usage, UsageDelta};
 use crate::ws::WsConn;
 
 /// Options of `calls`.
@@ -40,18 +40,9 @@ pub struct Args {
     /// Pairs logging in at once.
     #[arg(long, default_value_t = 50)]
     pub concurrency: usize,
-    /// Server process id, to read its CPU time and RSS from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
-    /// Give up after this long, whatever happens.
-    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
-    pub timeout: u64,
-    /// User names are this prefix, the pair's number and `a` or `b` [default: unique per run].
-    #[arg(long)]
-    pub prefix: Option<String>,
-    /// Print the result as one JSON object.
-    #[arg(long)]
-    pub json: bool,
+    /// Options every signaling scenario takes.
+    #[command(flatten)]
+    pub run: RunOptions,
 }
 
 /// Longest wait for any single step of a flow.
@@ -80,9 +71,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.sdp_bytes <= 40_000, "--sdp-bytes must fit Switchboard's cap");
     let target = Target::parse(&args.url)?;
     net::ensure_fd_room(args.pairs * 2)?;
-    let outcome = tokio::time::timeout(Duration::from_secs(args.timeout), measure(&args, &target))
+    let outcome = tokio::time::timeout(Duration::from_secs(args.run.timeout), measure(&args, &target))
         .await
-        .map_err(|_| anyhow::anyhow!("calls did not finish within --timeout {} s", args.timeout))??;
+        .map_err(|_| anyhow::anyhow!("calls did not finish within --timeout {} s", args.run.timeout))??;
     outcome.print(&args);
     outcome.verdict()
 }
@@ -98,7 +89,7 @@ struct Outcome {
 
 async fn measure(args: &Args, target: &Target) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let prefix = args.prefix.clone().unwrap_or_else(|| proto::default_prefix("ca"));
+    let prefix = args.run.prefix.clone().unwrap_or_else(|| proto::default_prefix("ca"));
     let (setup, flow) = (SharedHistogram::new(), SharedHistogram::new());
     let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(args.pairs);
     let (go_tx, go_rx) = watch::channel(None::<Schedule>);
@@ -162,7 +153,7 @@ async fn measure(args: &Args, target: &Target) -> anyhow::Result<Outcome> {
     let measure_end = warm_end + Duration::try_from_secs_f64(args.duration).unwrap_or_default();
     go_tx.send(Some(Schedule { warm_end, measure_end })).context("no pair is left")?;
     tokio::time::sleep_until(warm_end).await;
-    let usage = Usage::start(args.server_pid)?;
+    let usage = Usage::start(args.run.server_pid)?;
     let measuring = Instant::now();
     tokio::time::sleep_until(measure_end).await;
     let measured = measuring.elapsed();
@@ -295,7 +286,7 @@ impl Outcome {
         let first_failure = self.pairs.iter().find_map(|p| p.failure.as_deref());
         let seconds = self.measured.as_secs_f64().max(1e-9);
         let rate = flows as f64 / seconds;
-        if args.json {
+        if args.run.json {
             let mut result = json!({
                 "scenario": "calls",
                 "pairs": args.pairs,

@@ -17,7 +17,7 @@ use crate::net::{self, Target};
 use crate::payload::{self, SdpKind, Stamp, Template};
 use crate::proto;
 use crate::seq::SeqTracker;
-use crate::stats::{Recorder, SharedHistogram, Table, Usage};
+use crate::stats::{Recorder, RunOptions, SharedHistogram, Table, Usage};
 use crate::ws::{Incoming, Transport, TungConn, WsConn};
 
 /// Which server protocol the pairs speak.
@@ -91,24 +91,15 @@ pub struct Args {
     /// Pairs logging in at once.
     #[arg(long, default_value_t = 50)]
     pub concurrency: usize,
-    /// Server process id, to read its CPU time and RSS from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
-    /// Give up after this long, whatever happens.
-    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
-    pub timeout: u64,
-    /// User names are this prefix, the pair's number and `a` or `b` [default: unique per run].
-    #[arg(long)]
-    pub prefix: Option<String>,
+    /// Options every signaling scenario takes.
+    #[command(flatten)]
+    pub run: RunOptions,
     /// WebSocket client implementation (for checking the load generator's own cost).
     #[arg(long, value_enum, default_value = "lean")]
     pub client: Client,
     /// PeerJS API key.
     #[arg(long, default_value = "peerjs")]
     pub peerjs_key: String,
-    /// Print the result as one JSON object.
-    #[arg(long)]
-    pub json: bool,
     /// Where the callee ends connect when it differs from `url` (the `cluster` scenario: another node).
     #[arg(skip)]
     pub callee_url: Option<String>,
@@ -140,7 +131,7 @@ pub async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.callee_url != args.relay.url, "--callee-url must name another node than --url");
     anyhow::ensure!(
-        args.relay.server_pid.is_some() || (args.callee_server_pid.is_none() && args.redis_pid.is_none()),
+        args.relay.run.server_pid.is_some() || (args.callee_server_pid.is_none() && args.redis_pid.is_none()),
         "--callee-server-pid and --redis-pid add to --server-pid's figures: give --server-pid too"
     );
     let mut relay = args.relay;
@@ -193,10 +184,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => caller.clone(),
     };
     net::ensure_fd_room(args.pairs * 2)?;
-    let limit = Duration::from_secs(args.timeout);
+    let limit = Duration::from_secs(args.run.timeout);
     let outcome = tokio::time::timeout(limit, measure(&args, [caller, callee]))
         .await
-        .map_err(|_| anyhow::anyhow!("relay did not finish within --timeout {} s", args.timeout))??;
+        .map_err(|_| anyhow::anyhow!("relay did not finish within --timeout {} s", args.run.timeout))??;
     outcome.print(&args);
     outcome.verdict()
 }
@@ -212,7 +203,7 @@ struct Outcome {
 /// `targets`: where the caller and the callee of each pair connect (the same server but in `cluster`).
 async fn measure(args: &Args, targets: [Target; 2]) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let prefix = args.prefix.clone().unwrap_or_else(|| proto::default_prefix("rl"));
+    let prefix = args.run.prefix.clone().unwrap_or_else(|| proto::default_prefix("rl"));
     let histogram = SharedHistogram::new();
     let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(args.pairs);
     let (go_tx, go_rx) = watch::channel(None::<Schedule>);
@@ -259,7 +250,7 @@ async fn measure(args: &Args, targets: [Target; 2]) -> anyhow::Result<Outcome> {
     let schedule = Schedule { epoch, warm_end, measure_end, drain_end: measure_end + DRAIN };
     go_tx.send(Some(schedule)).context("no pair is left")?;
     tokio::time::sleep_until(warm_end).await;
-    let usage = Usage::start(args.server_pid.into_iter().chain(args.more_server_pids.iter().copied()))?;
+    let usage = Usage::start(args.run.server_pid.into_iter().chain(args.more_server_pids.iter().copied()))?;
     let measuring = Instant::now();
     tokio::time::sleep_until(measure_end).await;
     let measured = measuring.elapsed();
@@ -655,7 +646,7 @@ impl Outcome {
         let seconds = self.measured.as_secs_f64().max(1e-9);
         let rate = t.delivered as f64 / seconds;
         let byte_rate = t.bytes as f64 / seconds;
-        if args.json {
+        if args.run.json {
             let mut result = json!({
                 "scenario": if args.callee_url.is_some() { "cluster" } else { "relay" },
                 "dialect": args.dialect.name(),

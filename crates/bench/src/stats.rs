@@ -266,3 +266,20 @@ mod tests {
         assert_eq!(t.render("x"), "x\n  a       1\n  longer  2\n");
     }
 }
+
+/// Options every signaling scenario takes (`relay`, `cluster`, `storm`, `calls`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
+    /// Server process id, to read its CPU time and RSS from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Give up after this long, whatever happens.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// User names start with this prefix, followed by the client's (or pair's) number [default: unique per run].
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::net::{self, Target};
 use crate::proto;
-use crate::stats::{Recorder, SharedHistogram, Table, Usage};
+use crate::stats::{Recorder, RunOptions, SharedHistogram, Table, Usage};
 use crate::ws::{Incoming, WsConn};
 use crate::Dialect;
 
@@ -34,18 +34,9 @@ pub struct Args {
     /// Logins in progress at once (connected, `welcome` not yet received).
     #[arg(long, default_value_t = 200)]
     pub concurrency: usize,
-    /// Server process id, to read its CPU time and RSS from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
-    /// Give up after this long, whatever happens.
-    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
-    pub timeout: u64,
-    /// User names are this prefix followed by the client's number [default: unique per run].
-    #[arg(long)]
-    pub prefix: Option<String>,
-    /// Print the result as one JSON object.
-    #[arg(long)]
-    pub json: bool,
+    /// Options every signaling scenario takes.
+    #[command(flatten)]
+    pub run: RunOptions,
 }
 
 /// Which of the N clients a client has seen online, as a bit set indexed by client number.
@@ -175,14 +166,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
     let target = Target::parse(&args.url)?;
     net::ensure_fd_room(args.clients)?;
-    let prefix = args.prefix.clone().unwrap_or_else(|| proto::default_prefix("st"));
+    let prefix = args.run.prefix.clone().unwrap_or_else(|| proto::default_prefix("st"));
     let progress = Arc::new(Progress::default());
     let completion = SharedHistogram::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
-    let usage = Usage::start(args.server_pid)?;
+    let usage = Usage::start(args.run.server_pid)?;
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.timeout);
+    let deadline = started + Duration::from_secs(args.run.timeout);
     let mut tasks = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
         let client = Client {
@@ -212,7 +203,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             break Err(error);
         }
         if Instant::now() >= deadline {
-            break Err(format!("not complete within --timeout {} s", args.timeout));
+            break Err(format!("not complete within --timeout {} s", args.run.timeout));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
@@ -229,7 +220,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let frames = progress.presence_frames.load(Ordering::Relaxed);
     let views = completion.summary();
     let dialect = format!("{:?}", args.dialect).to_lowercase();
-    if args.json {
+    if args.run.json {
         let mut result = json!({
             "scenario": "storm",
             "dialect": dialect,
