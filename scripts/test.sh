@@ -9,8 +9,11 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "system packages"
 # chromium: browser tests; iproute2: their network namespace; util-linux: prlimit for the load generator; coturn:
-# independent STUN/TURN clients for the interop tests; redis-server: the shared state of the cluster tests.
+# independent STUN/TURN clients for the interop tests; redis-server: the shared state of the cluster tests; make and
+# a C compiler: the build of jemalloc, the server's allocator.
 missing=()
+command -v make >/dev/null || missing+=(make)
+command -v cc >/dev/null || missing+=(gcc)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v turnutils_uclient >/dev/null || missing+=(coturn)
 command -v redis-server >/dev/null || missing+=(redis-server)
