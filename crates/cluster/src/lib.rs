@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod redis;
 mod scripts;
 
@@ -49,39 +50,4 @@ impl Backend for Standalone {
 /// A random node id: 12 hex digits, new for every process start.
 pub fn random_node_id(random: u64) -> NodeId {
     NodeId(std::sync::Arc::from(format!("{:012x}", random & 0xffff_ffff_ffff).as_str()))
-}
-
-/// How messages travel between nodes: their sender, and one or more messages for one channel, in order. Messages
-/// to one node that leave in one pipeline share an envelope, so that Redis handles one `PUBLISH` for a burst of
-/// relayed signaling rather than one per message.
-#[derive(Debug, serde::Deserialize)]
-pub struct Envelope {
-    /// The sending node.
-    pub from: NodeId,
-    /// What it says, in order.
-    #[serde(rename = "ms", default)]
-    messages: Vec<Message>,
-    /// One message, as nodes of the previous version send it (before envelopes carried several): read so that a
-    /// rolling upgrade does not drop what old and new nodes say to each other.
-    #[serde(rename = "m", default)]
-    message: Option<Message>,
-}
-
-impl Envelope {
-    /// The messages, in order.
-    pub fn into_messages(self) -> Vec<Message> {
-        let mut messages = self.messages;
-        messages.extend(self.message);
-        messages
-    }
-}
-
-/// The sending side of [`Envelope`], borrowing the messages.
-#[derive(Debug, serde::Serialize)]
-pub struct EnvelopeRef<'a> {
-    /// The sending node.
-    pub from: &'a NodeId,
-    /// What it says, in order.
-    #[serde(rename = "ms")]
-    pub messages: &'a [Message],
 }

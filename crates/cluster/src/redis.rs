@@ -19,7 +19,7 @@ use switchboard_core::cluster::{ClaimOutcome, JoinOutcome, Member};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{scripts, Backend, Command, Envelope, EnvelopeRef, Event, Message, NodeId, COMMAND_QUEUE};
+use crate::{codec, scripts, Backend, Command, Event, Message, NodeId, COMMAND_QUEUE};
 
 /// Key and channel prefix.
 pub const PREFIX: &str = "sb:";
@@ -94,7 +94,14 @@ impl RedisBackend {
             .map_err(|e| ConfigError::Url(redacted(&settings.url), e.to_string()))?;
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let ready = Arc::new(AtomicBool::new(false));
-        let task = Task { client, settings, events, ready: ready.clone(), liveness: Liveness::default() };
+        let task = Task {
+            client,
+            settings,
+            events,
+            ready: ready.clone(),
+            liveness: Liveness::default(),
+            encodings: codec::Encodings::default(),
+        };
         let handle = tokio::spawn(task.run(rx));
         Ok((Self { commands, ready }, handle))
     }
@@ -186,6 +193,8 @@ struct Task {
     events: mpsc::Sender<Event>,
     ready: Arc<AtomicBool>,
     liveness: Liveness,
+    /// Which encoding each other node reads.
+    encodings: codec::Encodings,
 }
 
 /// Why serving a connection ended.
@@ -332,6 +341,7 @@ impl Task {
 
     async fn liveness_update(&mut self, alive: Vec<String>) {
         for node in self.liveness.update(&self.settings.node, alive) {
+            self.encodings.forget(&node);
             tracing::info!(node = %self.settings.node, down = %node, "cluster: a node's lease ran out");
             let _ = self.events.send(Event::NodeDown(node)).await;
         }
@@ -403,11 +413,11 @@ impl Task {
 
     async fn depart(&self, con: &mut MultiplexedConnection, shas: &Shas) {
         let messages = [Message::Sync { users: Vec::new(), reply: false }];
-        let gone = EnvelopeRef { from: &self.settings.node, messages: &messages };
         let mut pipe = redis::pipe();
-        if let Ok(payload) = serde_json::to_vec(&gone) {
-            pipe.cmd("PUBLISH").arg(format!("{PREFIX}all")).arg(payload).ignore();
-        }
+        pipe.cmd("PUBLISH")
+            .arg(format!("{PREFIX}all"))
+            .arg(codec::encode_json(&self.settings.node, &messages))
+            .ignore();
         pipe.cmd("EVALSHA").arg(&shas.depart).arg(0).arg(PREFIX).arg(self.settings.node.as_str()).ignore();
         if let Err(error) = pipe.query_async::<()>(con).await {
             tracing::warn!(%error, "cluster: could not leave cleanly; peers will notice when the lease runs out");
@@ -419,12 +429,13 @@ impl Task {
             PushKind::Disconnection => Err("disconnected".into()),
             PushKind::Message => {
                 let Some(Value::BulkString(payload)) = push.data.get(1) else { return Ok(()) };
-                match serde_json::from_slice::<Envelope>(payload) {
+                match codec::decode(payload) {
                     Ok(envelope) => {
                         if envelope.from != self.settings.node {
                             self.liveness.heard_from(&envelope.from);
-                            let from = envelope.from.clone();
-                            for message in envelope.into_messages() {
+                            self.encodings.heard(&envelope);
+                            let from = envelope.from;
+                            for message in envelope.messages {
                                 let event = Event::Message { from: from.clone(), message };
                                 if self.events.send(event).await.is_err() {
                                     return Err("the node is stopping".into());
@@ -453,7 +464,7 @@ impl Task {
         for entry in &entries {
             let command = match entry {
                 Entry::Bundle { node: to, messages } => {
-                    pipe.cmd("PUBLISH").arg(self.node_channel(to)).arg(self.encode(messages));
+                    pipe.cmd("PUBLISH").arg(self.node_channel(to)).arg(self.encode(Some(to), messages));
                     continue;
                 }
                 Entry::Command(command) => command,
@@ -510,11 +521,11 @@ impl Task {
                     }
                 }
                 Command::Send { node: to, message } => {
-                    let payload = self.encode(std::slice::from_ref(message));
+                    let payload = self.encode(Some(to), std::slice::from_ref(message));
                     pipe.cmd("PUBLISH").arg(self.node_channel(to)).arg(payload);
                 }
                 Command::Broadcast { message } => {
-                    let payload = self.encode(std::slice::from_ref(message));
+                    let payload = self.encode(None, std::slice::from_ref(message));
                     pipe.cmd("PUBLISH").arg(format!("{PREFIX}all")).arg(payload);
                 }
             }
@@ -542,9 +553,8 @@ impl Task {
         Ok(())
     }
 
-    fn encode(&self, messages: &[Message]) -> Vec<u8> {
-        let envelope = EnvelopeRef { from: &self.settings.node, messages };
-        serde_json::to_vec(&envelope).unwrap_or_default()
+    fn encode(&self, to: Option<&NodeId>, messages: &[Message]) -> Vec<u8> {
+        self.encodings.encode(&self.settings.node, to, messages)
     }
 }
 
@@ -755,14 +765,6 @@ mod tests {
         let commands = entries.into_iter().next().unwrap().into_commands();
         let undelivered = commands.into_iter().filter_map(|c| answer(c, Value::Int(0))).count();
         assert_eq!(undelivered, 2);
-    }
-
-    #[test]
-    fn an_envelope_of_the_previous_format_still_decodes() {
-        let old: Envelope = serde_json::from_str(r#"{"from":"n1","m":{"presence":{"users":[]}}}"#).unwrap();
-        assert_eq!(old.into_messages().len(), 1);
-        let new: Envelope = serde_json::from_str(r#"{"from":"n1","ms":[{"presence":{"users":[]}}]}"#).unwrap();
-        assert_eq!(new.into_messages().len(), 1);
     }
 
     #[test]

@@ -253,6 +253,42 @@ impl RawJson {
     }
 }
 
+/// A relayed payload (SDP, candidate): JSON text that the node where it entered the cluster validated, carried as
+/// text so that the nodes it passes through do not scan it again (they write it into frames as it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload(Box<str>);
+
+impl Payload {
+    pub(crate) fn of(value: &RawValue) -> Self {
+        Self(value.get().into())
+    }
+
+    /// JSON text that the caller vouches for: a node of the cluster validated it when it entered.
+    pub fn trusted(json: Box<str>) -> Self {
+        Self(json)
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Only the JSON envelope (to nodes of an earlier version) takes this path; it has to validate once more,
+        // as serde_json writes text through untouched only as a RawValue.
+        let raw = RawValue::from_string(self.0.to_string()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self(Box::<RawValue>::deserialize(deserializer)?.into()))
+    }
+}
+
 /// A user's presence as nodes tell each other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Presence {
@@ -316,7 +352,7 @@ pub struct Relay {
     pub call_id: Option<String>,
     /// `sdp` or `candidate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<RawJson>,
+    pub payload: Option<Payload>,
     /// The sender's session on its node, for an `undeliverable` report.
     pub origin: u64,
     /// The request id, for that report.

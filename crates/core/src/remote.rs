@@ -11,7 +11,7 @@ use switchboard_proto::{close_code, event::LeaveReason, names::name_key, Dialect
 
 use crate::calls::{Call, Party};
 use crate::cluster::{
-    ClaimOutcome, Command, Event, Member, Message, NodeId, Presence, RawJson, Relay, RemoteUser, Transfer,
+    ClaimOutcome, Command, Event, Member, Message, NodeId, Payload, Presence, RawJson, Relay, RemoteUser, Transfer,
     TransferCall, TransferRoom,
 };
 use crate::rooms::{Room, RoomMember};
@@ -402,7 +402,7 @@ impl Signaling {
             kind: kind.into(),
             room,
             call_id: call_id.map(str::to_owned),
-            payload: payload.map(RawJson::of),
+            payload: payload.map(Payload::of),
             origin: session,
             id: id.map(RawJson::of),
         };
@@ -429,7 +429,7 @@ impl Signaling {
             return self.report_undeliverable(origin, &relay.to);
         };
         let Some(receiver) = self.sessions.get(&target) else { return };
-        let payload = relay.payload.as_ref().map(|p| &*p.0);
+        let payload = relay.payload.as_ref().map(Payload::as_str);
         let frame = relay_frame(
             receiver.dialect,
             &receiver.name,

@@ -14,9 +14,9 @@ use switchboard_proto::{
     close_code,
     event::{CallSnapshot, CallState, LeaveReason, RoomSnapshot, UserEntry},
     names::{name_key, normalize_name},
+    relayed::{self, RelayHeader},
     request::{Envelope, RequestError},
-    tutorial::TutorialEvent,
-    Dialect, ErrorCode, Event, IceServer, OutEvent, RelayKind, Request, Secret, UserStatus, PROTOCOL_VERSION,
+    Dialect, ErrorCode, IceServer, OutEvent, RelayKind, Request, Secret, UserStatus, PROTOCOL_VERSION,
 };
 
 use crate::auth::{PasswordDigest, PasswordKey, TokenError, MAX_TOKEN_BYTES};
@@ -1112,8 +1112,15 @@ impl Signaling {
         let (Some(sender), Some(receiver)) = (self.sessions.get(&session), self.sessions.get(&target)) else {
             return;
         };
-        let frame =
-            relay_frame(receiver.dialect, &receiver.name, &sender.name, kind, room.as_deref(), call_id, payload);
+        let frame = relay_frame(
+            receiver.dialect,
+            &receiver.name,
+            &sender.name,
+            kind,
+            room.as_deref(),
+            call_id,
+            payload.map(RawValue::get),
+        );
         let delivered = frame.is_none_or(|frame| self.deliver(target, Bytes::from(frame), Origin::Local(session, id)));
         if let (true, Some(id)) = (delivered, id) {
             self.send(conn, OutEvent::Ack { id }.to_json());
@@ -1151,36 +1158,11 @@ pub(crate) fn relay_frame(
     kind: RelayKind,
     room: Option<&str>,
     call_id: Option<&str>,
-    payload: Option<&RawValue>,
+    payload: Option<&str>,
 ) -> Option<Vec<u8>> {
-    let from: Cow<'_, str> = from.into();
-    // Names, room and call id are short; the payload (a 3 KB offer) is what sizes the frame.
-    let size = payload.map_or(0, |p| p.get().len()) + from.len() + receiver.len() + room.map_or(0, str::len);
     match (dialect, payload) {
-        (Dialect::V1, payload) => {
-            let room = room.map(Cow::from);
-            let call_id = call_id.map(Cow::from);
-            Some(match (kind, payload) {
-                (RelayKind::Offer, Some(sdp)) => Event::Offer { from, room, call_id, sdp }.to_json_sized(size),
-                (RelayKind::Answer, Some(sdp)) => Event::Answer { from, room, call_id, sdp }.to_json_sized(size),
-                (RelayKind::Candidate, Some(candidate)) => {
-                    Event::Candidate { from, room, call_id, candidate }.to_json_sized(size)
-                }
-                _ => OutEvent::EndOfCandidates { from, room, call_id }.to_json_sized(size),
-            })
-        }
-        (Dialect::Tutorial, Some(payload)) => {
-            let target_user_name: Cow<'_, str> = receiver.into();
-            Some(match kind {
-                RelayKind::Offer => {
-                    TutorialEvent::Offer { name: from, target_user_name, sdp: payload }.to_json_sized(size)
-                }
-                RelayKind::Answer => {
-                    TutorialEvent::Answer { name: from, target_user_name, sdp: payload }.to_json_sized(size)
-                }
-                _ => TutorialEvent::Ice { candidate: payload, target_user_name }.to_json_sized(size),
-            })
-        }
+        (Dialect::V1, payload) => Some(relayed::v1_relay_frame(kind, RelayHeader { from, room, call_id }, payload)),
+        (Dialect::Tutorial, Some(payload)) => relayed::tutorial_relay_frame(kind, from, receiver, payload),
         // The tutorial has no end-of-candidates; its pages do fine without.
         (Dialect::Tutorial, None) => None,
     }

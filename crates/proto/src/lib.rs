@@ -15,6 +15,7 @@
 pub mod error;
 pub mod event;
 pub mod names;
+pub mod relayed;
 pub mod request;
 pub mod tutorial;
 
