@@ -434,12 +434,9 @@ impl Task {
                         if envelope.from != self.settings.node {
                             self.liveness.heard_from(&envelope.from);
                             self.encodings.heard(&envelope);
-                            let from = envelope.from;
-                            for message in envelope.messages {
-                                let event = Event::Message { from: from.clone(), message };
-                                if self.events.send(event).await.is_err() {
-                                    return Err("the node is stopping".into());
-                                }
+                            let event = Event::Messages { from: envelope.from, messages: envelope.messages };
+                            if self.events.send(event).await.is_err() {
+                                return Err("the node is stopping".into());
                             }
                         }
                     }
@@ -542,6 +539,8 @@ impl Task {
         for (entry, reply) in entries.into_iter().zip(replies) {
             let events: Vec<Event> = match entry {
                 Entry::Command(command) => answer(command, reply).into_iter().collect(),
+                // Somebody received the bundle: nothing to report for any of its messages.
+                Entry::Bundle { .. } if reply != Value::Int(0) => continue,
                 bundle => bundle.into_commands().into_iter().filter_map(|c| answer(c, reply.clone())).collect(),
             };
             for event in events {

@@ -180,6 +180,13 @@ pub enum Event {
         /// What it says.
         message: Message,
     },
+    /// Several messages from another node, in order (one envelope): one event instead of one per message.
+    Messages {
+        /// The sender.
+        from: NodeId,
+        /// What it says.
+        messages: Vec<Message>,
+    },
     /// A message that could not be sent (to `node`, or broadcast when None).
     Undelivered {
         /// The addressee.

@@ -187,7 +187,12 @@ impl Signaling {
                     self.evict(now, &key, "name taken over on another node");
                 }
             }
-            Event::Message { from, message } => self.on_message(now, from, message),
+            Event::Message { from, message } => self.on_message(now, &from, message),
+            Event::Messages { from, messages } => {
+                for message in messages {
+                    self.on_message(now, &from, message);
+                }
+            }
             Event::Undelivered { node, message } => self.on_undelivered(now, node, message),
         }
     }
@@ -227,40 +232,40 @@ impl Signaling {
         self.command(Command::Broadcast { message: Message::Presence { users } });
     }
 
-    fn on_message(&mut self, now: Instant, from: NodeId, message: Message) {
-        if self.cluster.as_ref().is_some_and(|c| c.node == from) {
+    fn on_message(&mut self, now: Instant, from: &NodeId, message: Message) {
+        if self.cluster.as_ref().is_some_and(|c| c.node == *from) {
             return;
         }
         match message {
             Message::Presence { users } => {
                 for user in users {
-                    self.apply_remote_presence(&from, user);
+                    self.apply_remote_presence(from, user);
                 }
                 self.schedule_flush(now);
             }
             Message::Sync { users, reply } => {
-                self.replace_node_users(&from, users);
+                self.replace_node_users(from, users);
                 self.schedule_flush(now);
                 if reply {
                     let users = self.local_users();
-                    self.command(Command::Send { node: from, message: Message::Sync { users, reply: false } });
+                    self.command(Command::Send { node: from.clone(), message: Message::Sync { users, reply: false } });
                 }
             }
-            Message::Relay(relay) => self.receive_relay(&from, *relay),
+            Message::Relay(relay) => self.receive_relay(from, *relay),
             Message::Undeliverable { origin, id, target } => {
                 self.undeliverable(origin, id.as_ref().map(|id| &*id.0), &target)
             }
             Message::Evict { key } => self.evict(now, &key, "name taken over by a new login"),
-            Message::Invite { call, from: caller, to } => self.remote_invite(now, &from, call, caller, &to),
-            Message::InviteReply { call, reply } => self.remote_invite_reply(now, &from, &call, reply),
-            Message::CallAccepted { call } => self.remote_call_accepted(&from, &call),
-            Message::CallEnded { call, reason } => self.remote_call_ended(now, &from, &call, reason),
-            Message::CallMoved { call, node } => self.remote_call_moved(&from, &call, node),
-            Message::MemberJoined { room, name, members } => self.remote_member_joined(&from, &room, &name, members),
-            Message::MemberLeft { room, name, reason } => self.remote_member_left(&from, &room, &name, reason),
-            Message::MemberMoved { room, name } => self.remote_member_moved(&from, &room, &name),
-            Message::ResumeRequest { token, ticket } => self.resume_requested(now, &from, &token, ticket),
-            Message::Resumed { ticket, session } => self.resumed_from(now, &from, ticket, *session),
+            Message::Invite { call, from: caller, to } => self.remote_invite(now, from, call, caller, &to),
+            Message::InviteReply { call, reply } => self.remote_invite_reply(now, from, &call, reply),
+            Message::CallAccepted { call } => self.remote_call_accepted(from, &call),
+            Message::CallEnded { call, reason } => self.remote_call_ended(now, from, &call, reason),
+            Message::CallMoved { call, node } => self.remote_call_moved(from, &call, node),
+            Message::MemberJoined { room, name, members } => self.remote_member_joined(from, &room, &name, members),
+            Message::MemberLeft { room, name, reason } => self.remote_member_left(from, &room, &name, reason),
+            Message::MemberMoved { room, name } => self.remote_member_moved(from, &room, &name),
+            Message::ResumeRequest { token, ticket } => self.resume_requested(now, from, &token, ticket),
+            Message::Resumed { ticket, session } => self.resumed_from(now, from, ticket, *session),
             Message::ResumeRefused { ticket } => self.resume_refused(now, ticket),
         }
     }

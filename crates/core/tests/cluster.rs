@@ -149,7 +149,8 @@ impl Cluster {
             Command::Join { .. } | Command::Leave { .. } => {}
             Command::Send { node, message } => {
                 let to = self.nodes.iter().position(|n| n.id == node).unwrap();
-                self.nodes[to].events.push_back(Event::Message { from: me, message });
+                // As the Redis backend delivers them: an envelope's messages in one event.
+                self.nodes[to].events.push_back(Event::Messages { from: me, messages: vec![message] });
             }
             Command::Broadcast { message } => {
                 for (j, node) in self.nodes.iter_mut().enumerate() {
