@@ -29,6 +29,15 @@ use switchboard_turn::server::Shared;
 use tokio::sync::Semaphore;
 
 use crate::hub::{Hub, HubSnapshot};
+use crate::limits::{Admission, EdgeStats};
+
+/// The connection admissions whose refusals `/metrics` reports.
+pub struct Edges {
+    /// The main listener (HTTP and WebSocket).
+    pub http: Arc<Admission>,
+    /// The TURN TCP and TLS listeners, when TURN runs.
+    pub turn_streams: Option<Arc<Admission>>,
+}
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -44,6 +53,10 @@ pub struct Snapshot {
     pub max_connections: usize,
     /// The built-in TURN server, when it runs.
     pub turn: Option<TurnSnapshot>,
+    /// Connections of the main listener refused or dropped at accept.
+    pub http_edge: EdgeStats,
+    /// Connections of the TURN TCP and TLS listeners refused at accept, when TURN runs.
+    pub turn_edge: Option<EdgeStats>,
 }
 
 /// What the TURN server's shared state counts.
@@ -131,6 +144,7 @@ struct Collected {
     permits: Arc<Semaphore>,
     max_connections: usize,
     turn: Option<Arc<Shared>>,
+    edges: Edges,
 }
 
 impl std::fmt::Debug for Collected {
@@ -149,6 +163,8 @@ impl Collected {
                 .turn
                 .as_ref()
                 .map(|shared| TurnSnapshot { allocations: shared.allocations(), auth: shared.metrics.snapshot() }),
+            http_edge: self.edges.http.stats(),
+            turn_edge: self.edges.turn_streams.as_ref().map(|admission| admission.stats()),
         }
     }
 }
@@ -231,6 +247,36 @@ impl Collector for Collected {
                 MetricType::Histogram,
             )?
             .encode_histogram::<NoLabelSet>(setup.sum, setup.count, &buckets, None)?;
+        let http = &snapshot.http_edge;
+        family(
+            &mut encoder,
+            "connections_refused",
+            "Connections to the main listener closed at accept: attempt rate or open connections of one address \
+             (per-ip), or the server-wide cap (limit).",
+            MetricType::Counter,
+            "reason",
+            [("rate", http.refused_rate), ("per-ip", http.refused_per_ip), ("limit", http.refused_global)].into_iter(),
+        )?;
+        family(
+            &mut encoder,
+            "connections_dropped",
+            "Connections to the main listener dropped before their request: no TLS handshake or request head within \
+             the handshake timeout, or a failed TLS handshake.",
+            MetricType::Counter,
+            "reason",
+            [("handshake-timeout", http.handshake_timeouts), ("tls-failure", http.tls_failures)].into_iter(),
+        )?;
+        if let Some(turn) = &snapshot.turn_edge {
+            family(
+                &mut encoder,
+                "turn_stream_connections_refused",
+                "TURN TCP and TLS connections closed at accept: open connections of one address (per-ip), or the cap \
+                 on stream connections (limit).",
+                MetricType::Counter,
+                "reason",
+                [("per-ip", turn.refused_per_ip), ("limit", turn.refused_global)].into_iter(),
+            )?;
+        }
         if let Some(turn) = snapshot.turn {
             family(
                 &mut encoder,
@@ -254,11 +300,17 @@ pub struct Metrics {
 
 impl Metrics {
     /// A registry reading `hub`, the connection permits of the main listener, and TURN's shared state.
-    pub fn new(hub: Arc<Hub>, permits: Arc<Semaphore>, max_connections: usize, turn: Option<Arc<Shared>>) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        permits: Arc<Semaphore>,
+        max_connections: usize,
+        turn: Option<Arc<Shared>>,
+        edges: Edges,
+    ) -> Self {
         let mut registry = Registry::with_prefix("switchboard");
         let websocket_upgrades = Counter::default();
         registry.register("websocket_upgrades", "WebSocket upgrades accepted.", websocket_upgrades.clone());
-        registry.register_collector(Box::new(Collected { hub, permits, max_connections, turn }));
+        registry.register_collector(Box::new(Collected { hub, permits, max_connections, turn, edges }));
         Self { registry, websocket_upgrades }
     }
 

@@ -50,7 +50,8 @@ pub struct Ops {
 
 impl Ops {
     /// The operator side of a server: `permits` are the main listener's connection permits (out of
-    /// `max_connections`), `turn` the built-in TURN server's shared state.
+    /// `max_connections`), `turn` the built-in TURN server's shared state, `edges` the admissions whose refusals
+    /// are counted.
     pub fn new(
         admin_token: Option<&Secret>,
         placement: MetricsListen,
@@ -58,8 +59,9 @@ impl Ops {
         hub: Arc<Hub>,
         permits: Arc<Semaphore>,
         turn: Option<Arc<Shared>>,
+        edges: crate::metrics::Edges,
     ) -> Arc<Self> {
-        let metrics = Metrics::new(hub.clone(), permits, max_connections, turn.clone());
+        let metrics = Metrics::new(hub.clone(), permits, max_connections, turn.clone(), edges);
         Arc::new(Self {
             readiness: Readiness::default(),
             metrics,

@@ -112,6 +112,11 @@ impl Server {
         };
         let origins = Arc::new(crate::auth::OriginPolicy::new(config.allowed_origins.clone()));
         let permits = Arc::new(Semaphore::new(config.max_connections));
+        let admission = Admission::new(config.limits, config.max_connections);
+        let edges = crate::metrics::Edges {
+            http: admission.clone(),
+            turn_streams: turn.as_ref().map(crate::turn::RunningTurn::stream_admission),
+        };
         let ops = crate::ops::Ops::new(
             config.admin_token.as_ref(),
             config.metrics,
@@ -119,9 +124,9 @@ impl Server {
             hub.clone(),
             permits.clone(),
             turn_shared,
+            edges,
         );
         let state = AppState { hub: hub.clone(), ws, origins, ops: ops.clone() };
-        let admission = Admission::new(config.limits, config.max_connections);
         let edge = Edge {
             admission: admission.clone(),
             permits,

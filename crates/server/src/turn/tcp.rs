@@ -53,7 +53,10 @@ impl StreamContext {
     /// Admits a connection from `client`, or refuses it (the caller drops the stream unread): past the total or past
     /// its address's open connections.
     pub fn admit(&self, client: SocketAddr) -> Option<Admitted> {
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.admission.counters.refused_global.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        };
         let slot = self.admission.admit(client.ip(), Instant::now()).ok()?;
         Some(Admitted { _permit: permit, _slot: slot })
     }

@@ -84,6 +84,11 @@ impl RunningTurn {
         Ok(local)
     }
 
+    /// The per-address admission of the TCP and TLS listeners, whose counters `/metrics` reports.
+    pub fn stream_admission(&self) -> Arc<crate::limits::Admission> {
+        self.streams.admission.clone()
+    }
+
     /// The `turns:` address, when TLS is on.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls.as_ref().map(|(addr, _)| *addr)
