@@ -76,7 +76,16 @@ command -v cargo-fuzz >/dev/null || cargo install --locked --quiet cargo-fuzz
 # cargo-fuzz needs unstable compiler flags; the machine has a stable toolchain only.
 for fuzz_target in stun_parse request_v1 request_tutorial ws_frame; do
   echo "fuzz target $fuzz_target"
-  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$fuzz_target" -- -max_total_time=45 -print_final_stats=1 2>&1 | tail -n 4)
+  fuzz_log=$(mktemp)
+  if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$fuzz_target" -- -max_total_time=45 -print_final_stats=1 \
+    >"$fuzz_log" 2>&1); then
+    # The panic and the input that caused it (the last lines are only the backtrace).
+    grep -E -A3 "panicked at|Test unit written to|^Base64:" "$fuzz_log" || tail -n 40 "$fuzz_log"
+    rm -f "$fuzz_log"
+    exit 1
+  fi
+  tail -n 4 "$fuzz_log"
+  rm -f "$fuzz_log"
 done
 
 step "browser tests (headless Chromium in a loopback-only network namespace)"

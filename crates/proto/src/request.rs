@@ -358,7 +358,11 @@ fn valid_request_id(raw: &RawValue) -> bool {
     match text.as_bytes().first() {
         // The limit counts a string's content, not its quotes.
         Some(b'"') => text.len() <= MAX_REQUEST_ID_BYTES + 2,
-        Some(b'-' | b'0'..=b'9') => text.len() <= MAX_REQUEST_ID_BYTES,
+        // JSON puts no bound on a number, but `1e999` is infinity to a client reading floats and an error to one that
+        // reads numbers strictly (serde's): echoed, it would break the client's frame, so it is refused here.
+        Some(b'-' | b'0'..=b'9') => {
+            text.len() <= MAX_REQUEST_ID_BYTES && serde_json::from_str::<serde_json::Number>(text).is_ok()
+        }
         _ => false,
     }
 }
@@ -412,6 +416,10 @@ mod tests {
         assert_eq!((err.code, err.id.map(RawValue::get)), (ErrorCode::BadRequest, Some("2")));
         let err = parse(r#"{"type":"ping","id":{"a":1}}"#, Dialect::V1).unwrap_err();
         assert_eq!((err.code, err.id.is_none()), (ErrorCode::BadRequest, true));
+        // Found by the fuzzer: a number out of a float's range is refused, not echoed.
+        let err = parse(r#"{"type":"ping","id":499E9996}"#, Dialect::V1).unwrap_err();
+        assert_eq!((err.code, err.id.is_none()), (ErrorCode::BadRequest, true));
+        assert!(parse(r#"{"type":"ping","id":-12.5e3}"#, Dialect::V1).is_ok());
     }
 
     #[test]
