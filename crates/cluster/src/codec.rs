@@ -149,14 +149,15 @@ pub fn encode_binary(from: &NodeId, messages: &[Message]) -> Vec<u8> {
                 put_opt(&mut out, relay.payload.as_ref().map(Payload::as_str));
             }
             other => {
+                let start = out.len();
                 out.push(TAG_JSON);
-                let at = out.len();
                 out.extend_from_slice(&[0; 4]);
-                if serde_json::to_writer(&mut out, other).is_err() {
-                    out.truncate(at + 4);
+                let written = serde_json::to_writer(&mut out, other).is_ok();
+                match u32::try_from(out.len() - start - 5) {
+                    Ok(length) if written => out[start + 1..start + 5].copy_from_slice(&length.to_le_bytes()),
+                    // Cannot happen with these types and sizes; leaving the record out keeps the others readable.
+                    _ => out.truncate(start),
                 }
-                let length = u32::try_from(out.len() - at - 4).unwrap_or(0);
-                out[at..at + 4].copy_from_slice(&length.to_le_bytes());
             }
         }
     }
@@ -179,10 +180,11 @@ fn binary_size(message: &Message) -> usize {
 }
 
 fn put_str(out: &mut Vec<u8>, value: &str) {
-    // Strings here are names, ids and signaling payloads, far below 4 GiB; a longer one would be cut to fit.
-    let length = u32::try_from(value.len()).unwrap_or(ABSENT - 1);
+    // Strings here are names, ids and signaling payloads, far below 4 GiB (Redis caps a payload at 512 MB); a longer
+    // one would be cut, never given the length that means "absent".
+    let length = u32::try_from(value.len()).ok().filter(|&length| length < ABSENT).unwrap_or(ABSENT - 1);
     out.extend_from_slice(&length.to_le_bytes());
-    out.extend_from_slice(&value.as_bytes()[..length as usize]);
+    out.extend_from_slice(value.as_bytes().get(..length as usize).unwrap_or_default());
 }
 
 fn put_opt(out: &mut Vec<u8>, value: Option<&str>) {

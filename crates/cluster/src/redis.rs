@@ -517,6 +517,7 @@ impl Task {
                         }
                     }
                 }
+                // `bundle_sends` folds every Send into a bundle; this arm is the same thing for one message.
                 Command::Send { node: to, message } => {
                     let payload = self.encode(Some(to), std::slice::from_ref(message));
                     pipe.cmd("PUBLISH").arg(self.node_channel(to)).arg(payload);

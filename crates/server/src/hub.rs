@@ -93,14 +93,23 @@ impl Hub {
         self: Arc<Self>,
         mut events: tokio::sync::mpsc::Receiver<switchboard_core::cluster::Event>,
     ) {
-        // Events are fed in batches under one lock, bounded so that connection tasks are not kept waiting.
+        // Events are fed in batches under one lock, bounded so that connection tasks are not kept waiting. An
+        // envelope's event carries up to a bundle of messages: each counts.
         const PER_LOCK: usize = 256;
+        let weight = |event: &switchboard_core::cluster::Event| match event {
+            switchboard_core::cluster::Event::Messages { messages, .. } => messages.len().max(1),
+            _ => 1,
+        };
         while let Some(event) = events.recv().await {
             let mut locked = self.lock();
+            let mut fed = weight(&event);
             locked.input(Input::Cluster(event));
-            for _ in 1..PER_LOCK {
+            while fed < PER_LOCK {
                 match events.try_recv() {
-                    Ok(event) => locked.input(Input::Cluster(event)),
+                    Ok(event) => {
+                        fed += weight(&event);
+                        locked.input(Input::Cluster(event));
+                    }
                     Err(_) => break,
                 }
             }

@@ -260,8 +260,8 @@ impl Collector for Collected {
         family(
             &mut encoder,
             "connections_dropped",
-            "Connections to the main listener dropped before their request: no TLS handshake or request head within \
-             the handshake timeout, or a failed TLS handshake.",
+            "Connections to the main listener dropped: no TLS handshake or request head within the handshake timeout \
+             (slow-loris, or a keep-alive connection left idle), or a failed TLS handshake.",
             MetricType::Counter,
             "reason",
             [("handshake-timeout", http.handshake_timeouts), ("tls-failure", http.tls_failures)].into_iter(),
