@@ -14,6 +14,8 @@
 # prints the load generator's own CPU: on a 2-core machine it competes with the server it measures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 pairs=${1:-100}
 window=${2:-16}
@@ -90,16 +92,11 @@ stop_server() {
 }
 
 switchboard() {
-  local dialect=$1 path=$2 log="$work/switchboard.log" addr=
+  local dialect=$1 path=$2 log="$work/switchboard.log" addr
   RUST_LOG=warn "$bin/switchboard" --http 127.0.0.1:0 --turn off --rate-per-second 0 >"$log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 100); do
-    addr=$(grep -o 'http://127[.0-9]*:[0-9]*' "$log" | head -n1 || true)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "Switchboard did not start"; cat "$log"; exit 1; }
-  run "switchboard-$dialect" "$dialect" "ws://${addr#http://}$path"
+  addr=$(switchboard_address "$log") || exit 1
+  run "switchboard-$dialect" "$dialect" "ws://$addr$path"
   stop_server
 }
 

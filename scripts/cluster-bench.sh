@@ -13,6 +13,8 @@
 # Redis for cross-node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 pairs=${1:-100}
 window=${2:-16}
@@ -45,18 +47,13 @@ free_port() {
 
 # start_node NAME ARGS...: starts a node on an ephemeral port; sets $node_pid and $node_url.
 start_node() {
-  local name=$1 log="$work/$1.log" addr=
+  local name=$1 log="$work/$1.log" addr
   shift
   RUST_LOG=warn "$bin/switchboard" --http 127.0.0.1:0 --turn off --rate-per-second 0 "$@" >"$log" 2>&1 &
   node_pid=$!
   pids+=("$node_pid")
-  for _ in $(seq 100); do
-    addr=$(grep -o 'http://127[.0-9]*:[0-9]*' "$log" | head -n1 || true)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "node $name did not start"; cat "$log"; exit 1; }
-  node_url="ws://${addr#http://}/ws"
+  addr=$(switchboard_address "$log") || { echo "node $name did not start"; exit 1; }
+  node_url="ws://$addr/ws"
 }
 
 # Stops the setup's processes in reverse start order (nodes before their Redis, so that they leave it cleanly).

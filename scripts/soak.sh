@@ -12,6 +12,8 @@
 # apply as they would to real users.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # util-linux: prlimit, with which the load generator raises its own file descriptor limit.
 command -v prlimit >/dev/null || {
@@ -25,16 +27,10 @@ log=$(mktemp)
 RUST_LOG=warn "$bin/switchboard" --http 127.0.0.1:0 --turn off >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -f "$log"' EXIT
-addr=
-for _ in $(seq 100); do
-  addr=$(grep -o 'http://127[.0-9]*:[0-9]*' "$log" | head -n1 || true)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "server did not start"; cat "$log"; exit 1; }
+addr=$(switchboard_address "$log") || exit 1
 echo "server $server on $addr"
 status=0
-"$bin/switchboard-bench" soak --url "ws://${addr#http://}/ws" --server-pid "$server" "$@" || status=$?
+"$bin/switchboard-bench" soak --url "ws://$addr/ws" --server-pid "$server" "$@" || status=$?
 if grep -qiE 'panicked|error' "$log"; then
   echo "server log:"
   grep -iE 'panicked|error' "$log" | head -n 20

@@ -4,6 +4,8 @@
 # packages), so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 step() { printf '\n=== %s\n' "$*"; }
 
@@ -49,24 +51,19 @@ log=$(mktemp)
   --turn-max-allocations-per-ip 100 --rate-per-second 0 >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 100); do
-  addr=$(grep -o 'http://127[.0-9]*:[0-9]*' "$log" | head -n1 || true)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "server did not start"; cat "$log"; exit 1; }
-./target/debug/switchboard-bench capacity --url "ws://${addr#http://}/ws" --clients 300 --server-pid "$server" --settle 1 --timeout 60
-./target/debug/switchboard-bench capacity --url "ws://${addr#http://}/" --clients 100 --dialect tutorial --prefix tut --settle 1 --timeout 60
+addr=$(switchboard_address "$log") || exit 1
+./target/debug/switchboard-bench capacity --url "ws://$addr/ws" --clients 300 --server-pid "$server" --settle 1 --timeout 60
+./target/debug/switchboard-bench capacity --url "ws://$addr/" --clients 100 --dialect tutorial --prefix tut --settle 1 --timeout 60
 turn_addr=$(grep -o 'local_addr=127[.0-9]*:[0-9]*' "$log" | head -n1 | cut -d= -f2)
 [ -n "$turn_addr" ] || { echo "no TURN address in the server log"; cat "$log"; exit 1; }
 turn_report=$(./target/debug/switchboard-bench turn --server "$turn_addr" --pairs 4 --rate 2000 --warmup 0.2 --duration 1 --json)
 echo "$turn_report"
 grep -q '"lost":0,' <<<"$turn_report" || { echo "TURN scenario lost packets"; exit 1; }
 # Signaling scenarios, a few seconds each; each exits non-zero on any lost, duplicated or refused message.
-./target/debug/switchboard-bench relay --url "ws://${addr#http://}/ws" --pairs 4 --warmup 0.5 --duration 2 --server-pid "$server" --timeout 30
-./target/debug/switchboard-bench relay --url "ws://${addr#http://}/" --dialect tutorial --pairs 4 --warmup 0.5 --duration 2 --timeout 30
-./target/debug/switchboard-bench storm --url "ws://${addr#http://}/ws" --clients 300 --server-pid "$server" --timeout 30
-./target/debug/switchboard-bench calls --url "ws://${addr#http://}/ws" --pairs 4 --warmup 0.5 --duration 2 --server-pid "$server" --timeout 30
+./target/debug/switchboard-bench relay --url "ws://$addr/ws" --pairs 4 --warmup 0.5 --duration 2 --server-pid "$server" --timeout 30
+./target/debug/switchboard-bench relay --url "ws://$addr/" --dialect tutorial --pairs 4 --warmup 0.5 --duration 2 --timeout 30
+./target/debug/switchboard-bench storm --url "ws://$addr/ws" --clients 300 --server-pid "$server" --timeout 30
+./target/debug/switchboard-bench calls --url "ws://$addr/ws" --pairs 4 --warmup 0.5 --duration 2 --server-pid "$server" --timeout 30
 # Cross-node relay against single-node: two nodes and a redis-server of the script's own, one short round.
 PROFILE=debug WARMUP=0.5 RATE=500 scripts/cluster-bench.sh 4 4 1 1
 echo "load generator smoke: ok"
