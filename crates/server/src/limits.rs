@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 /// The accept-time limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ConnectionLimits {
@@ -98,6 +100,11 @@ pub struct Admission {
     pub counters: EdgeCounters,
 }
 
+/// Held for as long as an admitted connection is open: its place under the listener's total and under its address's
+/// count. The HTTP upgrade hands it to the WebSocket task, hence `Clone`.
+#[derive(Clone)]
+pub struct ConnectionPermit(#[allow(dead_code)] Arc<(OwnedSemaphorePermit, IpSlot)>);
+
 /// One admitted connection's place in its address's count; released on drop.
 #[derive(Debug)]
 pub struct IpSlot {
@@ -133,6 +140,32 @@ impl Admission {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
         self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Admits an accepted connection from `ip` under the per-address limits and under the listener's total
+    /// (`permits`), or refuses it (the caller drops the stream, which closes it before anything is read). Every
+    /// refusal is counted, and logged now and then.
+    pub fn admit_connection(self: &Arc<Self>, permits: &Arc<Semaphore>, ip: IpAddr) -> Option<ConnectionPermit> {
+        let slot = match self.admit(ip, Instant::now()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let total = self.counters.refused_rate.load(Ordering::Relaxed)
+                    + self.counters.refused_per_ip.load(Ordering::Relaxed);
+                if total.is_power_of_two() {
+                    tracing::warn!(?refusal, %ip, total, "connection refused by the per-address limits");
+                }
+                return None;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // At the limit: close at once, which costs nothing, rather than queue what cannot be served.
+            let refused = self.counters.refused_global.fetch_add(1, Ordering::Relaxed) + 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(refused, "connection limit reached; refusing connections");
+            }
+            return None;
+        };
+        Some(ConnectionPermit(Arc::new((permit, slot))))
     }
 
     /// Counts an attempt from `ip` and admits it if its address is within both limits. A refusal is counted.

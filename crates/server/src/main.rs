@@ -8,8 +8,8 @@ use tracing_subscriber::EnvFilter;
 
 // jemalloc instead of the C library's allocator: relayed messages are 0.2-3 KB buffers allocated on one worker thread
 // and freed on another, which glibc's arenas handle with locks and chunk consolidation. Measured A/B in one run
-// (docs/benchmarks.md): 8% less CPU per relayed message on one node, 15% more cross-node throughput, for 7% more RSS
-// per idle connection.
+// (docs/benchmarks.md): 5-8% less CPU per relayed message on one node, 27% more cross-node throughput, for 0.4 KiB
+// more RSS per idle connection.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -12,13 +12,13 @@ use switchboard_proto::close_code;
 use switchboard_proto::IceServer;
 use switchboard_turn::{server::Shared, Credentials, PeerPolicy};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, TurnSettings};
 use crate::http::{router, AppState};
 use crate::hub::Hub;
-use crate::limits::{Admission, EdgeStats, IpSlot};
+use crate::limits::{Admission, EdgeStats};
 use crate::tls::CertStore;
 use crate::ws::connection;
 
@@ -437,10 +437,7 @@ async fn wait_for(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-/// Held for as long as a TCP connection is open, HTTP or WebSocket: the upgrade hands it to the WebSocket task.
-/// It holds the connection's place under `max-connections` and under the limit of its client address.
-#[derive(Clone)]
-pub struct ConnectionPermit(#[allow(dead_code)] Arc<(OwnedSemaphorePermit, IpSlot)>);
+pub use crate::limits::ConnectionPermit;
 
 /// What the accept loops share: the limits, and TLS when it is on.
 #[derive(Clone)]
@@ -455,27 +452,7 @@ impl Edge {
     /// Admits an accepted connection under the per-address limits and the global cap, or refuses it (the caller
     /// drops the stream, which closes it before anything is read).
     pub(crate) fn admit(&self, peer: SocketAddr) -> Option<ConnectionPermit> {
-        let slot = match self.admission.admit(peer.ip(), Instant::now()) {
-            Ok(slot) => slot,
-            Err(refusal) => {
-                let counters = &self.admission.counters;
-                let total = counters.refused_rate.load(std::sync::atomic::Ordering::Relaxed)
-                    + counters.refused_per_ip.load(std::sync::atomic::Ordering::Relaxed);
-                if total.is_power_of_two() {
-                    tracing::warn!(?refusal, ip = %peer.ip(), total, "connection refused by the per-address limits");
-                }
-                return None;
-            }
-        };
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            // At the limit: close at once, which costs nothing, rather than queue what cannot be served.
-            let refused = self.admission.counters.refused_global.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if refused.is_power_of_two() {
-                tracing::warn!(refused, "connection limit reached; refusing connections");
-            }
-            return None;
-        };
-        Some(ConnectionPermit(Arc::new((permit, slot))))
+        self.admission.admit_connection(&self.permits, peer.ip())
     }
 }
 

@@ -43,22 +43,11 @@ pub struct StreamContext {
     pub stopped: watch::Receiver<bool>,
 }
 
-/// What an admitted stream connection holds until it ends: its place under the total and under its address's count.
-pub struct Admitted {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    _slot: crate::limits::IpSlot,
-}
-
 impl StreamContext {
-    /// Admits a connection from `client`, or refuses it (the caller drops the stream unread): past the total or past
-    /// its address's open connections.
-    pub fn admit(&self, client: SocketAddr) -> Option<Admitted> {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            self.admission.counters.refused_global.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return None;
-        };
-        let slot = self.admission.admit(client.ip(), Instant::now()).ok()?;
-        Some(Admitted { _permit: permit, _slot: slot })
+    /// Admits a connection from `client`, or refuses it (the caller drops the stream unread): past its address's
+    /// open connections or past the total.
+    pub fn admit(&self, client: SocketAddr) -> Option<crate::limits::ConnectionPermit> {
+        self.admission.admit_connection(&self.permits, client.ip())
     }
 }
 
