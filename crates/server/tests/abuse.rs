@@ -49,13 +49,6 @@ async fn closed_by_server(stream: &mut TcpStream) -> bool {
     .is_ok()
 }
 
-/// One sample of the server's `/metrics`, scraped from 127.0.0.1 (not one of the addresses the tests cap).
-async fn refusals(server: &TestServer, series: &str) -> f64 {
-    let response = common::http::get(server.addr, "/metrics").await;
-    assert_eq!(response.status, 200, "{response:?}");
-    common::http::samples(&response.body).get(series).copied().unwrap_or(0.0)
-}
-
 /// `alice` and `bob` still relay to each other, in order.
 async fn pair_relays(alice: &mut Client, bob: &mut Client, rounds: u32) {
     for n in 0..rounds {
@@ -159,7 +152,8 @@ async fn connections_per_source_address_are_capped() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(server.edge_stats().refused_per_ip >= 1);
-    assert!(refusals(&server, "switchboard_connections_refused_total{reason=\"per-ip\"}").await >= 1.0);
+    // Scraped from 127.0.0.1, an address the test does not cap.
+    assert!(common::http::metric(server.addr, "switchboard_connections_refused_total{reason=\"per-ip\"}").await >= 1.0);
     server.shutdown().await;
 }
 
@@ -631,7 +625,7 @@ async fn turn_stream_connections_per_source_address_are_capped() {
     let mut other = connect_from(source(8), turn).await.unwrap();
     assert!(binding_over_tcp(&mut other).await);
     let series = "switchboard_turn_stream_connections_refused_total{reason=\"per-ip\"}";
-    assert_eq!(refusals(&server, series).await, 1.0, "operators see the refusal");
+    assert_eq!(common::http::metric(server.addr, series).await, 1.0, "operators see the refusal");
     assert!(binding_over_tcp(&mut held[0]).await);
     // WebSocket connections are counted apart: the same address may still open the signaling connection.
     let mut client = client_from(source(7), &server).await.unwrap();

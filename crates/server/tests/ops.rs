@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::http::{get, request, samples};
+use common::http::{get, metric, request};
 use common::{sdp_offer, TestServer, T};
 use serde_json::{json, Value};
 use switchboard_client::proto::close_code;
@@ -33,13 +33,6 @@ async fn admin_get(server: &TestServer, path: &str) -> Value {
 
 fn names(value: &Value, field: &str) -> Vec<String> {
     value[field].as_array().unwrap().iter().map(|item| item["name"].as_str().unwrap().to_owned()).collect()
-}
-
-/// The value of one sample of `/metrics` (0 when absent, as Prometheus reads a missing counter).
-async fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let response = get(addr, "/metrics").await;
-    assert_eq!(response.status, 200, "{response:?}");
-    samples(&response.body).get(series).copied().unwrap_or(0.0)
 }
 
 /// Polls `/metrics` until `series` has `value` (counts made by other connections' tasks land a moment later).

@@ -82,6 +82,13 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 }
 
 /// The samples of a Prometheus text exposition: `name{labels}` (as written) -> value.
+/// The value of one sample of `addr`'s `/metrics` (0 when absent, as Prometheus reads a missing counter).
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let response = get(addr, "/metrics").await;
+    assert_eq!(response.status, 200, "{response:?}");
+    samples(&response.body).get(series).copied().unwrap_or(0.0)
+}
+
 pub fn samples(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
