@@ -1,5 +1,6 @@
 //! The protocol v1 client.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use serde_json::{json, Value};
 use switchboard_proto::event::{CallSnapshot, RoomSnapshot};
 use switchboard_proto::names::name_key;
 use switchboard_proto::tutorial::TutorialEvent;
-use switchboard_proto::{Dialect, Event, IceServer, Limits, UserEntry};
+use switchboard_proto::{Dialect, Event, IceServer, Limits, UserEntry, UserStatus};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -496,8 +497,20 @@ impl Client {
         let Incoming::Event { event, raw } = reply? else {
             return Err(Error::Unexpected { got: "a frame that is no v1 event".into(), waiting_for: "welcome".into() });
         };
-        let Event::Welcome { protocol, name, resume_token, resumed, users, limits, ice_servers, rooms, call, .. } =
-            *event
+        let Event::Welcome {
+            protocol,
+            name,
+            resume_token,
+            resumed,
+            users,
+            idle,
+            in_call,
+            limits,
+            ice_servers,
+            rooms,
+            call,
+            ..
+        } = *event
         else {
             return Err(Error::Unexpected { got: raw.to_string(), waiting_for: "welcome".into() });
         };
@@ -508,7 +521,7 @@ impl Client {
             name: name.into_owned(),
             resume_token: resume_token.into_owned(),
             resumed,
-            users,
+            users: user_list(users, idle, in_call),
             limits,
             ice_servers,
             rooms,
@@ -526,7 +539,7 @@ impl Client {
     pub async fn users(&mut self) -> Result<Vec<UserEntry<'static>>> {
         match self.request_incoming(json!({"type": "users"})).await? {
             Incoming::Event { event, raw } => match *event {
-                Event::Users { users, .. } => Ok(users),
+                Event::Users { users, idle, in_call, .. } => Ok(user_list(users, idle, in_call)),
                 _ => Err(Error::Unexpected { got: raw.to_string(), waiting_for: "users".into() }),
             },
             other => Err(Error::Unexpected { got: other.describe(), waiting_for: "users".into() }),
@@ -638,10 +651,17 @@ impl Client {
         match incoming {
             Incoming::Event { event, raw } => match event.as_ref() {
                 Event::Hello { .. } => self.hello = Some(raw.clone()),
-                Event::Welcome { users, .. } | Event::Users { users, .. } if self.track_presence => {
-                    self.users = users.iter().map(|u| (name_key(&u.name).into_owned(), u.clone())).collect();
+                Event::Welcome { users, idle, in_call, .. } | Event::Users { users, idle, in_call, .. }
+                    if self.track_presence =>
+                {
+                    self.users = users
+                        .iter()
+                        .cloned()
+                        .chain(compact_entries(idle, in_call))
+                        .map(|u| (name_key(&u.name).into_owned(), u))
+                        .collect();
                 }
-                Event::Presence { joined, left, changed } => {
+                Event::Presence { joined, left, changed, idle, in_call } => {
                     self.presence_frames += 1;
                     if self.track_presence {
                         // `left` first: a user renamed in one tick (`alice` replaced by `Alice`) is in both, and
@@ -649,8 +669,8 @@ impl Client {
                         for name in left {
                             self.users.remove(name_key(name).as_ref());
                         }
-                        for user in joined.iter().chain(changed) {
-                            self.users.insert(name_key(&user.name).into_owned(), user.clone());
+                        for user in joined.iter().chain(changed).cloned().chain(compact_entries(idle, in_call)) {
+                            self.users.insert(name_key(&user.name).into_owned(), user);
                         }
                     }
                 }
@@ -665,6 +685,24 @@ impl Client {
             _ => {}
         }
     }
+}
+
+/// The entries of a compact list pair (`idle`, `inCall`), as full-format entries.
+fn compact_entries<'e>(
+    idle: &'e [Cow<'static, str>],
+    in_call: &'e [Cow<'static, str>],
+) -> impl Iterator<Item = UserEntry<'static>> + 'e {
+    let with = |status: UserStatus| move |name: &Cow<'static, str>| UserEntry { name: name.clone(), status };
+    idle.iter().map(with(UserStatus::Idle)).chain(in_call.iter().map(with(UserStatus::InCall)))
+}
+
+/// One list of users from either format (a server sends one or the other, as the login asked).
+fn user_list(
+    users: Vec<UserEntry<'static>>,
+    idle: Vec<Cow<'static, str>>,
+    in_call: Vec<Cow<'static, str>>,
+) -> Vec<UserEntry<'static>> {
+    users.into_iter().chain(compact_entries(&idle, &in_call)).collect()
 }
 
 fn closed(code: Option<u16>, reason: String) -> Incoming {

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use switchboard_proto::{event::UserEntry, tutorial::OutTutorialEvent, OutEvent, UserStatus};
+use switchboard_proto::{event::UserEntry, tutorial::OutTutorialEvent, OutEvent, PresenceFormat, UserStatus};
 
 #[derive(Debug)]
 struct Change {
@@ -79,15 +79,15 @@ impl PresenceBatch {
         change.status = new;
     }
 
-    /// Turns the batch into the v1 `presence` frame (None when there is nothing to say) and tells whether the
+    /// Turns the batch into the v1 `presence` frames (None when there is nothing to say) and tells whether the
     /// membership changed, then empties it.
-    pub fn take(&mut self) -> (Option<Vec<u8>>, bool) {
+    pub fn take(&mut self) -> (Option<PresenceFrames>, bool) {
         let mut joined = Vec::new();
         let mut left = Vec::new();
         let mut changed = Vec::new();
         for change in &self.changes {
             let entry = || UserEntry { name: change.name.as_ref().into(), status: change.status };
-            if let Some(previous) = &change.previous_name {
+            if let Some(previous) = change.previous_name.as_ref().filter(|previous| **previous != change.name) {
                 // Same user key, new spelling: clients keyed by the exact name must drop the old one, and the new one
                 // too if it went again within the tick.
                 left.push(previous.as_ref().into());
@@ -109,16 +109,37 @@ impl PresenceBatch {
             }
         }
         let membership_changed = self.membership_changed;
-        let frame = if joined.is_empty() && left.is_empty() && changed.is_empty() {
+        let frames = if joined.is_empty() && left.is_empty() && changed.is_empty() {
             None
         } else {
-            Some(OutEvent::Presence { joined, left, changed }.to_json())
+            let mut idle = Vec::new();
+            let mut in_call = Vec::new();
+            for entry in joined.iter().chain(&changed) {
+                match entry.status {
+                    UserStatus::Idle => idle.push(entry.name.clone()),
+                    UserStatus::InCall => in_call.push(entry.name.clone()),
+                }
+            }
+            let compact =
+                OutEvent::Presence { joined: Vec::new(), left: left.clone(), changed: Vec::new(), idle, in_call }
+                    .to_json();
+            let full = OutEvent::Presence { joined, left, changed, idle: Vec::new(), in_call: Vec::new() }.to_json();
+            Some(PresenceFrames { full, compact })
         };
         self.changes.clear();
         self.index.clear();
         self.membership_changed = false;
-        (frame, membership_changed)
+        (frames, membership_changed)
     }
+}
+
+/// One tick's `presence` event in both formats, each serialised once for all the clients that asked for it.
+#[derive(Debug)]
+pub struct PresenceFrames {
+    /// `joined`, `changed`, `left` with `{"name":..,"status":..}` entries.
+    pub full: Vec<u8>,
+    /// `left`, `idle`, `inCall` with names only.
+    pub compact: Vec<u8>,
 }
 
 /// Serialised lists of who is online, as of the last presence tick.
@@ -130,11 +151,21 @@ pub struct Snapshot {
     users: Vec<u8>,
     /// `["alice","bob",...]`, the tutorial's `userlist`.
     names: Vec<u8>,
+    /// `["alice",...]`: the idle users, compact presence's `idle`.
+    idle: Vec<u8>,
+    /// `["bob",...]`: the users in a call, compact presence's `inCall`.
+    in_call: Vec<u8>,
 }
 
 impl Default for Snapshot {
     fn default() -> Self {
-        Self { keys: HashSet::new(), users: b"[]".to_vec(), names: b"[]".to_vec() }
+        Self {
+            keys: HashSet::new(),
+            users: b"[]".to_vec(),
+            names: b"[]".to_vec(),
+            idle: b"[]".to_vec(),
+            in_call: b"[]".to_vec(),
+        }
     }
 }
 
@@ -144,9 +175,17 @@ impl Snapshot {
         self.keys = online.clone().map(|(key, _, _)| key.clone()).collect();
         let entries: Vec<UserEntry<'_>> =
             online.clone().map(|(_, name, status)| UserEntry { name: name.into(), status }).collect();
-        let names: Vec<&str> = online.map(|(_, name, _)| name).collect();
+        let names: Vec<&str> = online.clone().map(|(_, name, _)| name).collect();
+        let with_status = |wanted: UserStatus| -> Vec<&str> {
+            online.clone().filter(|(_, _, status)| *status == wanted).map(|(_, name, _)| name).collect()
+        };
+        let idle = with_status(UserStatus::Idle);
+        let in_call = with_status(UserStatus::InCall);
+        let list = |names: &Vec<&str>| serde_json::to_vec(names).unwrap_or_else(|_| b"[]".to_vec());
         self.users = serde_json::to_vec(&entries).unwrap_or_else(|_| b"[]".to_vec());
-        self.names = serde_json::to_vec(&names).unwrap_or_else(|_| b"[]".to_vec());
+        self.names = list(&names);
+        self.idle = list(&idle);
+        self.in_call = list(&in_call);
     }
 
     /// Whether the user with this name key is in the lists.
@@ -154,10 +193,27 @@ impl Snapshot {
         self.keys.contains(key)
     }
 
-    /// Completes `frame`, a serialised JSON object without a `users` field, with `"users":[snapshot + extra]`.
-    pub fn splice_users(&self, frame: Vec<u8>, extra: Option<UserEntry<'_>>) -> Vec<u8> {
-        let extra = extra.and_then(|entry| serde_json::to_vec(&entry).ok());
-        splice(frame, "users", &self.users, extra.as_deref())
+    /// Completes `frame`, a serialised JSON object without user lists, with `"users":[snapshot + extra]` in the
+    /// full format, or with `"idle":[..],"inCall":[..]` (extra's name added to the list of its status) in the compact
+    /// one.
+    pub fn splice_users(&self, frame: Vec<u8>, extra: Option<UserEntry<'_>>, format: PresenceFormat) -> Vec<u8> {
+        match format {
+            PresenceFormat::Full => {
+                let extra = extra.and_then(|entry| serde_json::to_vec(&entry).ok());
+                splice(frame, "users", &self.users, extra.as_deref())
+            }
+            PresenceFormat::Compact => {
+                let status = extra.as_ref().map(|entry| entry.status);
+                let extra = extra.and_then(|entry| serde_json::to_vec(&entry.name).ok());
+                let (idle_extra, in_call_extra) = match status {
+                    Some(UserStatus::Idle) => (extra.as_deref(), None),
+                    Some(UserStatus::InCall) => (None, extra.as_deref()),
+                    None => (None, None),
+                };
+                let frame = splice(frame, "idle", &self.idle, idle_extra);
+                splice(frame, "inCall", &self.in_call, in_call_extra)
+            }
+        }
     }
 
     /// The tutorial's `RenderUserList`, with `extra` (a name just logged in) appended.
@@ -308,16 +364,60 @@ mod tests {
         let d = arc("d");
         batch.status(&d, &d, UserStatus::Idle, UserStatus::InCall);
         batch.status(&d, &d, UserStatus::InCall, UserStatus::Idle);
-        let (frame, membership) = batch.take();
+        let (frames, membership) = batch.take();
         assert!(membership);
-        let value: Value = serde_json::from_slice(&frame.unwrap()).unwrap();
+        let frames = frames.unwrap();
+        let full: Value = serde_json::from_slice(&frames.full).unwrap();
         assert_eq!(
-            value,
+            full,
             serde_json::json!({"type":"presence","joined":[{"name":"a","status":"in-call"}],"left":["b"],
                 "changed":[{"name":"c","status":"in-call"}]})
         );
+        let compact: Value = serde_json::from_slice(&frames.compact).unwrap();
+        assert_eq!(compact, serde_json::json!({"type":"presence","left":["b"],"inCall":["a","c"]}));
         assert!(batch.is_empty());
-        assert_eq!(batch.take(), (None, false));
+        let (frames, membership) = batch.take();
+        assert!(frames.is_none() && !membership);
+    }
+
+    #[test]
+    fn compact_deltas_group_names_by_status() {
+        let mut batch = PresenceBatch::default();
+        let (a, b, c) = (arc("a"), arc("b"), arc("c"));
+        batch.joined(&a, &a, UserStatus::Idle);
+        batch.status(&b, &b, UserStatus::InCall, UserStatus::Idle);
+        batch.left(&c, &c, UserStatus::Idle);
+        let compact: Value = serde_json::from_slice(&batch.take().0.unwrap().compact).unwrap();
+        assert_eq!(compact, serde_json::json!({"type":"presence","left":["c"],"idle":["a","b"]}));
+    }
+
+    #[test]
+    fn a_rename_back_to_the_announced_spelling_within_the_tick_is_no_change() {
+        let mut batch = PresenceBatch::default();
+        let (key, old, new) = (arc("alice"), arc("alice"), arc("Alice"));
+        batch.left(&key, &old, UserStatus::Idle);
+        batch.joined(&key, &new, UserStatus::Idle);
+        batch.left(&key, &new, UserStatus::Idle);
+        batch.joined(&key, &old, UserStatus::Idle);
+        let (frames, membership) = batch.take();
+        assert!(frames.is_none(), "the name is online under the spelling clients know: nothing to say");
+        assert!(membership);
+    }
+
+    #[test]
+    fn a_renamed_user_leaves_under_the_old_spelling_and_joins_under_the_new_one() {
+        let mut batch = PresenceBatch::default();
+        let (key, old, new) = (arc("alice"), arc("alice"), arc("Alice"));
+        batch.left(&key, &old, UserStatus::Idle);
+        batch.joined(&key, &new, UserStatus::Idle);
+        let frames = batch.take().0.unwrap();
+        let full: Value = serde_json::from_slice(&frames.full).unwrap();
+        assert_eq!(
+            full,
+            serde_json::json!({"type":"presence","joined":[{"name":"Alice","status":"idle"}],"left":["alice"]})
+        );
+        let compact: Value = serde_json::from_slice(&frames.compact).unwrap();
+        assert_eq!(compact, serde_json::json!({"type":"presence","left":["alice"],"idle":["Alice"]}));
     }
 
     #[test]
@@ -327,22 +427,33 @@ mod tests {
         batch.left(&key, &old, UserStatus::Idle);
         batch.joined(&key, &new, UserStatus::Idle);
         batch.left(&key, &new, UserStatus::Idle);
-        let value: Value = serde_json::from_slice(&batch.take().0.unwrap()).unwrap();
+        let frames = batch.take().0.unwrap();
+        let value: Value = serde_json::from_slice(&frames.full).unwrap();
+        assert_eq!(value, serde_json::json!({"type":"presence","left":["alice","Alice"]}));
+        let value: Value = serde_json::from_slice(&frames.compact).unwrap();
         assert_eq!(value, serde_json::json!({"type":"presence","left":["alice","Alice"]}));
     }
 
     #[test]
     fn splices_lists_into_frames() {
         let mut snapshot = Snapshot::default();
-        let frame = snapshot.splice_users(br#"{"type":"users"}"#.to_vec(), None);
+        let head = || br#"{"type":"users"}"#.to_vec();
+        let frame = snapshot.splice_users(head(), None, PresenceFormat::Full);
         assert_eq!(frame, br#"{"type":"users","users":[]}"#);
+        let frame = snapshot.splice_users(head(), None, PresenceFormat::Compact);
+        assert_eq!(frame, br#"{"type":"users","idle":[],"inCall":[]}"#);
         let me = UserEntry { name: "me".into(), status: UserStatus::Idle };
-        let frame = snapshot.splice_users(br#"{"type":"users"}"#.to_vec(), Some(me.clone()));
+        let frame = snapshot.splice_users(head(), Some(me.clone()), PresenceFormat::Full);
         assert_eq!(frame, br#"{"type":"users","users":[{"name":"me","status":"idle"}]}"#);
         let (a, b) = (arc("a"), arc("b\""));
         snapshot.rebuild([(&a, "a", UserStatus::Idle), (&b, "b\"", UserStatus::InCall)].into_iter());
         assert!(snapshot.contains("a") && !snapshot.contains("me"));
-        let frame = snapshot.splice_users(br#"{"type":"users"}"#.to_vec(), Some(me));
+        let frame = snapshot.splice_users(head(), Some(me.clone()), PresenceFormat::Compact);
+        assert_eq!(frame, br#"{"type":"users","idle":["a","me"],"inCall":["b\""]}"#);
+        let busy = UserEntry { name: "busy".into(), status: UserStatus::InCall };
+        let frame = snapshot.splice_users(head(), Some(busy), PresenceFormat::Compact);
+        assert_eq!(frame, br#"{"type":"users","idle":["a"],"inCall":["b\"","busy"]}"#);
+        let frame = snapshot.splice_users(head(), Some(me), PresenceFormat::Full);
         let value: Value = serde_json::from_slice(&frame).unwrap();
         assert_eq!(value["users"].as_array().unwrap().len(), 3);
         assert_eq!(value["users"][1]["name"], "b\"");

@@ -16,7 +16,7 @@ use switchboard_proto::{
     names::{name_key, normalize_name},
     relayed::{self, RelayHeader},
     request::{Envelope, RequestError},
-    Dialect, ErrorCode, IceServer, OutEvent, RelayKind, Request, Secret, UserStatus, PROTOCOL_VERSION,
+    Dialect, ErrorCode, IceServer, OutEvent, PresenceFormat, RelayKind, Request, Secret, UserStatus, PROTOCOL_VERSION,
 };
 
 use crate::auth::{PasswordDigest, PasswordKey, TokenError, MAX_TOKEN_BYTES};
@@ -104,6 +104,8 @@ pub(crate) struct Conn {
     token: Option<Secret<'static>>,
     /// Cluster mode: a login waits for the store to grant its name (or another node to hand its session over).
     pub(crate) logging_in: bool,
+    /// How this connection's v1 client wants its user lists, as its `login` asked.
+    presence: PresenceFormat,
 }
 
 impl Conn {
@@ -331,8 +333,18 @@ impl Signaling {
                 let strikes = TokenBucket::new(now, self.config.strike_burst, 1);
                 let rate = (self.config.rate_per_second > 0)
                     .then(|| TokenBucket::new(now, self.config.rate_burst, self.config.rate_per_second));
-                self.conns
-                    .insert(conn, Conn { dialect: None, session: None, rate, strikes, token: None, logging_in: false });
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        dialect: None,
+                        session: None,
+                        rate,
+                        strikes,
+                        token: None,
+                        logging_in: false,
+                        presence: PresenceFormat::Full,
+                    },
+                );
                 self.timers.at(now + self.config.login_timeout, Timer::Login(conn.0));
             }
             Input::UpgradeToken(conn, token) => {
@@ -455,7 +467,10 @@ impl Signaling {
             return self.fail(now, conn, id, ErrorCode::AlreadyLoggedIn, message.into());
         }
         match (parsed.request, session) {
-            (Request::Login { name, resume, protocol, token }, None) => {
+            (Request::Login { name, resume, protocol, token, presence }, None) => {
+                if let Some(state) = self.conns.get_mut(&conn) {
+                    state.presence = presence;
+                }
                 self.login(now, conn, id, name, resume, protocol, token)
             }
             (Request::TutorialLogin { user_name, token }, None) => {
@@ -474,13 +489,13 @@ impl Signaling {
                 self.close(conn, close_code::LOGGED_OUT, "logged out");
             }
             (Request::Users, Some(session)) => {
-                let head = OutEvent::Users { id, users: Vec::new() }.to_json();
+                let head = OutEvent::Users { id, users: Vec::new(), idle: Vec::new(), in_call: Vec::new() }.to_json();
                 let me = self
                     .sessions
                     .get(&session)
                     .filter(|s| !self.snapshot.contains(&s.key))
                     .map(|s| UserEntry { name: s.name.as_ref().into(), status: s.status });
-                let frame = self.snapshot.splice_users(head, me);
+                let frame = self.snapshot.splice_users(head, me, self.presence_format(conn));
                 self.send(conn, frame);
             }
             (Request::Relay { kind, to, room, call_id, payload }, Some(session)) => {
@@ -903,6 +918,8 @@ impl Signaling {
             resume_token: state.resume_token.as_deref().unwrap_or_default().into(),
             resumed,
             users: Vec::new(),
+            idle: Vec::new(),
+            in_call: Vec::new(),
             limits: self.config.limits(),
             ice_servers: self.ice_servers_for(&state.name, now),
             rooms,
@@ -912,8 +929,12 @@ impl Signaling {
         // The snapshot is as of the last tick: a user who logged in since is added here.
         let me = (!self.snapshot.contains(&state.key))
             .then(|| UserEntry { name: state.name.as_ref().into(), status: state.status });
-        let frame = self.snapshot.splice_users(head, me);
+        let frame = self.snapshot.splice_users(head, me, self.presence_format(conn));
         self.send(conn, frame);
+    }
+
+    fn presence_format(&self, conn: ConnId) -> PresenceFormat {
+        self.conns.get(&conn).map_or(PresenceFormat::Full, |c| c.presence)
     }
 
     fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
@@ -1029,8 +1050,8 @@ impl Signaling {
     fn flush_presence(&mut self) {
         self.flush_scheduled = false;
         self.broadcast_local_presence();
-        let (frame, membership_changed) = self.presence.take();
-        if frame.is_none() && !membership_changed {
+        let (frames, membership_changed) = self.presence.take();
+        if frames.is_none() && !membership_changed {
             return;
         }
         // Local users beyond `max_presence_users` wait unlisted (see `Lobby`).
@@ -1049,12 +1070,15 @@ impl Signaling {
                 self.snapshot.rebuild(local.chain(remote));
             }
         }
-        let frame = frame.map(Bytes::from);
+        let frames = frames.map(|frames| (Bytes::from(frames.full), Bytes::from(frames.compact)));
         let user_list = membership_changed.then(|| Bytes::from(self.snapshot.render_user_list(None)));
         for state in self.sessions.values() {
             let Some(conn) = state.conn else { continue };
             let shared = match state.dialect {
-                Dialect::V1 => frame.as_ref(),
+                Dialect::V1 => frames.as_ref().map(|(full, compact)| match self.presence_format(conn) {
+                    PresenceFormat::Full => full,
+                    PresenceFormat::Compact => compact,
+                }),
                 Dialect::Tutorial => user_list.as_ref(),
             };
             if let Some(shared) = shared {

@@ -158,6 +158,12 @@ pub enum Event<'a, P = &'a RawValue> {
         /// Spliced in by the server from its cached snapshot; never empty on the wire (the user is in it).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         users: Vec<UserEntry<'a>>,
+        /// Compact presence: online idle users (spliced in like `users`, instead of it).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        idle: Vec<Cow<'a, str>>,
+        /// Compact presence: online users in a call.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        in_call: Vec<Cow<'a, str>>,
         limits: Limits,
         ice_servers: Vec<IceServer>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -166,14 +172,23 @@ pub enum Event<'a, P = &'a RawValue> {
         call: Option<CallSnapshot<'a>>,
     },
     /// Reply to `users`: everyone online.
+    #[serde(rename_all = "camelCase")]
     Users {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<P>,
         /// Spliced in by the server from its cached snapshot.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         users: Vec<UserEntry<'a>>,
+        /// Compact presence: online idle users (instead of `users`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        idle: Vec<Cow<'a, str>>,
+        /// Compact presence: online users in a call.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        in_call: Vec<Cow<'a, str>>,
     },
-    /// Coalesced presence changes since the previous `presence` event.
+    /// Coalesced presence changes since the previous `presence` event. Full format: `joined`, `changed`, `left`;
+    /// compact format: `left`, then `idle` and `inCall` (names whose status is now that, joined or changed).
+    #[serde(rename_all = "camelCase")]
     Presence {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         joined: Vec<UserEntry<'a>>,
@@ -181,6 +196,10 @@ pub enum Event<'a, P = &'a RawValue> {
         left: Vec<Cow<'a, str>>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         changed: Vec<UserEntry<'a>>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        idle: Vec<Cow<'a, str>>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        in_call: Vec<Cow<'a, str>>,
     },
     /// Reply to a request that has nothing else to say (relay with an `id`, `accept`, `logout`, ...).
     Ack { id: P },
