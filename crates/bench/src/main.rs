@@ -24,6 +24,13 @@ mod ws;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+// jemalloc, like the server: thousands of clients each grow a read buffer past 64 KiB for large frames (a storm's
+// `welcome`), which glibc serves with `mmap` and gives back with `munmap` each time; page faults and unmaps were 16%
+// of the tool's CPU in a 10,000-client storm.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-bench", version, about = "Load generator for Switchboard")]
 struct Cli {

@@ -34,9 +34,20 @@ pub struct Args {
     /// Logins in progress at once (connected, `welcome` not yet received).
     #[arg(long, default_value_t = 200)]
     pub concurrency: usize,
+    /// The presence format v1 clients ask for at login (`full`: `{"name","status"}` objects; `compact`: names
+    /// grouped by status).
+    #[arg(long, value_enum, default_value = "compact")]
+    pub presence: PresenceFormat,
     /// Options every signaling scenario takes.
     #[command(flatten)]
     pub run: RunOptions,
+}
+
+/// The `presence` field of a v1 `login`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PresenceFormat {
+    Full,
+    Compact,
 }
 
 /// Which of the N clients a client has seen online, as a bit set indexed by client number.
@@ -45,24 +56,39 @@ pub struct View {
     bits: Vec<u64>,
     count: usize,
     clients: usize,
+    /// The bits before the frame the compact fast path is applying (kept to reuse the allocation).
+    saved: Vec<u64>,
 }
 
 impl View {
     pub fn new(clients: usize) -> Self {
-        Self { bits: vec![0; clients.div_ceil(64)], count: 0, clients }
+        Self { bits: vec![0; clients.div_ceil(64)], count: 0, clients, saved: Vec::new() }
     }
 
     /// The client number behind a name, if it is one of this storm's.
     pub fn index(prefix: &str, clients: usize, name: &str) -> Option<usize> {
-        let digits = name.strip_prefix(prefix)?;
-        // Exactly the spelling `{prefix}{i}`: no sign, no leading zeros.
-        if digits.is_empty()
-            || (digits.len() > 1 && digits.starts_with('0'))
-            || !digits.bytes().all(|b| b.is_ascii_digit())
-        {
+        Self::index_bytes(prefix.as_bytes(), clients, name.as_bytes())
+    }
+
+    /// [`View::index`] on the raw bytes of a name: the compact path feeds names straight from the frame.
+    fn index_bytes(prefix: &[u8], clients: usize, name: &[u8]) -> Option<usize> {
+        if name.len() <= prefix.len() || !same_bytes(&name[..prefix.len()], prefix) {
             return None;
         }
-        digits.parse::<usize>().ok().filter(|&i| i < clients)
+        let digits = &name[prefix.len()..];
+        // Exactly the spelling `{prefix}{i}`: no sign, no leading zeros. At most 19 digits cannot overflow a u64.
+        if digits.len() > 19 || (digits.len() > 1 && digits[0] == b'0') {
+            return None;
+        }
+        let mut value = 0u64;
+        for &digit in digits {
+            let digit = digit.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            value = value * 10 + u64::from(digit);
+        }
+        usize::try_from(value).ok().filter(|&value| value < clients)
     }
 
     pub fn set(&mut self, i: usize, online: bool) {
@@ -103,8 +129,9 @@ struct Entry<'a> {
     name: Cow<'a, str>,
 }
 
-/// The parts of `welcome`, `presence` and `RenderUserList` that change a view.
+/// The parts of `welcome`, `users`, `presence` and `RenderUserList` that change a view, in either presence format.
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct PresenceMessage<'a> {
     #[serde(default, borrow)]
     users: Vec<Entry<'a>>,
@@ -115,14 +142,33 @@ struct PresenceMessage<'a> {
     #[serde(default, borrow)]
     left: Vec<Cow<'a, str>>,
     #[serde(default, borrow)]
+    idle: Vec<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    in_call: Vec<Cow<'a, str>>,
+    #[serde(default, borrow)]
     userlist: Vec<Cow<'a, str>>,
+}
+
+/// The `type` of a message that starts with it, as Switchboard writes every message (else None: ask `has_type`).
+fn leading_type(message: &[u8]) -> Option<&[u8]> {
+    let rest = message.strip_prefix(b"{\"type\":\"")?;
+    let end = memchr::memchr(b'"', rest)?;
+    Some(&rest[..end])
 }
 
 /// Applies one message to a view; returns whether it was a presence message (welcome, presence, user list).
 pub fn apply(view: &mut View, prefix: &str, message: &[u8]) -> anyhow::Result<bool> {
-    let list = proto::has_type(message, "RenderUserList");
-    if !(list || proto::has_type(message, "welcome") || proto::has_type(message, "presence")) {
+    let kind = leading_type(message);
+    let is = |kind_wanted: &str| match kind {
+        Some(kind) => kind == kind_wanted.as_bytes(),
+        None => proto::has_type(message, kind_wanted),
+    };
+    let list = is("RenderUserList");
+    if !(list || is("welcome") || is("presence")) {
         return Ok(false);
+    }
+    if !list && apply_compact(view, prefix.as_bytes(), message) {
+        return Ok(true);
     }
     let parsed: PresenceMessage<'_> = serde_json::from_slice(message).context("a presence message")?;
     if list {
@@ -141,13 +187,138 @@ pub fn apply(view: &mut View, prefix: &str, message: &[u8]) -> anyhow::Result<bo
         }
         return Ok(true);
     }
-    for entry in parsed.users.iter().chain(&parsed.joined).chain(&parsed.changed) {
-        mark(&entry.name, true);
-    }
+    // `left` first: a user renamed within one tick is in `left` under the old spelling.
     for name in &parsed.left {
         mark(name, false);
     }
+    let entries = parsed.users.iter().chain(&parsed.joined).chain(&parsed.changed).map(|e| &e.name);
+    for name in entries.chain(&parsed.idle).chain(&parsed.in_call) {
+        mark(name, true);
+    }
     Ok(true)
+}
+
+/// The compact-format fast path: a frame with no full-format list, whose `left`, `idle` and `inCall` arrays hold
+/// only strings without escapes, is applied straight from its bytes. Returns false, having changed nothing, for
+/// anything else (the caller then parses the whole frame with serde).
+///
+/// Why by hand: every one of N clients must read all N names, so a 10,000-client storm is 100 million names to
+/// parse, and serde_json (UTF-8 checks, a `Vec` per array, a `String` per escaped name) was the load generator's
+/// largest cost. One `memmem` pass finds every key (`":`): a quote inside a JSON string is always escaped, so an
+/// unescaped `":` ends a key.
+fn apply_compact(view: &mut View, prefix: &[u8], message: &[u8]) -> bool {
+    // Changes are applied as they are read; a frame that turns out not to qualify puts the view back as it was.
+    let mut saved = std::mem::take(&mut view.saved);
+    saved.clear();
+    saved.extend_from_slice(&view.bits);
+    let count = view.count;
+    let applied = apply_compact_lists(view, prefix, message);
+    if !applied {
+        view.bits.copy_from_slice(&saved);
+        view.count = count;
+    }
+    view.saved = saved;
+    applied
+}
+
+fn apply_compact_lists(view: &mut View, prefix: &[u8], message: &[u8]) -> bool {
+    let clients = view.clients;
+    let mut joined_seen = false;
+    let mut search_from = 0;
+    let finder = memchr::memmem::Finder::new(b"\":");
+    while let Some(found) = finder.find(&message[search_from..]) {
+        let quote = search_from + found;
+        let Some(key_start) = memchr::memrchr(b'"', &message[..quote]) else { return false };
+        if key_start > 0 && message[key_start - 1] == b'\\' {
+            return false;
+        }
+        let online = match &message[key_start + 1..quote] {
+            // Switchboard writes `left` before the lists of who is online, so applying in frame order is applying
+            // `left` first; a frame in another order goes to serde, which does.
+            b"left" if !joined_seen => false,
+            b"idle" | b"inCall" => true,
+            b"left" | b"users" | b"joined" | b"changed" | b"userlist" => return false,
+            _ => {
+                search_from = quote + 2;
+                continue;
+            }
+        };
+        joined_seen |= online;
+        if message.get(quote + 2) != Some(&b'[') {
+            return false;
+        }
+        let Some(end) = scan_names(&message[quote + 3..], |name| {
+            if let Some(index) = View::index_bytes(prefix, clients, name) {
+                view.set(index, online);
+            }
+        }) else {
+            return false;
+        };
+        search_from = quote + 3 + end;
+    }
+    true
+}
+
+/// `a == b` for slices of the same length, eight bytes at a time: the storm compares its prefix with 100 million names,
+/// and the `memcmp` call behind `==` cost more than the comparison.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let word = |chunk: &[u8]| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        u64::from_le_bytes(word)
+    };
+    let (mut a_chunks, mut b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    a.len() == b.len()
+        && a_chunks.by_ref().zip(b_chunks.by_ref()).all(|(x, y)| word(x) == word(y))
+        && a_chunks.remainder() == b_chunks.remainder()
+}
+
+/// The offset of the first `"` or `\\` in `bytes`. Names are a dozen bytes: eight at a time with word arithmetic
+/// (the classic "has zero byte" test) beat a byte loop and a `memchr` call alike, which mattered at 100 million names.
+fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let found = zero_bytes(word ^ (ONES * u64::from(b'"'))) | zero_bytes(word ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            // The lowest flagged byte is exact; flags above it can be false positives, which do not matter here.
+            return Some(offset + (found.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    chunks.remainder().iter().position(|&b| b == b'"' || b == b'\\').map(|at| offset + at)
+}
+
+/// Calls `each` with every item of a JSON array of plain strings (`rest` starts right after its `[`) and returns the
+/// offset just past its `]`; None when an item is not a string without escapes (nothing is known then).
+fn scan_names(rest: &[u8], mut each: impl FnMut(&[u8])) -> Option<usize> {
+    if rest.first() == Some(&b']') {
+        return Some(1);
+    }
+    let mut at = 0;
+    loop {
+        if rest.get(at) != Some(&b'"') {
+            return None;
+        }
+        let start = at + 1;
+        let end = start + quote_or_backslash(&rest[start..])?;
+        if rest[end] == b'\\' {
+            return None;
+        }
+        each(&rest[start..end]);
+        at = end + 1;
+        match rest.get(at) {
+            Some(b',') => at += 1,
+            Some(b']') => return Some(at + 1),
+            _ => return None,
+        }
+    }
 }
 
 /// Shared progress of the clients.
@@ -179,6 +350,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let client = Client {
             target: target.clone(),
             dialect: args.dialect,
+            presence: args.presence,
             index: i,
             clients: args.clients,
             prefix: prefix.clone(),
@@ -219,11 +391,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let bytes = progress.presence_bytes.load(Ordering::Relaxed);
     let frames = progress.presence_frames.load(Ordering::Relaxed);
     let views = completion.summary();
-    let dialect = format!("{:?}", args.dialect).to_lowercase();
+    let mut dialect = format!("{:?}", args.dialect).to_lowercase();
+    if args.dialect == Dialect::V1 {
+        dialect = format!("{dialect}, {:?} presence", args.presence).to_lowercase();
+    }
     if args.run.json {
         let mut result = json!({
             "scenario": "storm",
-            "dialect": dialect,
+            "dialect": format!("{:?}", args.dialect).to_lowercase(),
+            "presence": format!("{:?}", args.presence).to_lowercase(),
             "clients": args.clients,
             "concurrency": args.concurrency,
             "logged_in": logins,
@@ -264,6 +440,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 struct Client {
     target: Target,
     dialect: Dialect,
+    presence: PresenceFormat,
     index: usize,
     clients: usize,
     prefix: String,
@@ -283,7 +460,13 @@ impl Client {
         let mut permit = Some(gate.acquire_owned().await?);
         let mut conn = WsConn::connect(&self.target, self.index).await.with_context(|| format!("client {name}"))?;
         let login = match self.dialect {
-            Dialect::V1 => json!({"type": "login", "name": name}),
+            Dialect::V1 => {
+                let presence = match self.presence {
+                    PresenceFormat::Full => "full",
+                    PresenceFormat::Compact => "compact",
+                };
+                json!({"type": "login", "name": name, "presence": presence})
+            }
             Dialect::Tutorial => json!({"type": "Login", "UserName": name}),
         };
         conn.queue_text(login.to_string().as_bytes());
@@ -298,7 +481,9 @@ impl Client {
                     Incoming::Close(code) => anyhow::bail!("client {name}: the server closed (code {code:?})"),
                 };
                 let message = conn.payload(&payload);
-                proto::refuse_error(message).with_context(|| format!("client {name}"))?;
+                if leading_type(message).is_none_or(|kind| kind == b"error") {
+                    proto::refuse_error(message).with_context(|| format!("client {name}"))?;
+                }
                 if apply(&mut view, &self.prefix, message).with_context(|| format!("client {name}"))? {
                     self.progress.presence_bytes.fetch_add(message.len() as u64, Ordering::Relaxed);
                     self.progress.presence_frames.fetch_add(1, Ordering::Relaxed);
@@ -371,6 +556,75 @@ mod tests {
         assert!(apply(&mut view, "p", delta).unwrap());
         assert_eq!(view.count(), 2);
         assert!(!apply(&mut view, "p", br#"{"type":"hello","protocol":1}"#).unwrap());
+    }
+
+    #[test]
+    fn compact_frames_build_the_view_without_serde() {
+        let mut view = View::new(4);
+        let welcome = br#"{"type":"welcome","id":1,"name":"p0","resumeToken":"x","resumed":false,"idle":["p0","alice"],"inCall":["p3"],"limits":{"maxRoomSize":16},"iceServers":[]}"#;
+        assert!(apply_compact(&mut view, b"p", welcome));
+        assert_eq!(view.count(), 2);
+        let delta = br#"{"type":"presence","left":["p0"],"idle":["p1","p2"],"inCall":[]}"#;
+        assert!(apply(&mut view, "p", delta).unwrap());
+        assert_eq!(view.count(), 3);
+        assert!(!view.complete());
+        assert!(apply(&mut view, "p", br#"{"type":"presence","inCall":["p0"]}"#).unwrap());
+        assert!(view.complete());
+        assert!(apply(&mut view, "p", br#"{"type":"presence","left":["p3","zed"]}"#).unwrap());
+        assert_eq!(view.count(), 3);
+        // Other array-valued keys are skipped; names may hold commas.
+        let mut view = View::new(3);
+        let frame = br#"{"type":"welcome","iceServers":[{"urls":["stun:x"]}],"left":["p0","p1"],"idle":["p0","p,9"],"inCall":["p2"]}"#;
+        assert!(apply_compact(&mut view, b"p", frame));
+        assert_eq!(view.count(), 2);
+        // `left` after a list of who is online must still apply first: serde's job, and the view is as before.
+        let frame = br#"{"type":"presence","idle":["p1"],"left":["p1","p2"]}"#;
+        assert!(!apply_compact(&mut view, b"p", frame));
+        assert_eq!(view.count(), 2);
+        assert!(apply(&mut view, "p", frame).unwrap());
+        assert_eq!(view.count(), 2, "p1 left then came back, p2 left");
+        assert!(!apply_compact(&mut view, b"p", br#"{"type":"presence","idle":["p1""#), "unterminated");
+    }
+
+    #[test]
+    fn frames_the_fast_path_cannot_read_go_to_serde_and_mean_the_same() {
+        for frame in [
+            &br#"{"type":"presence","idle":["p\u0031","p0"]}"#[..],
+            br#"{"type":"presence","idle":["p1", "p0"]}"#,
+            br#"{"type":"presence","joined":[{"name":"p1","status":"idle"}],"idle":["p0"]}"#,
+            br#"{"type":"welcome","idle":["p0"],"users":[{"name":"p1","status":"idle"}]}"#,
+        ] {
+            let mut view = View::new(2);
+            assert!(!apply_compact(&mut view, b"p", frame), "{}", String::from_utf8_lossy(frame));
+            assert_eq!(view.count(), 0, "the fast path changed nothing before giving up");
+            assert!(apply(&mut view, "p", frame).unwrap());
+            assert!(view.complete(), "{}", String::from_utf8_lossy(frame));
+        }
+        let mut view = View::new(2);
+        assert!(apply(&mut view, "p", br#"{"type":"presence","idle":["p0","p1"}"#).is_err(), "broken JSON");
+    }
+
+    #[test]
+    fn quote_or_backslash_finds_the_first_of_either() {
+        for (text, expected) in [
+            (&b"abc\"def"[..], Some(3)),
+            (b"abcdefgh\"", Some(8)),
+            (b"abcdefghijklmno\\x\"", Some(15)),
+            (b"\"", Some(0)),
+            (b"", None),
+            (b"abcdefghijkl", None),
+            (b"\xff\x80\x22abc", Some(2)),
+            (b"\xa2\xdc\"\x22", Some(2)),
+        ] {
+            assert_eq!(quote_or_backslash(text), expected, "{}", String::from_utf8_lossy(text));
+        }
+        for len in 0..40 {
+            for at in 0..len {
+                let mut text = vec![b'x'; len];
+                text[at] = b'"';
+                assert_eq!(quote_or_backslash(&text), Some(at));
+            }
+        }
     }
 
     #[test]

@@ -106,12 +106,15 @@ async fn relay_tutorial_delivers_everything_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storm_views_complete_in_both_dialects() {
+async fn storm_views_complete_in_both_dialects_and_presence_formats() {
     let server = start_server().await;
-    for (dialect, path) in [("v1", "ws"), ("tutorial", "")] {
+    let mut v1_bytes = Vec::new();
+    for (dialect, presence, path) in [("v1", "compact", "ws"), ("v1", "full", "ws"), ("tutorial", "full", "")] {
         let url = format!("ws://{}/{path}", server.http_addr());
-        let result = bench_json(&["storm", "--url", &url, "--dialect", dialect, "--clients", "50"]).await;
+        let args = ["storm", "--url", &url, "--dialect", dialect, "--presence", presence, "--clients", "50"];
+        let result = bench_json(&args).await;
         assert_eq!(result["scenario"], "storm");
+        assert_eq!(result["presence"], presence, "{result}");
         assert_eq!(result["complete"], 50, "{result}");
         assert_eq!(result["logged_in"], 50, "{result}");
         assert!(result["failure"].is_null(), "{result}");
@@ -121,7 +124,12 @@ async fn storm_views_complete_in_both_dialects() {
         // Every client at least received one list naming all 50 (~20 bytes per name).
         assert!(result["presence_bytes"].as_u64().unwrap() > 50 * 50 * 10, "{result}");
         assert_eq!(result["view_complete"]["count"], 50);
+        if dialect == "v1" {
+            v1_bytes.push(result["presence_bytes"].as_u64().unwrap());
+        }
     }
+    // Names only against `{"name":..,"status":"idle"}` objects: well under half the bytes.
+    assert!(v1_bytes[0] * 2 < v1_bytes[1], "compact {} bytes against full {}", v1_bytes[0], v1_bytes[1]);
     server.shutdown().await;
 }
 

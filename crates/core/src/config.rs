@@ -102,7 +102,7 @@ impl Default for Config {
             ring_timeout: Duration::from_secs(30),
             login_timeout: Duration::from_secs(20),
             presence_interval: Duration::from_millis(50),
-            presence_frames_per_second: 100_000,
+            presence_frames_per_second: 20_000,
             heartbeat: Duration::from_secs(20),
             max_message_bytes: 64 * 1024,
             max_sdp_bytes: 48 * 1024,
