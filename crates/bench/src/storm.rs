@@ -71,6 +71,7 @@ impl View {
     }
 
     /// [`View::index`] on the raw bytes of a name: the compact path feeds names straight from the frame.
+    #[inline]
     fn index_bytes(prefix: &[u8], clients: usize, name: &[u8]) -> Option<usize> {
         if name.len() <= prefix.len() || !same_bytes(&name[..prefix.len()], prefix) {
             return None;
@@ -261,6 +262,7 @@ fn apply_compact_lists(view: &mut View, prefix: &[u8], message: &[u8]) -> bool {
 
 /// `a == b` for slices of the same length, eight bytes at a time: the storm compares its prefix with 100 million names,
 /// and the `memcmp` call behind `==` cost more than the comparison.
+#[inline]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let word = |chunk: &[u8]| {
         let mut word = [0u8; 8];
@@ -270,7 +272,7 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let (mut a_chunks, mut b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
     a.len() == b.len()
         && a_chunks.by_ref().zip(b_chunks.by_ref()).all(|(x, y)| word(x) == word(y))
-        && a_chunks.remainder() == b_chunks.remainder()
+        && a_chunks.remainder().iter().zip(b_chunks.remainder()).all(|(x, y)| x == y)
 }
 
 /// The offset of the first `"` or `\\` in `bytes`. Names are a dozen bytes: eight at a time with word arithmetic
