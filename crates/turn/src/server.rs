@@ -27,6 +27,11 @@ use switchboard_stun::{
 use crate::observe::{AllocationInfo, AllocationRegistry, TurnMetrics};
 use crate::{Credentials, PeerPolicy};
 
+/// The maps every relayed packet looks up (allocation, channel, permission; four or five per packet). Their keys are
+/// addresses that clients and peers choose, so they keep a randomly seeded hash against collision flooding, but
+/// foldhash's rather than SipHash: SipHash was 1.6% of the TURN workers' CPU at 150,000 relayed packets per second.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// How clients reach the server on one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -328,11 +333,11 @@ struct Allocation {
     /// Transaction id of the Allocate, to answer retransmissions.
     allocate_tid: TransactionId,
     /// Peer IP -> expiry.
-    permissions: HashMap<IpAddr, Instant>,
+    permissions: FastMap<IpAddr, Instant>,
     /// Channel -> (peer, expiry).
-    channels: HashMap<u16, (SocketAddr, Instant)>,
+    channels: FastMap<u16, (SocketAddr, Instant)>,
     /// Peer -> channel, for the peer-to-client direction.
-    peer_channels: HashMap<SocketAddr, u16>,
+    peer_channels: FastMap<SocketAddr, u16>,
     /// Bandwidth bucket: bytes available and when it was last filled.
     budget: Option<(f64, Instant)>,
 }
@@ -358,8 +363,8 @@ pub struct TurnStats {
 #[derive(Debug)]
 pub struct TurnServer {
     shared: Arc<Shared>,
-    allocations: HashMap<FiveTuple, Allocation>,
-    by_relay: HashMap<RelayId, FiveTuple>,
+    allocations: FastMap<FiveTuple, Allocation>,
+    by_relay: FastMap<RelayId, FiveTuple>,
     expiries: BinaryHeap<Reverse<(Instant, RelayId)>>,
     stats: TurnStats,
     /// `stats` as last added to the shared counters.
@@ -403,8 +408,8 @@ impl TurnServer {
     pub fn new(shared: Arc<Shared>) -> Self {
         Self {
             shared,
-            allocations: HashMap::new(),
-            by_relay: HashMap::new(),
+            allocations: FastMap::default(),
+            by_relay: FastMap::default(),
             expiries: BinaryHeap::new(),
             stats: TurnStats::default(),
             published: TurnStats::default(),
@@ -774,9 +779,9 @@ impl TurnServer {
                 expires,
                 scheduled: expires,
                 allocate_tid: message.transaction_id(),
-                permissions: HashMap::new(),
-                channels: HashMap::new(),
-                peer_channels: HashMap::new(),
+                permissions: FastMap::default(),
+                channels: FastMap::default(),
+                peer_channels: FastMap::default(),
                 budget: None,
             },
         );
