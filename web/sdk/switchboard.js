@@ -42,6 +42,20 @@ function defaultUrl() {
   return `${scheme}//${location.host}/ws`;
 }
 
+/**
+ * The [name, status] pairs of a `welcome`, `users` or `presence` message, in either presence format: `users`,
+ * `joined` and `changed` hold {name, status} objects (full); `idle` and `inCall` hold names (compact).
+ */
+function userEntries(msg) {
+  const entries = [];
+  for (const field of ['users', 'joined', 'changed']) {
+    for (const user of msg[field] || []) entries.push([user.name, user.status]);
+  }
+  for (const name of msg.idle || []) entries.push([name, 'idle']);
+  for (const name of msg.inCall || []) entries.push([name, 'in-call']);
+  return entries;
+}
+
 export class SwitchboardClient extends EventTarget {
   /**
    * @param {object} [options]
@@ -184,13 +198,13 @@ export class SwitchboardClient extends EventTarget {
     switch (msg.type) {
       case 'welcome':
       case 'users':
-        this.users = new Map(msg.users.map((u) => [u.name, u.status]));
+        this.users = new Map(userEntries(msg));
         this._emit('presence', { users: this.users, snapshot: true });
         break;
       case 'presence':
+        // `left` first: a user renamed within one tick is in `left` under the old spelling.
         for (const name of msg.left || []) this.users.delete(name);
-        for (const u of msg.joined || []) this.users.set(u.name, u.status);
-        for (const u of msg.changed || []) this.users.set(u.name, u.status);
+        for (const [name, status] of userEntries(msg)) this.users.set(name, status);
         this._emit('presence', { users: this.users, delta: msg });
         break;
       case 'ice-servers':
@@ -263,6 +277,9 @@ export class SwitchboardClient extends EventTarget {
   }
 
   async _login(msg) {
+    // Names grouped by status instead of {name, status} objects: under half the bytes for a big lobby. A server
+    // that predates the field ignores it and sends the full format, which `userEntries` reads too.
+    msg.presence = 'compact';
     const welcome = await this.request(msg);
     this.welcome = welcome;
     this.name = welcome.name;
@@ -300,7 +317,7 @@ export class SwitchboardClient extends EventTarget {
   /** Asks for the full list of online users; resolves with it (also updates `users`). */
   async listUsers() {
     const reply = await this.request({ type: 'users' });
-    return reply.users;
+    return userEntries(reply).map(([name, status]) => ({ name, status }));
   }
 
   // ---- calls ----

@@ -298,7 +298,9 @@ async fn calls_between_nodes_ring_connect_and_end_in_both_dialects() {
     let a = node_with(&redis, |config| config.core.ring_timeout = Duration::from_millis(600)).await;
     let b = node(&redis).await;
     let mut alice = a.login("alice").await;
-    let mut carol = a.login("carol").await;
+    // Carol watches statuses in the compact presence format: remote users' changes reach it as names by status too.
+    let mut carol = a.connect().await;
+    carol.login_with(json!({"type": "login", "name": "carol", "presence": "compact"})).await.unwrap();
     let mut bob = b.login("bob").await;
     sees(&mut alice, &["alice", "bob", "carol"]).await;
     sees(&mut bob, &["alice", "bob", "carol"]).await;
@@ -307,12 +309,14 @@ async fn calls_between_nodes_ring_connect_and_end_in_both_dialects() {
     let call_id = alice.call("bob").await.unwrap();
     let ring = bob.expect_type("ring").await.unwrap();
     assert_eq!(ring, json!({"type": "ring", "callId": call_id, "from": "alice"}));
-    presence_until(&mut carol, "both in-call", |view| {
+    let frames = presence_until(&mut carol, "both in-call", |view| {
         ["alice", "bob"]
             .iter()
             .all(|n| view.get(*n).is_some_and(|u| u.status == switchboard_client::UserStatus::InCall))
     })
     .await;
+    assert!(frames.iter().all(|f| f.get("changed").is_none() && f.get("joined").is_none()), "{frames:?}");
+    assert!(frames.iter().any(|f| f["inCall"].as_array().is_some_and(|n| n.contains(&json!("bob")))), "{frames:?}");
     // Busy across nodes.
     carol.send_json(&json!({"type": "call", "id": 1, "to": "bob"})).await.unwrap();
     carol.expect_error("busy").await.unwrap();
@@ -507,7 +511,9 @@ async fn a_session_resumes_through_another_node_with_its_rooms_call_and_queued_m
     let a = node_with(&redis, long_grace).await;
     let b = node_with(&redis, long_grace).await;
     let mut alice = a.login("alice").await;
-    let mut carol = a.login("carol").await;
+    // Carol watches statuses in the compact presence format: remote users' changes reach it as names by status too.
+    let mut carol = a.connect().await;
+    carol.login_with(json!({"type": "login", "name": "carol", "presence": "compact"})).await.unwrap();
     let mut bob = b.login("bob").await;
     sees(&mut alice, &["alice", "bob", "carol"]).await;
     sees(&mut bob, &["alice", "bob", "carol"]).await;
