@@ -401,7 +401,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let mut result = json!({
             "scenario": "storm",
             "dialect": format!("{:?}", args.dialect).to_lowercase(),
-            "presence": format!("{:?}", args.presence).to_lowercase(),
+            // The tutorial dialect has one format of its own (`RenderUserList`): no choice to report.
+            "presence": (args.dialect == Dialect::V1).then(|| format!("{:?}", args.presence).to_lowercase()),
             "clients": args.clients,
             "concurrency": args.concurrency,
             "logged_in": logins,

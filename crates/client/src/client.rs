@@ -236,7 +236,8 @@ impl Client {
     }
 
     /// The lobby as this client knows it, keyed by the case-folded name: the `welcome` snapshot, replaced by any
-    /// `users` reply, with every `presence` delta applied (`left`, then `joined` and `changed`). Updated as frames are read.
+    /// `users` reply, with every `presence` delta applied (`left`, then `joined` and `changed`, or in the compact format
+    /// `idle` and `inCall`). Updated as frames are read.
     pub fn presence_view(&self) -> &BTreeMap<String, UserEntry<'static>> {
         &self.users
     }

@@ -155,7 +155,8 @@ pub enum Event<'a, P = &'a RawValue> {
         name: Cow<'a, str>,
         resume_token: Cow<'a, str>,
         resumed: bool,
-        /// Spliced in by the server from its cached snapshot; never empty on the wire (the user is in it).
+        /// Spliced in by the server from its cached snapshot; never empty on the wire (the user is in it) unless the
+        /// client asked for compact presence, which gets `idle` and `inCall` instead.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         users: Vec<UserEntry<'a>>,
         /// Compact presence: online idle users (spliced in like `users`, instead of it).

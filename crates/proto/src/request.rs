@@ -79,8 +79,9 @@ pub struct Envelope<'a> {
     pub user_name: Option<Cow<'a, str>>,
     #[serde(rename = "TargetUserName", borrow)]
     pub target_user_name: Option<Cow<'a, str>>,
+    /// Only `login` reads it, so it stays raw here: another message carrying a `presence` of any type is not refused.
     #[serde(borrow)]
-    pub presence: Option<Cow<'a, str>>,
+    pub presence: Option<&'a RawValue>,
 }
 
 /// How a v1 client wants its user lists (`welcome`, `users`, `presence`), chosen at login.
@@ -255,12 +256,13 @@ impl<'a> Envelope<'a> {
         let request = match dialect {
             Dialect::V1 => match kind {
                 "login" => {
-                    let presence = match self.presence.as_deref() {
-                        None | Some("full") => PresenceFormat::Full,
-                        Some("compact") => PresenceFormat::Compact,
-                        Some(other) => {
-                            let shown: String = other.chars().take(32).collect();
-                            let message = format!("`presence` must be \"full\" or \"compact\", not {shown:?}");
+                    let presence = match self.presence.map(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get())) {
+                        None => PresenceFormat::Full,
+                        Some(Ok(value)) if value == "full" => PresenceFormat::Full,
+                        Some(Ok(value)) if value == "compact" => PresenceFormat::Compact,
+                        Some(_) => {
+                            let shown: String = self.presence.map_or("", RawValue::get).chars().take(32).collect();
+                            let message = format!("`presence` must be \"full\" or \"compact\", not {shown}");
                             return Err(RequestError::new(id, ErrorCode::BadRequest, message));
                         }
                     };
@@ -414,6 +416,35 @@ pub fn parse(text: &str, dialect: Dialect) -> Result<Parsed<'_>, RequestError<'_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_is_read_by_login_only() {
+        fn parse(text: &str) -> Result<Parsed<'_>, RequestError<'_>> {
+            Envelope::parse(text).and_then(|e| e.into_request(Dialect::V1))
+        }
+        let login = |text: &str| match parse(text).map(|p| p.request) {
+            Ok(Request::Login { presence, .. }) => Ok(presence),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.code),
+        };
+        assert_eq!(login(r#"{"type":"login","name":"a"}"#), Ok(PresenceFormat::Full));
+        assert_eq!(login(r#"{"type":"login","name":"a","presence":"full"}"#), Ok(PresenceFormat::Full));
+        assert_eq!(login(r#"{"type":"login","name":"a","presence":"compact"}"#), Ok(PresenceFormat::Compact));
+        assert_eq!(login(r#"{"type":"login","name":"a","presence":"comp\u0061ct"}"#), Ok(PresenceFormat::Compact));
+        assert_eq!(
+            login(r#"{"type":"login","name":"a","presence":null}"#),
+            Ok(PresenceFormat::Full),
+            "null: not given"
+        );
+        for bad in [r#""tiny""#, "7", "{}", r#"["compact"]"#] {
+            let text = format!(r#"{{"type":"login","name":"a","presence":{bad}}}"#);
+            assert_eq!(login(&text), Err(ErrorCode::BadRequest), "{text}");
+        }
+        // Unknown fields are ignored: another message with a `presence` of any type is not refused for it.
+        assert!(parse(r#"{"type":"ping","presence":{"x":[1]}}"#).is_ok());
+        let tutorial = Envelope::parse(r#"{"type":"Login","UserName":"a","presence":7}"#).unwrap();
+        assert!(tutorial.into_request(Dialect::Tutorial).is_ok());
+    }
 
     #[test]
     fn relay_payload_stays_raw() {

@@ -112,8 +112,28 @@ pub struct SendBatch {
     addresses: Vec<Option<SockaddrStorage>>,
     headers: MultiHeaders<SockaddrStorage>,
     queued: usize,
-    /// Segmented sends work on this socket's kernel and device (cleared for good at the first sign they do not).
+    /// Segmented sends work on this kernel and device (cleared for good at the first sign they do not).
     segmenting: bool,
+    /// Datagrams this long or longer are not segmented: one such send failed (larger than the path's MTU with
+    /// don't-fragment, say), and retrying would build the whole run only to fail again.
+    segment_limit: usize,
+}
+
+/// Whether this kernel knows `UDP_SEGMENT` (Linux 4.18+), asked once. Kernels before it ignore the control message
+/// and would send a run as one datagram of the payloads glued together, so it must be known before the first send.
+#[cfg(target_os = "linux")]
+fn kernel_segments() -> bool {
+    static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KNOWN.get_or_init(|| {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
+            .is_ok_and(|probe| nix::sys::socket::getsockopt(&probe, nix::sys::socket::sockopt::UdpGsoSegment).is_ok())
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kernel_segments() -> bool {
+    false
 }
 
 impl Default for SendBatch {
@@ -137,7 +157,8 @@ impl SendBatch {
             addresses: vec![None; BATCH],
             headers: MultiHeaders::preallocate(BATCH, None),
             queued: 0,
-            segmenting: cfg!(target_os = "linux"),
+            segmenting: kernel_segments(),
+            segment_limit: usize::MAX,
         }
     }
 
@@ -202,7 +223,7 @@ impl SendBatch {
     /// shorter), within the kernel's limits.
     fn run_at(&self, at: usize, queued: usize) -> usize {
         let size = self.slots[at].len();
-        if size == 0 {
+        if size == 0 || size >= self.segment_limit {
             return 1;
         }
         let mut run = 1;
@@ -246,6 +267,9 @@ impl SendBatch {
                 // trying. Other errors (a datagram over the path's MTU with don't-fragment set, no route) concern
                 // these datagrams: the one-by-one path below sends what it can.
                 Err(Errno::EIO | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP) => self.segmenting = false,
+                Err(Errno::EINVAL | Errno::EMSGSIZE) => {
+                    self.segment_limit = self.segment_limit.min(usize::from(segment));
+                }
                 Err(_) => {}
             }
         }
@@ -379,7 +403,7 @@ mod tests {
         }
         batch.flush(fd);
         assert!(batch.is_empty());
-        assert!(batch.segmenting, "loopback takes segmented sends on this kernel");
+        assert_eq!(batch.segmenting, kernel_segments(), "loopback takes segmented sends wherever the kernel has them");
         let payloads =
             |seen: Vec<(Vec<u8>, SocketAddr)>| seen.into_iter().map(|(payload, _)| payload).collect::<Vec<_>>();
         assert_eq!(payloads(receive(&one, expected_one.len())), expected_one);
@@ -408,6 +432,41 @@ mod tests {
             batch.addresses[index] = Some(SockaddrStorage::from(a));
         }
         assert_eq!(batch.run_at(0, BATCH), MAX_SEGMENTED_BYTES / 3000, "at most one datagram's worth of bytes");
+    }
+
+    #[test]
+    fn a_run_the_kernel_refuses_costs_only_itself() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (fd, to) = (sender.as_raw_fd(), receiver.local_addr().unwrap());
+        let mut batch = SendBatch::new();
+        batch.push(fd, b"before-1", to);
+        batch.push(fd, b"before-2", to);
+        // A run to an address of the wrong family: the segmented send fails, and so does each datagram on its own.
+        for _ in 0..3 {
+            batch.push(fd, b"nowhere!", "[::1]:9".parse().unwrap());
+        }
+        batch.push(fd, b"after--1", to);
+        batch.push(fd, b"after--2", to);
+        batch.flush(fd);
+        let seen: Vec<Vec<u8>> = receive(&receiver, 4).into_iter().map(|(payload, _)| payload).collect();
+        assert_eq!(seen, [&b"before-1"[..], b"before-2", b"after--1", b"after--2"]);
+        assert!(batch.segmenting, "a refused destination does not turn segmentation off");
+    }
+
+    #[test]
+    fn a_size_that_failed_to_segment_is_sent_one_by_one_from_then_on() {
+        let mut batch = SendBatch::new();
+        let to: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for index in 0..4 {
+            batch.slots[index] = vec![0; if index < 2 { 1400 } else { 100 }];
+            batch.addresses[index] = Some(SockaddrStorage::from(to));
+        }
+        assert_eq!(batch.run_at(0, 2), 2);
+        batch.segment_limit = 1400;
+        assert_eq!(batch.run_at(0, 2), 1);
+        assert_eq!(batch.run_at(2, 4), 2, "smaller datagrams still go segmented");
     }
 
     #[test]

@@ -330,7 +330,8 @@ impl Worker {
         true
     }
 
-    /// Sends this batch's client -> peer datagrams, one `sendmmsg` per run of datagrams through the same relay.
+    /// Sends this batch's client -> peer datagrams, one flush of the peer batch per relay (`sendmmsg`, and a segmented
+    /// send for each run of same-length datagrams to one peer).
     fn send_to_peers(&mut self) {
         let mut pending = std::mem::take(&mut self.to_peers);
         // Grouped by relay (a stable sort: each relay's datagrams keep their order; different relays are different
