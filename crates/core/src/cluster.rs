@@ -173,14 +173,7 @@ pub enum Event {
         /// Name keys.
         names: Vec<Arc<str>>,
     },
-    /// A message from another node.
-    Message {
-        /// The sender.
-        from: NodeId,
-        /// What it says.
-        message: Message,
-    },
-    /// Several messages from another node, in order (one envelope): one event instead of one per message.
+    /// Messages from another node, in order (one envelope): one event, not one per message.
     Messages {
         /// The sender.
         from: NodeId,

@@ -187,7 +187,6 @@ impl Signaling {
                     self.evict(now, &key, "name taken over on another node");
                 }
             }
-            Event::Message { from, message } => self.on_message(now, &from, message),
             Event::Messages { from, messages } => {
                 for message in messages {
                     self.on_message(now, &from, message);

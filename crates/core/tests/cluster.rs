@@ -155,7 +155,7 @@ impl Cluster {
             Command::Broadcast { message } => {
                 for (j, node) in self.nodes.iter_mut().enumerate() {
                     if j != i {
-                        node.events.push_back(Event::Message { from: me.clone(), message: message.clone() });
+                        node.events.push_back(Event::Messages { from: me.clone(), messages: vec![message.clone()] });
                     }
                 }
             }
