@@ -171,17 +171,20 @@ impl Default for Snapshot {
 
 impl Snapshot {
     /// Rebuilds both lists from the users online now.
-    pub fn rebuild<'a>(&mut self, online: impl Iterator<Item = (&'a Arc<str>, &'a str, UserStatus)> + Clone) {
-        self.keys = online.clone().map(|(key, _, _)| key.clone()).collect();
-        let entries: Vec<UserEntry<'_>> =
-            online.clone().map(|(_, name, status)| UserEntry { name: name.into(), status }).collect();
-        let names: Vec<&str> = online.clone().map(|(_, name, _)| name).collect();
-        let with_status = |wanted: UserStatus| -> Vec<&str> {
-            online.clone().filter(|(_, _, status)| *status == wanted).map(|(_, name, _)| name).collect()
-        };
-        let idle = with_status(UserStatus::Idle);
-        let in_call = with_status(UserStatus::InCall);
-        let list = |names: &Vec<&str>| serde_json::to_vec(names).unwrap_or_else(|_| b"[]".to_vec());
+    pub fn rebuild<'a>(&mut self, online: impl Iterator<Item = (&'a Arc<str>, &'a str, UserStatus)>) {
+        // One walk over the users (callers filter every session for it), five lists out of it.
+        self.keys.clear();
+        let (mut entries, mut names, mut idle, mut in_call) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (key, name, status) in online {
+            self.keys.insert(key.clone());
+            entries.push(UserEntry { name: name.into(), status });
+            names.push(name);
+            match status {
+                UserStatus::Idle => idle.push(name),
+                UserStatus::InCall => in_call.push(name),
+            }
+        }
+        let list = |names: &[&str]| serde_json::to_vec(names).unwrap_or_else(|_| b"[]".to_vec());
         self.users = serde_json::to_vec(&entries).unwrap_or_else(|_| b"[]".to_vec());
         self.names = list(&names);
         self.idle = list(&idle);
