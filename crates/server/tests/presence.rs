@@ -94,9 +94,8 @@ async fn status_changes_to_in_call_and_back_to_idle() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_new_user_sees_current_statuses_in_welcome() {
-    let server = TestServer::start().await;
+/// Alice calls Bob, Bob accepts, and Alice has seen both of them in-call.
+async fn alice_calls_bob(server: &TestServer) -> (Client, Client, String) {
     let mut alice = server.login("alice").await;
     let mut bob = server.login("bob").await;
     let call_id = alice.call("bob").await.unwrap();
@@ -107,6 +106,13 @@ async fn a_new_user_sees_current_statuses_in_welcome() {
             && view.get("bob").is_some_and(|u| u.status == UserStatus::InCall)
     })
     .await;
+    (alice, bob, call_id)
+}
+
+#[tokio::test]
+async fn a_new_user_sees_current_statuses_in_welcome() {
+    let server = TestServer::start().await;
+    let (_alice, _bob, _call) = alice_calls_bob(&server).await;
     let (late, welcome) = server.login_welcome("late").await;
     let status = |name: &str| welcome.users.iter().find(|u| u.name == name).map(|u| u.status);
     assert_eq!(status("alice"), Some(UserStatus::InCall));
@@ -237,16 +243,7 @@ async fn login_compact(server: &TestServer, name: &str) -> (Client, Value) {
 #[tokio::test]
 async fn compact_presence_sends_names_grouped_by_status() {
     let server = TestServer::start().await;
-    let mut alice = server.login("alice").await;
-    let mut bob = server.login("bob").await;
-    let call_id = alice.call("bob").await.unwrap();
-    bob.expect_type("ring").await.unwrap();
-    bob.accept(&call_id).await.unwrap();
-    presence_until(&mut alice, "alice and bob in-call", |view| {
-        view.get("alice").is_some_and(|u| u.status == UserStatus::InCall)
-            && view.get("bob").is_some_and(|u| u.status == UserStatus::InCall)
-    })
-    .await;
+    let (mut alice, _bob, call_id) = alice_calls_bob(&server).await;
     let _carol = server.login("carol").await;
     let (mut observer, welcome) = login_compact(&server, "observer").await;
     // The snapshot may be a tick old, so carol may come in the next delta instead; the others are listed already.
