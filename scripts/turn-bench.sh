@@ -9,6 +9,8 @@
 # each other ChannelData at a fixed rate with batched system calls), which reaches rates uclient cannot produce.
 #
 # Usage: scripts/turn-bench.sh [ROUNDS] [CLIENTS] [MESSAGES] [LENGTH] [INTERVAL_MS]
+#   After the rounds of each load it prints both servers' summed CPU over summed relayed packets, and their ratio:
+#   single runs of a few seconds vary by 20-30% on a shared 2-core machine, the sums over rounds much less.
 #   environment: RATES (messages/s of the bench scenario, space-separated, default "25000 100000"), PAIRS (10),
 #   DURATION (seconds, 5), SB_ARGS (extra switchboard flags, e.g. "--turn-workers 1").
 # Bounded: ROUNDS x 2 runs of CLIENTS x MESSAGES messages each, every run under a 120 s timeout; then ROUNDS x 2 runs
@@ -17,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 clients=${2:-50}
-messages=${3:-2000}
+messages=${3:-3000}
 length=${4:-200}
 interval=${5:-2}
 
@@ -48,7 +50,24 @@ turnserver -n --listening-ip=127.0.0.1 --listening-port="$co_port" --relay-ip=12
   --min-port=40000 --max-port=60000 --log-file=stdout --simple-log --no-stdout-log >"$work/coturn.log" 2>&1 &
 co_pid=$!
 pids+=($co_pid)
-sleep 1
+# Both servers answer a STUN Binding request before the first run (a fixed sleep lost coturn's first run once).
+for port in "$sb_port" "$co_port"; do
+  for _ in $(seq 50); do
+    timeout 2 turnutils_stunclient -p "$port" 127.0.0.1 >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+done
+
+# Per server: summed CPU ticks and relayed packets over the rounds of the current load.
+declare -A total_ticks total_relayed
+reset_totals() { total_ticks=([switchboard]=0 [coturn]=0); total_relayed=([switchboard]=0 [coturn]=0); }
+summary() {
+  awk -v st="${total_ticks[switchboard]}" -v sr="${total_relayed[switchboard]}" -v ct="${total_ticks[coturn]}" \
+    -v cr="${total_relayed[coturn]}" -v hz="$hz" 'BEGIN {
+      if (sr == 0 || cr == 0) { print "summary: n/a (a server relayed nothing)"; exit }
+      s = st / hz / sr * 100000; c = ct / hz / cr * 100000
+      printf "summary over the rounds: switchboard %.3f s, coturn %.3f s per 100k relayed: %.2fx coturn\n", s, c, s / c }'
+}
 
 run() {
   local name=$1 pid=$2 port=$3
@@ -65,35 +84,49 @@ run() {
   relayed=$(( ${sent:-0} + ${received:-0} ))
   cpu=$(awk -v t=$((after - before)) -v hz="$hz" 'BEGIN {printf "%.2f", t / hz}')
   per=$(awk -v t=$((after - before)) -v hz="$hz" -v r="$relayed" 'BEGIN {if (r > 0) printf "%.3f", (t / hz) / r * 100000; else print "n/a"}')
+  total_ticks[$name]=$(( total_ticks[$name] + after - before ))
+  total_relayed[$name]=$(( total_relayed[$name] + relayed ))
   printf '%-12s relayed %8s  %-36s rtt %6s ms  server cpu %6s s  cpu per 100k relayed %7s s\n' \
     "$name" "$relayed" "$lost" "${rtt:-?}" "$cpu" "$per"
 }
 
 echo "load: $clients clients x $messages messages of $length bytes, one every $interval ms per client"
+reset_totals
 for round in $(seq "$rounds"); do
   run switchboard "$sb_pid" "$sb_port"
   run coturn "$co_pid" "$co_port"
 done
+summary
 
 bench() {
   local name=$1 pid=$2 port=$3 rate=$4
-  local out
+  local out line
   out=$(timeout 120 ./target/release/switchboard-bench turn --server "127.0.0.1:$port" --pairs "${PAIRS:-10}" \
     --rate "$rate" --size "$length" --duration "${DURATION:-5}" --server-pid "$pid" --json) || { echo "$name: bench failed"; return; }
-  python3 - "$name" "$out" <<'PY'
+  line=$(python3 - "$name" "$out" "${DURATION:-5}" "$hz" <<'PY'
 import json, sys
 name, r = sys.argv[1], json.loads(sys.argv[2])
 print(f"{name:<12} relayed {r['relayed_packets_per_second']:>9.0f}/s  lost {r['lost']:>6}  "
       f"p50 {r['latency_us_p50']:>6} us  p99 {r['latency_us_p99']:>7} us  "
       f"server cpu {r['server_cpu_percent']:>4.0f}%  cpu per 100k relayed {r['server_cpu_s_per_100k_relayed']:.3f} s  "
       f"bench cpu {r['own_cpu_percent']:.0f}%")
+# For the summary: CPU ticks and relayed packets of the measured window.
+relayed = r['relayed_packets_per_second'] * float(sys.argv[3])
+print(round(r['server_cpu_s_per_100k_relayed'] * relayed / 100000 * int(sys.argv[4])), round(relayed))
 PY
+  )
+  echo "${line%$'\n'*}"
+  read -r ticks relayed <<<"${line##*$'\n'}"
+  total_ticks[$name]=$(( total_ticks[$name] + ticks ))
+  total_relayed[$name]=$(( total_relayed[$name] + relayed ))
 }
 
 for rate in ${RATES:-25000 100000}; do
   echo "switchboard-bench turn: ${PAIRS:-10} pairs, $rate messages/s of $length bytes ($((2 * rate)) relayed packets/s)"
+  reset_totals
   for round in $(seq "$rounds"); do
     bench switchboard "$sb_pid" "$sb_port" "$rate"
     bench coturn "$co_pid" "$co_port" "$rate"
   done
+  summary
 done
