@@ -8,7 +8,9 @@
 # Then the same servers under Switchboard's own TURN scenario (`switchboard-bench turn`: pairs of allocations sending
 # each other ChannelData at a fixed rate with batched system calls), which reaches rates uclient cannot produce.
 #
-# Usage: scripts/turn-bench.sh [ROUNDS] [CLIENTS] [MESSAGES] [LENGTH] [INTERVAL_MS]
+# Usage: scripts/turn-bench.sh [ROUNDS] [CLIENTS] [MESSAGES] [LENGTH] [INTERVALS_MS]
+#   INTERVALS_MS: uclient's pause between a client's messages, one load per value (default "2 0": a paced load, at
+#   which nearly every datagram arrives alone, and uclient as fast as it goes).
 #   After the rounds of each load it prints both servers' summed CPU over summed relayed packets, and their ratio:
 #   single runs of a few seconds vary by 20-30% on a shared 2-core machine, the sums over rounds much less.
 #   environment: RATES (messages/s of the bench scenario, space-separated, default "25000 100000"), PAIRS (10),
@@ -21,7 +23,7 @@ rounds=${1:-3}
 clients=${2:-50}
 messages=${3:-3000}
 length=${4:-200}
-interval=${5:-2}
+intervals=${5:-2 0}
 
 command -v turnserver >/dev/null || { echo "needs coturn: apt-get install coturn"; exit 1; }
 cargo build --quiet --release -p switchboard-server -p switchboard-bench
@@ -90,13 +92,15 @@ run() {
     "$name" "$relayed" "$lost" "${rtt:-?}" "$cpu" "$per"
 }
 
-echo "load: $clients clients x $messages messages of $length bytes, one every $interval ms per client"
-reset_totals
-for round in $(seq "$rounds"); do
-  run switchboard "$sb_pid" "$sb_port"
-  run coturn "$co_pid" "$co_port"
+for interval in $intervals; do
+  echo "load: $clients clients x $messages messages of $length bytes, one every $interval ms per client"
+  reset_totals
+  for round in $(seq "$rounds"); do
+    run switchboard "$sb_pid" "$sb_port"
+    run coturn "$co_pid" "$co_port"
+  done
+  summary
 done
-summary
 
 bench() {
   local name=$1 pid=$2 port=$3 rate=$4
