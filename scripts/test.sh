@@ -74,8 +74,11 @@ command -v cargo-fuzz >/dev/null || cargo install --locked --quiet cargo-fuzz
 for fuzz_target in stun_parse request_v1 request_tutorial ws_frame cluster_envelope; do
   echo "fuzz target $fuzz_target"
   fuzz_log=$(mktemp)
-  if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$fuzz_target" -- -max_total_time=45 -print_final_stats=1 \
-    >"$fuzz_log" 2>&1); then
+  # Committed seeds (fuzz/seeds/TARGET, if any) start the search from real frames; new inputs go to fuzz/corpus.
+  seeds=()
+  [ -d "fuzz/seeds/$fuzz_target" ] && seeds=("corpus/$fuzz_target" "seeds/$fuzz_target")
+  if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$fuzz_target" "${seeds[@]}" -- -max_total_time=45 \
+    -print_final_stats=1 >"$fuzz_log" 2>&1); then
     # The panic and the input that caused it (the last lines are only the backtrace).
     grep -E -A3 "panicked at|Test unit written to|^Base64:" "$fuzz_log" || tail -n 40 "$fuzz_log"
     rm -f "$fuzz_log"
