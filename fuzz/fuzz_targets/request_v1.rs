@@ -1,7 +1,8 @@
 //! Feeds arbitrary text to the decoder of protocol v1 client frames (`Envelope::parse`, then `into_request`), as the
 //! signaling core does for every text frame of a v1 connection. Any panic is a bug. Beyond not crashing: an echoed
 //! request id is always a number or a short string, an error always has a message, and a request that parses keeps
-//! its relayed payload byte for byte and within the nesting limit.
+//! its relayed payload byte for byte and within the nesting limit, and the relay fast path agrees with serde_json on
+//! every frame it takes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -20,6 +21,10 @@ fn check_id(id: Option<&serde_json::value::RawValue>) {
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Some(fast) = switchboard_proto::fast::relay_envelope(text) {
+        let slow = Envelope::parse_with_serde(text).expect("serde_json parses every frame the fast path takes");
+        assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "the fast path and serde_json disagree");
+    }
     let envelope = match Envelope::parse(text) {
         Ok(envelope) => envelope,
         Err(error) => {

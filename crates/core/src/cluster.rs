@@ -259,8 +259,8 @@ impl RawJson {
 pub struct Payload(Box<str>);
 
 impl Payload {
-    pub(crate) fn of(value: &RawValue) -> Self {
-        Self(value.get().into())
+    pub(crate) fn of(json: &str) -> Self {
+        Self(json.into())
     }
 
     /// JSON text that the caller vouches for: a node of the cluster validated it when it entered.

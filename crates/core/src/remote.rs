@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use switchboard_proto::{close_code, event::LeaveReason, names::name_key, Dialect, ErrorCode, OutEvent, RelayKind};
+use switchboard_proto::{
+    close_code, event::LeaveReason, names::name_key, Dialect, ErrorCode, JsonText, OutEvent, RelayKind,
+};
 
 use crate::calls::{Call, Party};
 use crate::cluster::{
@@ -382,7 +384,7 @@ impl Signaling {
         to: &str,
         room: Option<&str>,
         call_id: Option<&str>,
-        payload: Option<&RawValue>,
+        payload: Option<JsonText<'_>>,
     ) {
         let key = name_key(to);
         let target_name = self.remote_name(&key).unwrap_or_else(|| Arc::from(to));
@@ -406,7 +408,7 @@ impl Signaling {
             kind: kind.into(),
             room,
             call_id: call_id.map(str::to_owned),
-            payload: payload.map(Payload::of),
+            payload: payload.map(|payload| Payload::of(payload.get())),
             origin: session,
             id: id.map(RawJson::of),
         };

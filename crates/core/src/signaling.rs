@@ -16,7 +16,8 @@ use switchboard_proto::{
     names::{name_key, normalize_name},
     relayed::{self, RelayHeader},
     request::{Envelope, RequestError},
-    Dialect, ErrorCode, IceServer, OutEvent, PresenceFormat, RelayKind, Request, Secret, UserStatus, PROTOCOL_VERSION,
+    Dialect, ErrorCode, IceServer, JsonText, OutEvent, PresenceFormat, RelayKind, Request, Secret, UserStatus,
+    PROTOCOL_VERSION,
 };
 
 use crate::auth::{PasswordDigest, PasswordKey, TokenError, MAX_TOKEN_BYTES};
@@ -1100,7 +1101,7 @@ impl Signaling {
         to: &str,
         room: Option<&str>,
         call_id: Option<&str>,
-        payload: Option<&RawValue>,
+        payload: Option<JsonText<'_>>,
     ) {
         let cap = match kind {
             RelayKind::Offer | RelayKind::Answer => self.config.max_sdp_bytes,
@@ -1143,7 +1144,7 @@ impl Signaling {
             kind,
             room.as_deref(),
             call_id,
-            payload.map(RawValue::get),
+            payload.map(JsonText::get),
         );
         let delivered = frame.is_none_or(|frame| self.deliver(target, Bytes::from(frame), Origin::Local(session, id)));
         if let (true, Some(id)) = (delivered, id) {

@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod event;
+pub mod fast;
 pub mod names;
 pub mod relayed;
 pub mod request;
@@ -21,7 +22,7 @@ pub mod tutorial;
 
 pub use error::{close_code, ErrorCode};
 pub use event::{Event, IceServer, Limits, OutEvent, UserEntry, UserStatus};
-pub use request::{Dialect, Envelope, Parsed, PresenceFormat, RelayKind, Request, Secret};
+pub use request::{Dialect, Envelope, JsonText, Parsed, PresenceFormat, RelayKind, Request, Secret};
 
 /// The protocol version this crate speaks; stated in the `hello` event, the first server message of a v1 connection.
 pub const PROTOCOL_VERSION: u32 = 1;

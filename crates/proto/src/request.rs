@@ -48,6 +48,29 @@ impl std::fmt::Debug for Secret<'_> {
 /// Longest request id the server echoes, in bytes of its JSON form.
 pub const MAX_REQUEST_ID_BYTES: usize = 64;
 
+/// The text of one JSON value inside a frame, passed through as the client wrote it (a relayed SDP or candidate).
+/// Only a parser that checked it makes one: serde_json's skim (as a [`RawValue`]) or the relay fast path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonText<'a>(&'a str);
+
+impl<'a> JsonText<'a> {
+    /// The JSON text.
+    pub fn get(self) -> &'a str {
+        self.0
+    }
+
+    /// Text the caller has validated as one JSON value.
+    pub(crate) fn checked(json: &'a str) -> Self {
+        Self(json)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for JsonText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <&'de RawValue>::deserialize(deserializer).map(|raw| Self(raw.get()))
+    }
+}
+
 /// Every field any client message may carry. Unknown fields are ignored.
 #[derive(Debug, Default, Deserialize)]
 #[allow(missing_docs)]
@@ -72,9 +95,9 @@ pub struct Envelope<'a> {
     #[serde(borrow)]
     pub password: Option<Secret<'a>>,
     #[serde(borrow)]
-    pub sdp: Option<&'a RawValue>,
+    pub sdp: Option<JsonText<'a>>,
     #[serde(borrow)]
-    pub candidate: Option<&'a RawValue>,
+    pub candidate: Option<JsonText<'a>>,
     #[serde(rename = "UserName", borrow)]
     pub user_name: Option<Cow<'a, str>>,
     #[serde(rename = "TargetUserName", borrow)]
@@ -155,7 +178,7 @@ pub enum Request<'a> {
         to: Cow<'a, str>,
         room: Option<Cow<'a, str>>,
         call_id: Option<Cow<'a, str>>,
-        payload: Option<&'a RawValue>,
+        payload: Option<JsonText<'a>>,
     },
     Call {
         to: Cow<'a, str>,
@@ -216,7 +239,16 @@ impl<'a> RequestError<'a> {
 
 impl<'a> Envelope<'a> {
     /// Parses one text frame. Errors carry `bad-json` (the frame is not a JSON object of the expected field types).
+    /// Plain relay frames take the fast path (see [`crate::fast`]), everything else serde_json.
     pub fn parse(text: &'a str) -> Result<Self, RequestError<'a>> {
+        match crate::fast::relay_envelope(text) {
+            Some(envelope) => Ok(envelope),
+            None => Self::parse_with_serde(text),
+        }
+    }
+
+    /// [`Envelope::parse`] without the fast path, for tests and fuzzing that compare the two.
+    pub fn parse_with_serde(text: &'a str) -> Result<Self, RequestError<'a>> {
         serde_json::from_str(text)
             .map_err(|e| RequestError::new(None, ErrorCode::BadJson, format!("the frame is not a valid message: {e}")))
     }
