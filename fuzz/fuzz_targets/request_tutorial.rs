@@ -1,6 +1,7 @@
 //! The decoder of the classic tutorial dialect: client frames of a tutorial connection (`Login`, `offer`, `answer`,
 //! `ICE` with the tutorial's field names) through `Envelope` with `Dialect::Tutorial`, and the server's tutorial
 //! messages (`TutorialEvent`) as a client decodes them, which must encode back to an equal value. Any panic is a bug.
+//! The relay fast path must agree with serde_json on every frame it takes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +11,10 @@ use switchboard_proto::Dialect;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Some(fast) = switchboard_proto::fast::relay_envelope(text) {
+        let slow = Envelope::parse_with_serde(text).expect("serde_json parses every frame the fast path takes");
+        assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "the fast path and serde_json disagree");
+    }
     if let Ok(envelope) = Envelope::parse(text) {
         match envelope.into_request(Dialect::Tutorial) {
             Ok(parsed) => match parsed.request {

@@ -1,4 +1,5 @@
-//! A fast path for the frames that are nearly all of a busy server's traffic: v1 `offer`, `answer` and `candidate`.
+//! A fast path for the frames that are nearly all of a busy server's traffic: `offer`, `answer` and `candidate` (the
+//! tutorial's `ICE`), in both dialects.
 //!
 //! serde_json has to look at every byte of the relayed payload to find where it ends, and SDP text is a worst case
 //! for it: a `\r\n` escape every 40 bytes or so, at each of which its 8-byte scan stops and restarts. That skim was
@@ -8,8 +9,8 @@
 //! optional fields.
 //!
 //! The fast path is an accelerator, not a second parser with its own opinions: it accepts only frames made of the
-//! fields `type` (`offer`, `answer`, `candidate`), `to`, `room`, `callId`, `sdp` and `candidate`, each at most
-//! once, with plain strings (no escapes) where the envelope wants a string and a non-null JSON value for the payload.
+//! fields `type` (`offer`, `answer`, `candidate`, and the tutorial's `ICE`), `to`, `room`, `callId`, the tutorial's
+//! `name` and `TargetUserName`, `sdp` and `candidate`, each at most once, with plain strings (no escapes) where the envelope wants a string and a non-null JSON value for the payload.
 //! For anything else it returns `None` and the caller parses with serde_json, which then decides, errors included.
 //! What it does accept, it returns exactly as serde_json would (the fuzz target `request_v1` and the tests below
 //! compare the two on every input).
@@ -38,13 +39,15 @@ pub fn relay_envelope(text: &str) -> Option<Envelope<'_>> {
         }
         at = skip_whitespace(bytes, at + 1);
         at = match key {
-            "type" | "to" | "room" | "callId" => {
+            "type" | "to" | "room" | "callId" | "name" | "TargetUserName" => {
                 let (value, end) = plain_string(text, at)?;
                 let slot = match key {
                     "type" => &mut envelope.kind,
                     "to" => &mut envelope.to,
                     "room" => &mut envelope.room,
-                    _ => &mut envelope.call_id,
+                    "callId" => &mut envelope.call_id,
+                    "name" => &mut envelope.name,
+                    _ => &mut envelope.target_user_name,
                 };
                 if slot.replace(Cow::Borrowed(value)).is_some() {
                     // serde_json refuses duplicate fields; let it say so.
@@ -76,7 +79,7 @@ pub fn relay_envelope(text: &str) -> Option<Envelope<'_>> {
     if skip_whitespace(bytes, at + 1) != bytes.len() {
         return None;
     }
-    matches!(envelope.kind.as_deref(), Some("offer" | "answer" | "candidate")).then_some(envelope)
+    matches!(envelope.kind.as_deref(), Some("offer" | "answer" | "candidate" | "ICE")).then_some(envelope)
 }
 
 fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
@@ -278,6 +281,14 @@ mod tests {
         assert_eq!((envelope.room.as_deref(), envelope.call_id.as_deref()), (Some("r"), Some("c1")));
         assert!(agrees(candidate));
 
+        let tutorial = format!(r#"{{"type":"offer","name":"alice","TargetUserName":"bob","sdp":{SDP}}}"#);
+        let envelope = relay_envelope(&tutorial).expect("a tutorial offer");
+        assert_eq!((envelope.name.as_deref(), envelope.target_user_name.as_deref()), (Some("alice"), Some("bob")));
+        assert!(agrees(&tutorial));
+        let ice = r#"{"type":"ICE","candidate":{"candidate":"candidate:1","sdpMid":"0","sdpMLineIndex":0},"TargetUserName":"bob"}"#;
+        assert_eq!(relay_envelope(ice).and_then(|e| e.target_user_name).as_deref(), Some("bob"));
+        assert!(agrees(ice));
+
         for payload in [
             "1",
             "-0.5e+3",
@@ -369,12 +380,13 @@ mod tests {
     proptest! {
         #[test]
         fn agrees_with_serde_on_generated_frames(
-            kind in prop_oneof![Just("offer"), Just("answer"), Just("candidate"), Just("hangup")],
+            kind in prop_oneof![Just("offer"), Just("answer"), Just("candidate"), Just("ICE"), Just("hangup")],
+            to_key in prop_oneof![Just("to"), Just("TargetUserName"), Just("name"), Just("UserName")],
             to in "[ -~]{0,12}",
             payload in json_value(),
             key in prop_oneof![Just("sdp"), Just("candidate"), Just("name")],
         ) {
-            let text = format!(r#"{{"type":"{kind}","to":"{to}","{key}":{payload}}}"#);
+            let text = format!(r#"{{"type":"{kind}","{to_key}":"{to}","{key}":{payload}}}"#);
             prop_assert!(agrees(&text), "{}", text);
         }
 
