@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use switchboard_proto::{
     event::{HangupReason, LeaveReason},
-    RelayKind, UserStatus,
+    JsonText, RelayKind, UserStatus,
 };
 
 /// A node of the cluster; random per process start, so that a restarted node is a new node.
@@ -259,8 +259,8 @@ impl RawJson {
 pub struct Payload(Box<str>);
 
 impl Payload {
-    pub(crate) fn of(json: &str) -> Self {
-        Self(json.into())
+    pub(crate) fn of(json: JsonText<'_>) -> Self {
+        Self(json.get().into())
     }
 
     /// JSON text that the caller vouches for: a node of the cluster validated it when it entered.

@@ -408,7 +408,7 @@ impl Signaling {
             kind: kind.into(),
             room,
             call_id: call_id.map(str::to_owned),
-            payload: payload.map(|payload| Payload::of(payload.get())),
+            payload: payload.map(Payload::of),
             origin: session,
             id: id.map(RawJson::of),
         };
