@@ -76,7 +76,11 @@ for fuzz_target in stun_parse request_v1 request_tutorial ws_frame cluster_envel
   fuzz_log=$(mktemp)
   # Committed seeds (fuzz/seeds/TARGET, if any) start the search from real frames; new inputs go to fuzz/corpus.
   seeds=()
-  [ -d "fuzz/seeds/$fuzz_target" ] && seeds=("corpus/$fuzz_target" "seeds/$fuzz_target")
+  # libFuzzer refuses a corpus directory that does not exist, as on a fresh clone (fuzz/corpus is not committed).
+  if [ -d "fuzz/seeds/$fuzz_target" ]; then
+    mkdir -p "fuzz/corpus/$fuzz_target"
+    seeds=("corpus/$fuzz_target" "seeds/$fuzz_target")
+  fi
   if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$fuzz_target" "${seeds[@]}" -- -max_total_time=45 \
     -print_final_stats=1 >"$fuzz_log" 2>&1); then
     # The panic and the input that caused it (the last lines are only the backtrace).
