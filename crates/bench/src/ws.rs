@@ -197,6 +197,12 @@ impl WsConn {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            if self.read.len() > READ_CHUNK {
+                // Done with a large frame: give its buffer back. Thousands of storm clients each holding a buffer
+                // grown for a `welcome` cost gigabytes of freshly faulted pages; given back, the allocator hands
+                // the same warm pages to the next client that needs them.
+                self.read = vec![0; READ_CHUNK];
+            }
         } else if self.end == self.read.len() {
             if self.start > 0 {
                 self.read.copy_within(self.start..self.end, 0);
@@ -204,7 +210,10 @@ impl WsConn {
                 self.start = 0;
             } else {
                 anyhow::ensure!(self.read.len() < MAX_MESSAGE + 14, "a frame over {MAX_MESSAGE} bytes");
-                let grown = (self.read.len() * 2).min(MAX_MESSAGE + 14);
+                // Straight to the size of the frame being read when its header says it, instead of doubling.
+                let frame = frame_len(&self.read[..self.end])?.unwrap_or(0);
+                let grown = if frame > self.read.len() { frame } else { self.read.len() * 2 };
+                let grown = grown.min(MAX_MESSAGE + 14);
                 self.read.resize(grown, 0);
             }
         }
@@ -401,7 +410,22 @@ fn accept_key(key: &str) -> String {
 /// Decodes a server frame header at the start of `buf`: FIN, opcode and the payload's range within `buf`, or `None`
 /// while the frame is incomplete.
 fn parse_header(buf: &[u8]) -> anyhow::Result<Option<(bool, u8, Range<usize>)>> {
-    let [b0, b1, ..] = *buf else { return Ok(None) };
+    let Some((payload_at, len)) = header(buf)? else { return Ok(None) };
+    let end = payload_at + len;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    Ok(Some((buf[0] & 0x80 != 0, buf[0] & 0x0F, payload_at..end)))
+}
+
+/// The whole length (header and payload) of the frame at the start of `buf`, once its header is complete.
+fn frame_len(buf: &[u8]) -> anyhow::Result<Option<usize>> {
+    Ok(header(buf)?.map(|(payload_at, len)| payload_at + len))
+}
+
+/// Where the payload of the frame at the start of `buf` begins, and its length; `None` while the header is incomplete.
+fn header(buf: &[u8]) -> anyhow::Result<Option<(usize, usize)>> {
+    let [_, b1, ..] = *buf else { return Ok(None) };
     anyhow::ensure!(b1 & 0x80 == 0, "the server sent a masked frame");
     let (len, at) = match b1 & 0x7F {
         126 => match buf.get(2..4) {
@@ -415,11 +439,7 @@ fn parse_header(buf: &[u8]) -> anyhow::Result<Option<(bool, u8, Range<usize>)>> 
         n => (u64::from(n), 2),
     };
     anyhow::ensure!(len <= MAX_MESSAGE as u64, "a frame of {len} bytes");
-    let end = at + len as usize;
-    if buf.len() < end {
-        return Ok(None);
-    }
-    Ok(Some((b0 & 0x80 != 0, b0 & 0x0F, at..end)))
+    Ok(Some((at, len as usize)))
 }
 
 /// XORs `payload` with the 4-byte `mask`, eight bytes at a time.
@@ -457,6 +477,69 @@ mod tests {
         }
         apply_mask(&mut masked, mask);
         assert_eq!(masked, original);
+    }
+
+    /// Frames larger than the read buffer, written in pieces, arrive whole and in order; the buffer grown for a large
+    /// frame is given back once it is read.
+    #[tokio::test]
+    async fn large_frames_in_pieces_arrive_whole_and_the_buffer_shrinks_after() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = crate::net::Target::parse(&format!("ws://{}/ws", listener.local_addr().unwrap())).unwrap();
+        let sizes = [5, 200_000, 70_000, 3, READ_CHUNK - 4, 1_000_000];
+        let frame = |len: usize| {
+            let mut frame = vec![0x81];
+            match len {
+                0..=125 => frame.push(len as u8),
+                126..=65535 => frame.extend([126].iter().chain(&(len as u16).to_be_bytes())),
+                _ => frame.extend([127].iter().chain(&(len as u64).to_be_bytes())),
+            }
+            frame.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+            frame
+        };
+        let stream: Vec<u8> = sizes.iter().flat_map(|&len| frame(len)).collect();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8];
+                socket.read_exact(&mut byte).await.unwrap();
+                request.push(byte[0]);
+            }
+            let request = String::from_utf8(request).unwrap();
+            let key = request.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+            let response = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                accept_key(key)
+            );
+            socket.write_all(response.as_bytes()).await.unwrap();
+            for piece in stream.chunks(7_919) {
+                socket.write_all(piece).await.unwrap();
+                socket.flush().await.unwrap();
+            }
+            socket
+        });
+        let mut conn = WsConn::connect(&target, 0).await.unwrap();
+        let mut received = Vec::new();
+        loop {
+            while let Some(incoming) = conn.next().unwrap() {
+                let Incoming::Message(payload) = incoming else { panic!("a close") };
+                let bytes = conn.payload(&payload);
+                assert!(bytes.iter().enumerate().all(|(i, &b)| b == b'a' + (i % 26) as u8));
+                received.push(bytes.len());
+            }
+            if received.len() >= sizes.len() {
+                break;
+            }
+            tokio::time::timeout(std::time::Duration::from_secs(10), conn.fill()).await.unwrap().unwrap();
+        }
+        assert_eq!(received, sizes);
+        assert!(conn.read.len() >= 1_000_000, "grown to the largest frame");
+        let _server = server.await.unwrap();
+        assert!(conn.next().unwrap().is_none());
+        // All read: the next fill starts over with a small buffer (and here waits for bytes that never come).
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(10), conn.fill()).await;
+        assert_eq!(conn.read.len(), READ_CHUNK);
     }
 
     #[test]
