@@ -19,6 +19,7 @@ mod proto;
 mod relay;
 mod seq;
 mod stats;
+mod list_memo;
 mod storm;
 mod ws;
 

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::net::{self, Target};
 use crate::proto;
 use crate::stats::{Recorder, RunOptions, SharedHistogram, Table, Usage};
+use crate::list_memo::{self, ListMemo};
 use crate::ws::{Incoming, WsConn};
 use crate::Dialect;
 
@@ -38,6 +39,10 @@ pub struct Args {
     /// grouped by status).
     #[arg(long, value_enum, default_value = "compact")]
     pub presence: PresenceFormat,
+    /// Every client parses every compact list itself, instead of taking the items it shares with a list another
+    /// client of the same thread parsed just before (compared byte for byte; see `list_memo.rs`).
+    #[arg(long)]
+    pub parse_each: bool,
     /// Options every signaling scenario takes.
     #[command(flatten)]
     pub run: RunOptions,
@@ -151,12 +156,12 @@ struct PresenceMessage<'a> {
 }
 
 /// Applies one message to a view; returns whether it was a presence message (welcome, presence, user list).
-pub fn apply(view: &mut View, prefix: &str, message: &[u8]) -> anyhow::Result<bool> {
+pub fn apply(view: &mut View, prefix: &str, message: &[u8], memo: &mut ListMemo) -> anyhow::Result<bool> {
     let list = proto::has_type(message, "RenderUserList");
     if !(list || proto::has_type(message, "welcome") || proto::has_type(message, "presence")) {
         return Ok(false);
     }
-    if !list && apply_compact(view, prefix.as_bytes(), message) {
+    if !list && apply_compact(view, prefix.as_bytes(), message, memo) {
         return Ok(true);
     }
     let parsed: PresenceMessage<'_> = serde_json::from_slice(message).context("a presence message")?;
@@ -195,13 +200,13 @@ pub fn apply(view: &mut View, prefix: &str, message: &[u8]) -> anyhow::Result<bo
 /// parse, and serde_json (UTF-8 checks, a `Vec` per array, a `String` per escaped name) was the load generator's
 /// largest cost. One `memmem` pass finds every key (`":`): a quote inside a JSON string is always escaped, so an
 /// unescaped `":` ends a key.
-fn apply_compact(view: &mut View, prefix: &[u8], message: &[u8]) -> bool {
+fn apply_compact(view: &mut View, prefix: &[u8], message: &[u8], memo: &mut ListMemo) -> bool {
     // Changes are applied as they are read; a frame that turns out not to qualify puts the view back as it was.
     let mut saved = std::mem::take(&mut view.saved);
     saved.clear();
     saved.extend_from_slice(&view.bits);
     let count = view.count;
-    let applied = apply_compact_lists(view, prefix, message);
+    let applied = apply_compact_lists(view, prefix, message, memo);
     if !applied {
         view.bits.copy_from_slice(&saved);
         view.count = count;
@@ -210,7 +215,7 @@ fn apply_compact(view: &mut View, prefix: &[u8], message: &[u8]) -> bool {
     applied
 }
 
-fn apply_compact_lists(view: &mut View, prefix: &[u8], message: &[u8]) -> bool {
+fn apply_compact_lists(view: &mut View, prefix: &[u8], message: &[u8], memo: &mut ListMemo) -> bool {
     let names = NamePattern::new(prefix, view.clients);
     let mut joined_seen = false;
     let mut search_from = 0;
@@ -236,7 +241,7 @@ fn apply_compact_lists(view: &mut View, prefix: &[u8], message: &[u8]) -> bool {
         if message.get(quote + 2) != Some(&b'[') {
             return false;
         }
-        let Some(end) = scan_names(&message[quote + 3..], &names, |index| view.set(index, online)) else {
+        let Some(end) = scan_names(&message[quote + 3..], &names, memo, |index| view.set(index, online)) else {
             return false;
         };
         search_from = quote + 3 + end;
@@ -371,12 +376,34 @@ impl<'a> NamePattern<'a> {
 
 /// Calls `each` with the client number of every name of this storm in a JSON array of plain strings (`rest` starts
 /// right after its `[`) and returns the offset just past its `]`; None when an item is not a string without escapes
-/// (nothing is known then).
-fn scan_names(rest: &[u8], names: &NamePattern<'_>, mut each: impl FnMut(usize)) -> Option<usize> {
+/// (nothing is known then). The items at the start that a list in `memo` shares are taken from it, not parsed again.
+fn scan_names(
+    rest: &[u8],
+    names: &NamePattern<'_>,
+    memo: &mut ListMemo,
+    mut each: impl FnMut(usize),
+) -> Option<usize> {
     if rest.first() == Some(&b']') {
         return Some(1);
     }
+    let remember = memo.enabled();
+    let mut items = Vec::new();
     let mut at = 0;
+    if let Some((end, reused)) = memo.reuse(names.prefix, names.clients, rest) {
+        for &(_, index) in reused {
+            if index != list_memo::NOBODY {
+                each(index as usize);
+            }
+        }
+        items.extend_from_slice(reused);
+        at = end;
+        match rest.get(at) {
+            Some(b',') => at += 1,
+            Some(b']') => return Some(at + 1),
+            _ => return None,
+        }
+    }
+    let reused = items.len();
     loop {
         if rest.get(at) != Some(&b'"') {
             return None;
@@ -386,9 +413,20 @@ fn scan_names(rest: &[u8], names: &NamePattern<'_>, mut each: impl FnMut(usize))
             each(index);
         }
         at += len + 2;
+        if remember {
+            let index = index.and_then(|i| u32::try_from(i).ok()).unwrap_or(list_memo::NOBODY);
+            items.push((u32::try_from(at).ok()?, index));
+        }
         match rest.get(at) {
             Some(b',') => at += 1,
-            Some(b']') => return Some(at + 1),
+            Some(b']') => {
+                // Remembered when mostly new: a `welcome` that only appends its user's name to a remembered
+                // snapshot leaves the snapshot as the one to compare the next with.
+                if reused * 2 < items.len() {
+                    memo.record(names.prefix, names.clients, &rest[..at], items);
+                }
+                return Some(at + 1);
+            }
             _ => return None,
         }
     }
@@ -401,6 +439,8 @@ struct Progress {
     complete: AtomicUsize,
     presence_bytes: AtomicU64,
     presence_frames: AtomicU64,
+    /// Names taken from another client's parse of the same bytes (see `list_memo.rs`).
+    shared_names: AtomicU64,
     /// Microseconds from the start until the last view became complete.
     last_complete_us: AtomicU64,
     last_login_us: AtomicU64,
@@ -427,6 +467,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             index: i,
             clients: args.clients,
             prefix: prefix.clone(),
+            parse_each: args.parse_each,
             started,
             progress: progress.clone(),
         };
@@ -463,6 +504,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let complete_s = progress.last_complete_us.load(Ordering::Relaxed) as f64 / 1e6;
     let bytes = progress.presence_bytes.load(Ordering::Relaxed);
     let frames = progress.presence_frames.load(Ordering::Relaxed);
+    let shared_names = progress.shared_names.load(Ordering::Relaxed);
     let views = completion.summary();
     let mut dialect = format!("{:?}", args.dialect).to_lowercase();
     if args.dialect == Dialect::V1 {
@@ -484,6 +526,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "presence_bytes": bytes,
             "presence_frames": frames,
             "presence_bytes_per_client": bytes as f64 / args.clients as f64,
+            "shared_names": shared_names,
             "failure": outcome.as_ref().err(),
         });
         crate::relay::merge(&mut result, usage.json(args.clients as u64));
@@ -502,6 +545,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 bytes as f64 / 1e3 / args.clients as f64
             ),
         );
+        table.row(
+            "names from shared parses",
+            if args.parse_each { "none (--parse-each)".to_string() } else { shared_names.to_string() },
+        );
         usage.rows(args.clients as u64, "login", &mut table);
         if let Err(e) = &outcome {
             table.row("failure", e.clone());
@@ -518,8 +565,14 @@ struct Client {
     index: usize,
     clients: usize,
     prefix: String,
+    parse_each: bool,
     started: Instant,
     progress: Arc<Progress>,
+}
+
+thread_local! {
+    /// The lists parsed last by the clients running on this thread (the runtime's threads never share it).
+    static SHARED_LISTS: std::cell::RefCell<ListMemo> = std::cell::RefCell::new(ListMemo::new(4));
 }
 
 impl Client {
@@ -556,7 +609,17 @@ impl Client {
                 };
                 let message = conn.payload(&payload);
                 proto::refuse_error(message).with_context(|| format!("client {name}"))?;
-                if apply(&mut view, &self.prefix, message).with_context(|| format!("client {name}"))? {
+                let presence = if self.parse_each {
+                    apply(&mut view, &self.prefix, message, &mut ListMemo::new(0))
+                } else {
+                    SHARED_LISTS.with_borrow_mut(|memo| {
+                        let before = memo.reused_items;
+                        let presence = apply(&mut view, &self.prefix, message, memo);
+                        self.progress.shared_names.fetch_add(memo.reused_items - before, Ordering::Relaxed);
+                        presence
+                    })
+                };
+                if presence.with_context(|| format!("client {name}"))? {
                     self.progress.presence_bytes.fetch_add(message.len() as u64, Ordering::Relaxed);
                     self.progress.presence_frames.fetch_add(1, Ordering::Relaxed);
                     if !logged_in {
@@ -615,47 +678,47 @@ mod tests {
     fn v1_welcome_and_deltas_build_the_view() {
         let mut view = View::new(3);
         let welcome = br#"{"type":"welcome","id":1,"name":"p0","users":[{"name":"p0","status":"idle"},{"name":"alice","status":"idle"}]}"#;
-        assert!(apply(&mut view, "p", welcome).unwrap());
+        assert!(apply(&mut view, "p", welcome, &mut ListMemo::new(0)).unwrap());
         assert_eq!(view.count(), 1);
         let delta = br#"{"type":"presence","joined":[{"name":"p1","status":"idle"},{"name":"p2","status":"idle"}],"left":["p0"]}"#;
-        assert!(apply(&mut view, "p", delta).unwrap());
+        assert!(apply(&mut view, "p", delta, &mut ListMemo::new(0)).unwrap());
         assert_eq!(view.count(), 2);
         assert!(!view.complete());
         let changed = br#"{"type":"presence","changed":[{"name":"p0","status":"in-call"}]}"#;
-        assert!(apply(&mut view, "p", changed).unwrap());
+        assert!(apply(&mut view, "p", changed, &mut ListMemo::new(0)).unwrap());
         assert!(view.complete());
         // Idempotent: joining twice changes nothing.
-        assert!(apply(&mut view, "p", delta).unwrap());
+        assert!(apply(&mut view, "p", delta, &mut ListMemo::new(0)).unwrap());
         assert_eq!(view.count(), 2);
-        assert!(!apply(&mut view, "p", br#"{"type":"hello","protocol":1}"#).unwrap());
+        assert!(!apply(&mut view, "p", br#"{"type":"hello","protocol":1}"#, &mut ListMemo::new(0)).unwrap());
     }
 
     #[test]
     fn compact_frames_build_the_view_without_serde() {
         let mut view = View::new(4);
         let welcome = br#"{"type":"welcome","id":1,"name":"p0","resumeToken":"x","resumed":false,"idle":["p0","alice"],"inCall":["p3"],"limits":{"maxRoomSize":16},"iceServers":[]}"#;
-        assert!(apply_compact(&mut view, b"p", welcome));
+        assert!(apply_compact(&mut view, b"p", welcome, &mut ListMemo::new(0)));
         assert_eq!(view.count(), 2);
         let delta = br#"{"type":"presence","left":["p0"],"idle":["p1","p2"],"inCall":[]}"#;
-        assert!(apply(&mut view, "p", delta).unwrap());
+        assert!(apply(&mut view, "p", delta, &mut ListMemo::new(0)).unwrap());
         assert_eq!(view.count(), 3);
         assert!(!view.complete());
-        assert!(apply(&mut view, "p", br#"{"type":"presence","inCall":["p0"]}"#).unwrap());
+        assert!(apply(&mut view, "p", br#"{"type":"presence","inCall":["p0"]}"#, &mut ListMemo::new(0)).unwrap());
         assert!(view.complete());
-        assert!(apply(&mut view, "p", br#"{"type":"presence","left":["p3","zed"]}"#).unwrap());
+        assert!(apply(&mut view, "p", br#"{"type":"presence","left":["p3","zed"]}"#, &mut ListMemo::new(0)).unwrap());
         assert_eq!(view.count(), 3);
         // Other array-valued keys are skipped; names may hold commas.
         let mut view = View::new(3);
         let frame = br#"{"type":"welcome","iceServers":[{"urls":["stun:x"]}],"left":["p0","p1"],"idle":["p0","p,9"],"inCall":["p2"]}"#;
-        assert!(apply_compact(&mut view, b"p", frame));
+        assert!(apply_compact(&mut view, b"p", frame, &mut ListMemo::new(0)));
         assert_eq!(view.count(), 2);
         // `left` after a list of who is online must still apply first: serde's job, and the view is as before.
         let frame = br#"{"type":"presence","idle":["p1"],"left":["p1","p2"]}"#;
-        assert!(!apply_compact(&mut view, b"p", frame));
+        assert!(!apply_compact(&mut view, b"p", frame, &mut ListMemo::new(0)));
         assert_eq!(view.count(), 2);
-        assert!(apply(&mut view, "p", frame).unwrap());
+        assert!(apply(&mut view, "p", frame, &mut ListMemo::new(0)).unwrap());
         assert_eq!(view.count(), 2, "p1 left then came back, p2 left");
-        assert!(!apply_compact(&mut view, b"p", br#"{"type":"presence","idle":["p1""#), "unterminated");
+        assert!(!apply_compact(&mut view, b"p", br#"{"type":"presence","idle":["p1""#, &mut ListMemo::new(0)), "unterminated");
     }
 
     #[test]
@@ -667,13 +730,13 @@ mod tests {
             br#"{"type":"welcome","idle":["p0"],"users":[{"name":"p1","status":"idle"}]}"#,
         ] {
             let mut view = View::new(2);
-            assert!(!apply_compact(&mut view, b"p", frame), "{}", String::from_utf8_lossy(frame));
+            assert!(!apply_compact(&mut view, b"p", frame, &mut ListMemo::new(0)), "{}", String::from_utf8_lossy(frame));
             assert_eq!(view.count(), 0, "the fast path changed nothing before giving up");
-            assert!(apply(&mut view, "p", frame).unwrap());
+            assert!(apply(&mut view, "p", frame, &mut ListMemo::new(0)).unwrap());
             assert!(view.complete(), "{}", String::from_utf8_lossy(frame));
         }
         let mut view = View::new(2);
-        assert!(apply(&mut view, "p", br#"{"type":"presence","idle":["p0","p1"}"#).is_err(), "broken JSON");
+        assert!(apply(&mut view, "p", br#"{"type":"presence","idle":["p0","p1"}"#, &mut ListMemo::new(0)).is_err(), "broken JSON");
     }
 
     #[test]
@@ -748,18 +811,71 @@ mod tests {
         assert_eq!(names.read(b"storm-12345678901234567890"), None, "unterminated, longer than a window");
     }
 
+    /// Views built with shared parses are exactly the views built by parsing every list: welcome snapshots with a
+    /// name appended, deltas seen by many clients, lists that share only a beginning, `left` lists, names of others.
+    #[test]
+    fn shared_parses_build_the_same_views_as_parsing_each_list() {
+        let clients = 300;
+        let mut state = 0x2545_f491_u64;
+        let mut random = move |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below as u64) as usize
+        };
+        let name = |i: usize| if i % 37 == 36 { format!("\"other{i}\"") } else { format!("\"p{i}\"") };
+        let list = |members: &[usize]| members.iter().map(|&i| name(i)).collect::<Vec<_>>().join(",");
+        let mut snapshot: Vec<usize> = (0..40).collect();
+        let mut frames = Vec::new();
+        for round in 0..60 {
+            let joined: Vec<usize> = (0..random(80)).map(|_| random(clients + 20)).collect();
+            let left: Vec<usize> = (0..random(50)).map(|_| random(clients)).collect();
+            let delta = format!(r#"{{"type":"presence","left":[{}],"idle":[{}]}}"#, list(&left), list(&joined));
+            for _ in 0..3 {
+                frames.push(delta.clone());
+            }
+            for _ in 0..3 {
+                let me = random(clients);
+                let welcome = format!(
+                    r#"{{"type":"welcome","id":{round},"name":"p{me}","idle":[{},{}],"inCall":[{}]}}"#,
+                    list(&snapshot),
+                    name(me),
+                    list(&joined[..joined.len() / 2])
+                );
+                frames.push(welcome);
+            }
+            snapshot.extend(&joined);
+            if random(4) == 0 {
+                snapshot.truncate(random(snapshot.len().max(1)));
+            }
+        }
+        let mut memo = ListMemo::new(4);
+        let (mut shared, mut each) = (vec![View::new(clients); 5], vec![View::new(clients); 5]);
+        for (n, frame) in frames.iter().enumerate() {
+            let who = random(shared.len());
+            assert!(apply(&mut shared[who], "p", frame.as_bytes(), &mut memo).unwrap());
+            assert!(apply(&mut each[who], "p", frame.as_bytes(), &mut ListMemo::new(0)).unwrap());
+            assert_eq!(shared[who].bits, each[who].bits, "frame {n}: {frame}");
+            assert_eq!(shared[who].count, each[who].count);
+        }
+        assert!(memo.reused_items > 10_000, "most items were shared: {}", memo.reused_items);
+        let last_snapshot = format!("{},", list(&snapshot));
+        assert!(each.iter().any(|view| view.count > 100), "the views filled");
+        assert!(memo.reuse(b"p", clients, last_snapshot.as_bytes()).is_some(), "lists were remembered");
+    }
+
     #[test]
     fn tutorial_lists_replace_the_view() {
         let mut view = View::new(2);
-        assert!(apply(&mut view, "t", br#"{"type":"RenderUserList","userlist":["t0","t1","x"]}"#).unwrap());
+        assert!(apply(&mut view, "t", br#"{"type":"RenderUserList","userlist":["t0","t1","x"]}"#, &mut ListMemo::new(0)).unwrap());
         assert!(view.complete());
-        assert!(apply(&mut view, "t", br#"{"type":"RenderUserList","userlist":["t1"]}"#).unwrap());
+        assert!(apply(&mut view, "t", br#"{"type":"RenderUserList","userlist":["t1"]}"#, &mut ListMemo::new(0)).unwrap());
         assert_eq!(view.count(), 1);
     }
 
     #[test]
     fn broken_presence_is_an_error() {
         let mut view = View::new(2);
-        assert!(apply(&mut view, "p", br#"{"type":"presence","joined":7}"#).is_err());
+        assert!(apply(&mut view, "p", br#"{"type":"presence","joined":7}"#, &mut ListMemo::new(0)).is_err());
     }
 }
