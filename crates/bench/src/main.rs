@@ -13,13 +13,13 @@ mod soak;
 mod turn;
 // Signaling scenarios and what they share.
 mod calls;
+mod list_memo;
 mod net;
 mod payload;
 mod proto;
 mod relay;
 mod seq;
 mod stats;
-mod list_memo;
 mod storm;
 mod ws;
 

@@ -13,10 +13,10 @@ use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
+use crate::list_memo::{self, ListMemo};
 use crate::net::{self, Target};
 use crate::proto;
 use crate::stats::{Recorder, RunOptions, SharedHistogram, Table, Usage};
-use crate::list_memo::{self, ListMemo};
 use crate::ws::{Incoming, WsConn};
 use crate::Dialect;
 
@@ -377,12 +377,7 @@ impl<'a> NamePattern<'a> {
 /// Calls `each` with the client number of every name of this storm in a JSON array of plain strings (`rest` starts
 /// right after its `[`) and returns the offset just past its `]`; None when an item is not a string without escapes
 /// (nothing is known then). The items at the start that a list in `memo` shares are taken from it, not parsed again.
-fn scan_names(
-    rest: &[u8],
-    names: &NamePattern<'_>,
-    memo: &mut ListMemo,
-    mut each: impl FnMut(usize),
-) -> Option<usize> {
+fn scan_names(rest: &[u8], names: &NamePattern<'_>, memo: &mut ListMemo, mut each: impl FnMut(usize)) -> Option<usize> {
     if rest.first() == Some(&b']') {
         return Some(1);
     }
@@ -718,7 +713,10 @@ mod tests {
         assert_eq!(view.count(), 2);
         assert!(apply(&mut view, "p", frame, &mut ListMemo::new(0)).unwrap());
         assert_eq!(view.count(), 2, "p1 left then came back, p2 left");
-        assert!(!apply_compact(&mut view, b"p", br#"{"type":"presence","idle":["p1""#, &mut ListMemo::new(0)), "unterminated");
+        assert!(
+            !apply_compact(&mut view, b"p", br#"{"type":"presence","idle":["p1""#, &mut ListMemo::new(0)),
+            "unterminated"
+        );
     }
 
     #[test]
@@ -730,13 +728,20 @@ mod tests {
             br#"{"type":"welcome","idle":["p0"],"users":[{"name":"p1","status":"idle"}]}"#,
         ] {
             let mut view = View::new(2);
-            assert!(!apply_compact(&mut view, b"p", frame, &mut ListMemo::new(0)), "{}", String::from_utf8_lossy(frame));
+            assert!(
+                !apply_compact(&mut view, b"p", frame, &mut ListMemo::new(0)),
+                "{}",
+                String::from_utf8_lossy(frame)
+            );
             assert_eq!(view.count(), 0, "the fast path changed nothing before giving up");
             assert!(apply(&mut view, "p", frame, &mut ListMemo::new(0)).unwrap());
             assert!(view.complete(), "{}", String::from_utf8_lossy(frame));
         }
         let mut view = View::new(2);
-        assert!(apply(&mut view, "p", br#"{"type":"presence","idle":["p0","p1"}"#, &mut ListMemo::new(0)).is_err(), "broken JSON");
+        assert!(
+            apply(&mut view, "p", br#"{"type":"presence","idle":["p0","p1"}"#, &mut ListMemo::new(0)).is_err(),
+            "broken JSON"
+        );
     }
 
     #[test]
@@ -867,9 +872,17 @@ mod tests {
     #[test]
     fn tutorial_lists_replace_the_view() {
         let mut view = View::new(2);
-        assert!(apply(&mut view, "t", br#"{"type":"RenderUserList","userlist":["t0","t1","x"]}"#, &mut ListMemo::new(0)).unwrap());
+        assert!(apply(
+            &mut view,
+            "t",
+            br#"{"type":"RenderUserList","userlist":["t0","t1","x"]}"#,
+            &mut ListMemo::new(0)
+        )
+        .unwrap());
         assert!(view.complete());
-        assert!(apply(&mut view, "t", br#"{"type":"RenderUserList","userlist":["t1"]}"#, &mut ListMemo::new(0)).unwrap());
+        assert!(
+            apply(&mut view, "t", br#"{"type":"RenderUserList","userlist":["t1"]}"#, &mut ListMemo::new(0)).unwrap()
+        );
         assert_eq!(view.count(), 1);
     }
 

@@ -24,6 +24,10 @@ const OP_PONG: u8 = 0xA;
 
 /// Initial size of the read buffer; it grows for larger frames (a `welcome` listing 10,000 users is ~400 KB).
 const READ_CHUNK: usize = 64 * 1024;
+/// The read buffer a connection starts with, and returns to after a large frame. Small, because thousands of idle
+/// storm clients each holding 64 KiB touched 640 MB of fresh pages; a connection that fills it with messages moves
+/// to [`READ_CHUNK`].
+const FIRST_READ_BUFFER: usize = 16 * 1024;
 /// Largest message accepted from a server.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Largest HTTP response head accepted during the handshake.
@@ -68,6 +72,39 @@ pub trait Transport {
     }
 }
 
+/// Read buffers not in use, kept per thread: a few large ones (grown for large frames) and small ones.
+struct SpareBuffers {
+    buffers: Vec<Vec<u8>>,
+}
+
+/// Spare buffers kept per thread; beyond this, a buffer given back is freed.
+const MAX_SPARES: usize = 64;
+
+impl SpareBuffers {
+    /// A buffer of at least `len` bytes: the smallest spare that is large enough, or a new one.
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        let fitting = self.buffers.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len());
+        match fitting.map(|(i, _)| i) {
+            // A spare's stale bytes are never read: a connection reads only what it received into it.
+            Some(i) => self.buffers.swap_remove(i),
+            None => vec![0; len],
+        }
+    }
+}
+
+thread_local! {
+    static SPARE_BUFFERS: std::cell::RefCell<SpareBuffers> =
+        const { std::cell::RefCell::new(SpareBuffers { buffers: Vec::new() }) };
+}
+
+fn spares_put(buffer: Vec<u8>) {
+    SPARE_BUFFERS.with_borrow_mut(|spares| {
+        if spares.buffers.len() < MAX_SPARES {
+            spares.buffers.push(buffer);
+        }
+    });
+}
+
 /// One client connection.
 pub struct WsConn {
     stream: TcpStream,
@@ -87,7 +124,7 @@ impl WsConn {
         let stream = net::connect(target.addr, i).await?;
         let mut conn = Self {
             stream,
-            read: vec![0; READ_CHUNK],
+            read: SPARE_BUFFERS.with_borrow_mut(|spares| spares.take(FIRST_READ_BUFFER)),
             start: 0,
             end: 0,
             write: Vec::with_capacity(READ_CHUNK),
@@ -198,13 +235,21 @@ impl WsConn {
             self.start = 0;
             self.end = 0;
             if self.read.len() > READ_CHUNK {
-                // Done with a large frame: give its buffer back. Thousands of storm clients each holding a buffer
-                // grown for a `welcome` cost gigabytes of freshly faulted pages; given back, the allocator hands
-                // the same warm pages to the next client that needs them.
-                self.read = vec![0; READ_CHUNK];
+                // Done with a large frame: its buffer goes back to this thread's spares. Thousands of storm clients
+                // each holding a buffer grown for a `welcome` cost gigabytes of freshly faulted, zeroed pages; spares
+                // are warm and need no zeroing.
+                let small = SPARE_BUFFERS.with_borrow_mut(|spares| spares.take(FIRST_READ_BUFFER));
+                spares_put(std::mem::replace(&mut self.read, small));
             }
         } else if self.end == self.read.len() {
-            if self.start > 0 {
+            if self.start > 0 && self.read.len() < READ_CHUNK {
+                // A busy connection: move to a full-sized buffer, so that one read takes many messages.
+                let mut larger = SPARE_BUFFERS.with_borrow_mut(|spares| spares.take(READ_CHUNK));
+                larger[..self.end - self.start].copy_from_slice(&self.read[self.start..self.end]);
+                spares_put(std::mem::replace(&mut self.read, larger));
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.start > 0 {
                 self.read.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
@@ -214,7 +259,9 @@ impl WsConn {
                 let frame = frame_len(&self.read[..self.end])?.unwrap_or(0);
                 let grown = if frame > self.read.len() { frame } else { self.read.len() * 2 };
                 let grown = grown.min(MAX_MESSAGE + 14);
-                self.read.resize(grown, 0);
+                let mut larger = SPARE_BUFFERS.with_borrow_mut(|spares| spares.take(grown));
+                larger[..self.end].copy_from_slice(&self.read[..self.end]);
+                spares_put(std::mem::replace(&mut self.read, larger));
             }
         }
         let n = self.stream.read(&mut self.read[self.end..]).await.context("read from the server")?;
@@ -486,7 +533,7 @@ mod tests {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = crate::net::Target::parse(&format!("ws://{}/ws", listener.local_addr().unwrap())).unwrap();
-        let sizes = [5, 200_000, 70_000, 3, READ_CHUNK - 4, 1_000_000];
+        let sizes = [5, 200_000, 70_000, 3, READ_CHUNK - 4, 1_000_000, 9_000, 9_000, 9_000, 9_000];
         let frame = |len: usize| {
             let mut frame = vec![0x81];
             match len {
@@ -520,7 +567,7 @@ mod tests {
             socket
         });
         let mut conn = WsConn::connect(&target, 0).await.unwrap();
-        let mut received = Vec::new();
+        let (mut received, mut largest) = (Vec::new(), 0);
         loop {
             while let Some(incoming) = conn.next().unwrap() {
                 let Incoming::Message(payload) = incoming else { panic!("a close") };
@@ -532,14 +579,15 @@ mod tests {
                 break;
             }
             tokio::time::timeout(std::time::Duration::from_secs(10), conn.fill()).await.unwrap().unwrap();
+            largest = largest.max(conn.read.len());
         }
         assert_eq!(received, sizes);
-        assert!(conn.read.len() >= 1_000_000, "grown to the largest frame");
+        assert!(largest >= 1_000_010, "grown to the largest frame");
         let _server = server.await.unwrap();
         assert!(conn.next().unwrap().is_none());
         // All read: the next fill starts over with a small buffer (and here waits for bytes that never come).
         let _ = tokio::time::timeout(std::time::Duration::from_millis(10), conn.fill()).await;
-        assert_eq!(conn.read.len(), READ_CHUNK);
+        assert!(conn.read.len() <= READ_CHUNK, "given back: {}", conn.read.len());
     }
 
     #[test]
