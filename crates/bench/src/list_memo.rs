@@ -15,7 +15,13 @@ struct ParsedList {
     clients: usize,
     bytes: Vec<u8>,
     items: Vec<(u32, u32)>,
+    /// `members[k]`: the client numbers among the first `(k + 1) * CHECKPOINT` items, as a bit set (a whole
+    /// snapshot applied with a few hundred word operations instead of an operation per name).
+    members: Vec<Vec<u64>>,
 }
+
+/// Items between two bit sets of [`ParsedList::members`].
+const CHECKPOINT: usize = 512;
 
 /// A few recently parsed lists; `capacity` 0 turns sharing off.
 pub struct ListMemo {
@@ -23,6 +29,8 @@ pub struct ListMemo {
     capacity: usize,
     /// Items taken from remembered lists so far.
     pub reused_items: u64,
+    /// The items of the list being parsed, kept between lists for its allocation.
+    scratch: Vec<(u32, u32)>,
 }
 
 /// Lists shorter than this are parsed each time: comparing costs about as much.
@@ -33,7 +41,7 @@ pub const NOBODY: u32 = u32::MAX;
 
 impl ListMemo {
     pub fn new(capacity: usize) -> Self {
-        Self { lists: Vec::new(), capacity, reused_items: 0 }
+        Self { lists: Vec::new(), capacity, reused_items: 0, scratch: Vec::new() }
     }
 
     pub fn enabled(&self) -> bool {
@@ -41,8 +49,8 @@ impl ListMemo {
     }
 
     /// The longest run of whole items at the start of `rest` (the bytes after a list's `[`) that a remembered list
-    /// of the same storm starts with: the offset just past the last of them, and the items.
-    pub fn reuse(&mut self, prefix: &[u8], clients: usize, rest: &[u8]) -> Option<(usize, &[(u32, u32)])> {
+    /// of the same storm starts with.
+    pub fn reuse(&mut self, prefix: &[u8], clients: usize, rest: &[u8]) -> Option<Reuse<'_>> {
         let mut best: Option<(usize, usize)> = None;
         for (i, list) in self.lists.iter().enumerate() {
             if list.clients != clients || list.prefix != prefix {
@@ -54,23 +62,80 @@ impl ListMemo {
                 best = Some((i, whole));
             }
         }
-        let (i, whole) = best?;
+        let (list, whole) = best?;
         self.reused_items += whole as u64;
-        let list = &self.lists[i];
-        let items = &list.items[..whole];
-        Some((items.last().map_or(0, |&(end, _)| end as usize), items))
+        let parsed = &self.lists[list];
+        let items = &parsed.items[..whole];
+        let end = items.last().map_or(0, |&(end, _)| end as usize);
+        let sets = whole / CHECKPOINT;
+        let members = sets.checked_sub(1).and_then(|k| parsed.members.get(k)).map(Vec::as_slice);
+        let after = if members.is_some() { &items[sets * CHECKPOINT..] } else { items };
+        Some(Reuse { from: Reused { list, items: whole }, end, members, items: after })
     }
 
-    /// Remembers a list just parsed (its bytes up to and without `]`), replacing the oldest beyond the capacity.
-    pub fn record(&mut self, prefix: &[u8], clients: usize, bytes: &[u8], items: Vec<(u32, u32)>) {
-        if self.capacity == 0 || items.len() < MIN_ITEMS || u32::try_from(bytes.len()).is_err() {
+    /// A scratch vector for the items of a list being parsed (handed back with [`ListMemo::record`]).
+    pub fn scratch(&mut self) -> Vec<(u32, u32)> {
+        let mut items = std::mem::take(&mut self.scratch);
+        items.clear();
+        items
+    }
+
+    /// Remembers a list just parsed: its bytes up to and without `]`, the items taken from a remembered list (if
+    /// any) and those parsed after them. The oldest list goes beyond the capacity.
+    pub fn record(
+        &mut self,
+        prefix: &[u8],
+        clients: usize,
+        bytes: &[u8],
+        reused: Option<Reused>,
+        parsed: Vec<(u32, u32)>,
+    ) {
+        let total = reused.map_or(0, |r| r.items) + parsed.len();
+        if self.capacity == 0 || total < MIN_ITEMS || u32::try_from(bytes.len()).is_err() {
+            self.scratch = parsed;
             return;
         }
+        let items = match reused.and_then(|r| Some(self.lists.get(r.list)?.items.get(..r.items)?)) {
+            Some(reused) => [reused, parsed.as_slice()].concat(),
+            None => parsed.clone(),
+        };
+        self.scratch = parsed;
         if self.lists.len() >= self.capacity {
             self.lists.remove(0);
         }
-        self.lists.push(ParsedList { prefix: prefix.to_vec(), clients, bytes: bytes.to_vec(), items });
+        let mut members = Vec::with_capacity(items.len() / CHECKPOINT);
+        let mut set = vec![0u64; clients.div_ceil(64)];
+        for chunk in items.chunks_exact(CHECKPOINT) {
+            for &(_, index) in chunk {
+                if let Some(word) = set.get_mut(index as usize / 64) {
+                    *word |= 1 << (index % 64);
+                }
+            }
+            members.push(set.clone());
+        }
+        self.lists.push(ParsedList { prefix: prefix.to_vec(), clients, bytes: bytes.to_vec(), items, members });
     }
+
+    /// Hands back a scratch vector that was not recorded.
+    pub fn give_back(&mut self, scratch: Vec<(u32, u32)>) {
+        self.scratch = scratch;
+    }
+}
+
+/// What [`ListMemo::reuse`] found: the client numbers of the items in common, as a bit set for most of them
+/// (`members`, if any) and as items for the rest, and where the items in common end in the new list.
+pub struct Reuse<'a> {
+    pub from: Reused,
+    pub end: usize,
+    pub members: Option<&'a [u64]>,
+    pub items: &'a [(u32, u32)],
+}
+
+/// Which remembered list a [`ListMemo::reuse`] took items from, and how many.
+#[derive(Debug, Clone, Copy)]
+pub struct Reused {
+    list: usize,
+    pub items: usize,
 }
 
 /// The length of the common prefix of `a` and `b`: 64-byte blocks compared with `==` (a vectorised `bcmp`), then
@@ -109,15 +174,19 @@ mod tests {
         let mut memo = ListMemo::new(2);
         let items: Vec<(u32, u32)> = (0..40).map(|i| (10 * (i + 1), i)).collect();
         let bytes: Vec<u8> = (0..400u32).map(|i| b'a' + (i % 26) as u8).collect();
-        memo.record(b"p", 100, &bytes, items.clone());
+        memo.record(b"p", 100, &bytes, None, items.clone());
         let mut other = bytes.clone();
         other[255] = b'!';
-        let (end, reused) = memo.reuse(b"p", 100, &other).unwrap();
+        let reuse = memo.reuse(b"p", 100, &other).unwrap();
+        let (from, end, reused) = (reuse.from, reuse.end, reuse.items);
         assert_eq!((end, reused.len()), (250, 25), "items end at 10, 20, .. 250; byte 255 differs");
+        // Recorded as 25 items reused and 15 parsed: the same 40 items.
+        memo.record(b"p", 100, &other, Some(from), items[25..].to_vec());
+        assert_eq!(memo.lists[1].items, items);
         assert!(memo.reuse(b"q", 100, &other).is_none(), "another prefix");
         assert!(memo.reuse(b"p", 99, &other).is_none(), "another storm size");
-        memo.record(b"p", 100, &bytes[..20], items[..2].to_vec());
-        assert_eq!(memo.reuse(b"p", 100, &bytes).unwrap().1.len(), 40, "short lists are not remembered");
+        memo.record(b"p", 100, &bytes[..20], None, items[..2].to_vec());
+        assert_eq!(memo.reuse(b"p", 100, &bytes).unwrap().from.items, 40, "short lists are not remembered");
         assert!(ListMemo::new(0).reuse(b"p", 100, &bytes).is_none());
     }
 }

@@ -114,6 +114,18 @@ impl View {
         }
     }
 
+    /// Sets (or clears) every client of `members`, a bit set like the view's own.
+    pub fn merge(&mut self, members: &[u64], online: bool) {
+        for (word, &member) in self.bits.iter_mut().zip(members) {
+            if online {
+                *word |= member;
+            } else {
+                *word &= !member;
+            }
+        }
+        self.count = self.bits.iter().map(|word| word.count_ones() as usize).sum();
+    }
+
     pub fn clear(&mut self) {
         self.bits.fill(0);
         self.count = 0;
@@ -241,7 +253,7 @@ fn apply_compact_lists(view: &mut View, prefix: &[u8], message: &[u8], memo: &mu
         if message.get(quote + 2) != Some(&b'[') {
             return false;
         }
-        let Some(end) = scan_names(&message[quote + 3..], &names, memo, |index| view.set(index, online)) else {
+        let Some(end) = scan_names(&message[quote + 3..], &names, memo, view, online) else {
             return false;
         };
         search_from = quote + 3 + end;
@@ -374,51 +386,63 @@ impl<'a> NamePattern<'a> {
     }
 }
 
-/// Calls `each` with the client number of every name of this storm in a JSON array of plain strings (`rest` starts
+/// Sets (or, for `left`, clears) in `view` every name of this storm in a JSON array of plain strings (`rest` starts
 /// right after its `[`) and returns the offset just past its `]`; None when an item is not a string without escapes
-/// (nothing is known then). The items at the start that a list in `memo` shares are taken from it, not parsed again.
-fn scan_names(rest: &[u8], names: &NamePattern<'_>, memo: &mut ListMemo, mut each: impl FnMut(usize)) -> Option<usize> {
+/// (the caller then restores the view). The items at the start that a list in `memo` shares are taken from it, not
+/// parsed again.
+fn scan_names(
+    rest: &[u8],
+    names: &NamePattern<'_>,
+    memo: &mut ListMemo,
+    view: &mut View,
+    online: bool,
+) -> Option<usize> {
     if rest.first() == Some(&b']') {
         return Some(1);
     }
     let remember = memo.enabled();
-    let mut items = Vec::new();
     let mut at = 0;
-    if let Some((end, reused)) = memo.reuse(names.prefix, names.clients, rest) {
-        for &(_, index) in reused {
+    let mut reused = None;
+    if let Some(reuse) = memo.reuse(names.prefix, names.clients, rest) {
+        if let Some(members) = reuse.members {
+            view.merge(members, online);
+        }
+        for &(_, index) in reuse.items {
             if index != list_memo::NOBODY {
-                each(index as usize);
+                view.set(index as usize, online);
             }
         }
-        items.extend_from_slice(reused);
-        at = end;
+        reused = Some(reuse.from);
+        at = reuse.end;
         match rest.get(at) {
             Some(b',') => at += 1,
             Some(b']') => return Some(at + 1),
             _ => return None,
         }
     }
-    let reused = items.len();
+    let mut parsed = memo.scratch();
     loop {
         if rest.get(at) != Some(&b'"') {
             return None;
         }
         let (len, index) = names.read(&rest[at + 1..])?;
         if let Some(index) = index {
-            each(index);
+            view.set(index, online);
         }
         at += len + 2;
         if remember {
             let index = index.and_then(|i| u32::try_from(i).ok()).unwrap_or(list_memo::NOBODY);
-            items.push((u32::try_from(at).ok()?, index));
+            parsed.push((u32::try_from(at).ok()?, index));
         }
         match rest.get(at) {
             Some(b',') => at += 1,
             Some(b']') => {
                 // Remembered when mostly new: a `welcome` that only appends its user's name to a remembered
                 // snapshot leaves the snapshot as the one to compare the next with.
-                if reused * 2 < items.len() {
-                    memo.record(names.prefix, names.clients, &rest[..at], items);
+                if reused.map_or(0, |r: list_memo::Reused| r.items) < parsed.len() {
+                    memo.record(names.prefix, names.clients, &rest[..at], reused, parsed);
+                } else {
+                    memo.give_back(parsed);
                 }
                 return Some(at + 1);
             }
@@ -820,7 +844,7 @@ mod tests {
     /// name appended, deltas seen by many clients, lists that share only a beginning, `left` lists, names of others.
     #[test]
     fn shared_parses_build_the_same_views_as_parsing_each_list() {
-        let clients = 300;
+        let clients = 2000;
         let mut state = 0x2545_f491_u64;
         let mut random = move |below: usize| {
             state ^= state << 13;
@@ -833,24 +857,29 @@ mod tests {
         let mut snapshot: Vec<usize> = (0..40).collect();
         let mut frames = Vec::new();
         for round in 0..60 {
-            let joined: Vec<usize> = (0..random(80)).map(|_| random(clients + 20)).collect();
-            let left: Vec<usize> = (0..random(50)).map(|_| random(clients)).collect();
+            let joined: Vec<usize> = (0..random(300)).map(|_| random(clients + 20)).collect();
+            let mut left: Vec<usize> = (0..random(50)).map(|_| random(clients)).collect();
+            if round % 10 == 9 {
+                // Everyone leaves: a `left` list as long as the snapshot.
+                left.clone_from(&snapshot);
+                snapshot.clear();
+            }
             let delta = format!(r#"{{"type":"presence","left":[{}],"idle":[{}]}}"#, list(&left), list(&joined));
             for _ in 0..3 {
                 frames.push(delta.clone());
             }
             for _ in 0..3 {
                 let me = random(clients);
+                let online: Vec<usize> = snapshot.iter().copied().chain([me]).collect();
                 let welcome = format!(
-                    r#"{{"type":"welcome","id":{round},"name":"p{me}","idle":[{},{}],"inCall":[{}]}}"#,
-                    list(&snapshot),
-                    name(me),
+                    r#"{{"type":"welcome","id":{round},"name":"p{me}","idle":[{}],"inCall":[{}]}}"#,
+                    list(&online),
                     list(&joined[..joined.len() / 2])
                 );
                 frames.push(welcome);
             }
             snapshot.extend(&joined);
-            if random(4) == 0 {
+            if random(8) == 0 {
                 snapshot.truncate(random(snapshot.len().max(1)));
             }
         }
