@@ -95,7 +95,7 @@ impl ListMemo {
             self.scratch = parsed;
             return;
         }
-        let items = match reused.and_then(|r| Some(self.lists.get(r.list)?.items.get(..r.items)?)) {
+        let items = match reused.and_then(|r| self.lists.get(r.list)?.items.get(..r.items)) {
             Some(reused) => [reused, parsed.as_slice()].concat(),
             None => parsed.clone(),
         };
