@@ -67,6 +67,9 @@ fn give_back_write_buffer(mut buffer: Vec<u8>) {
     });
 }
 
+/// Further ahead than any wake-up of a connection: marks its timer as spent.
+const UNARMED: Duration = Duration::from_secs(365 * 24 * 3600);
+
 struct Connection {
     conn: ConnId,
     decoder: Decoder,
@@ -123,6 +126,13 @@ impl Connection {
     /// Returns true when the connection ended with our close frame written (a graceful close).
     async fn drive(&mut self, stream: &mut impl Transport, hub: &Hub, outbox: &Outbox, heartbeat: Duration) -> bool {
         let mut next_ping = tokio::time::Instant::now() + heartbeat;
+        // One timer for the connection's life, moved only when the next wake-up must come earlier. The deadline moves
+        // later with every message heard (the silence limit), and re-arming a fresh `sleep_until` on each turn of the
+        // loop put two timer-wheel operations and a runtime lookup on every read: 2% of the CPU per relayed message.
+        // A wake-up that comes too early finds nothing due and re-arms for the real deadline.
+        let sleep = tokio::time::sleep_until(next_ping);
+        tokio::pin!(sleep);
+        let mut armed = next_ping;
         loop {
             if self.read_done || self.close_queued {
                 // Closing: from now on, messages for this user must wait for a resume instead of being queued
@@ -153,6 +163,10 @@ impl Connection {
             if let Some(deadline) = self.close_deadline {
                 timer = timer.min(tokio::time::Instant::from_std(deadline));
             }
+            if timer < armed {
+                sleep.as_mut().reset(timer);
+                armed = timer;
+            }
             let socket = &*stream;
             tokio::select! {
                 ready = async {
@@ -171,7 +185,7 @@ impl Connection {
                 }
                 // New frames or a close request; the top of the loop picks them up.
                 () = outbox.ready() => {}
-                () = tokio::time::sleep_until(timer) => {
+                () = &mut sleep => {
                     let now = Instant::now();
                     if self.close_deadline.is_some_and(|deadline| now >= deadline) {
                         return false;
@@ -187,6 +201,8 @@ impl Connection {
                         let _ = outbox.push(Frame::Ping);
                         next_ping += heartbeat;
                     }
+                    // Spent: the top of the loop arms it again for whatever is due next.
+                    armed = tokio::time::Instant::now() + UNARMED;
                 }
             }
         }
