@@ -358,13 +358,20 @@ fn parse_header(bytes: &[u8]) -> Result<Option<(Header, usize)>, DecodeError> {
 fn unmask(data: &mut [u8], mask: [u8; 4], offset: u64) {
     let start = (offset % 4) as usize;
     let rotated = [mask[start], mask[(start + 1) % 4], mask[(start + 2) % 4], mask[(start + 3) % 4]];
-    let key = u32::from_ne_bytes(rotated);
-    let mut words = data.chunks_exact_mut(4);
-    for word in &mut words {
-        let value = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]) ^ key;
-        word.copy_from_slice(&value.to_ne_bytes());
+    // 32 bytes per step against a 32-byte key, which the compiler turns into vector XORs: the four-byte loop before it
+    // was 2% of the server's CPU per relayed message (every client frame is masked, SDP and all).
+    let mut wide_key = [0u8; 32];
+    for (i, byte) in wide_key.iter_mut().enumerate() {
+        *byte = rotated[i % 4];
     }
-    for (byte, mask_byte) in words.into_remainder().iter_mut().zip(rotated) {
+    let mut blocks = data.chunks_exact_mut(32);
+    for block in &mut blocks {
+        for (byte, mask_byte) in block.iter_mut().zip(&wide_key) {
+            *byte ^= mask_byte;
+        }
+    }
+    // A block is a multiple of four bytes, so the rest starts at key byte 0 again.
+    for (byte, mask_byte) in blocks.into_remainder().iter_mut().zip(rotated.iter().cycle()) {
         *byte ^= mask_byte;
     }
 }
@@ -440,6 +447,22 @@ mod tests {
             })?;
         }
         Ok(events)
+    }
+
+    /// Unmasking in 32-byte blocks gives what XOR byte by byte gives, at every offset into the frame and length.
+    #[test]
+    fn unmask_matches_bytewise_xor_at_every_offset() {
+        let mask = [0x12, 0x9c, 0x00, 0xff];
+        for offset in 0..9u64 {
+            for len in 0..100usize {
+                let original: Vec<u8> = (0..len).map(|i| (i * 37 % 251) as u8).collect();
+                let mut data = original.clone();
+                unmask(&mut data, mask, offset);
+                for (i, (byte, was)) in data.iter().zip(&original).enumerate() {
+                    assert_eq!(*byte, was ^ mask[(offset as usize + i) % 4], "offset {offset} len {len} byte {i}");
+                }
+            }
+        }
     }
 
     #[test]
