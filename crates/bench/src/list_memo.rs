@@ -33,8 +33,9 @@ pub struct ListMemo {
     scratch: Vec<(u32, u32)>,
 }
 
-/// Lists shorter than this are parsed each time: comparing costs about as much.
-const MIN_ITEMS: usize = 32;
+/// Lists shorter than this are parsed each time (comparing costs about as much), and a list that brought fewer new
+/// items than this is not remembered in place of the one it extends.
+pub const MIN_ITEMS: usize = 32;
 
 /// The marker of an item that names nobody of this storm.
 pub const NOBODY: u32 = u32::MAX;
@@ -106,7 +107,7 @@ impl ListMemo {
         let mut members = Vec::with_capacity(items.len() / CHECKPOINT);
         let mut set = vec![0u64; clients.div_ceil(64)];
         for chunk in items.chunks_exact(CHECKPOINT) {
-            for &(_, index) in chunk {
+            for &(_, index) in chunk.iter().filter(|&&(_, index)| index != NOBODY) {
                 if let Some(word) = set.get_mut(index as usize / 64) {
                     *word |= 1 << (index % 64);
                 }

@@ -437,9 +437,10 @@ fn scan_names(
         match rest.get(at) {
             Some(b',') => at += 1,
             Some(b']') => {
-                // Remembered when mostly new: a `welcome` that only appends its user's name to a remembered
-                // snapshot leaves the snapshot as the one to compare the next with.
-                if reused.map_or(0, |r: list_memo::Reused| r.items) < parsed.len() {
+                // Remembered when it brought enough new items: a `welcome` that only appends its user's name to a
+                // remembered snapshot leaves the snapshot as the one to compare the next with, and a snapshot that
+                // grew by a tick's logins replaces it.
+                if parsed.len() >= list_memo::MIN_ITEMS {
                     memo.record(names.prefix, names.clients, &rest[..at], reused, parsed);
                 } else {
                     memo.give_back(parsed);
@@ -467,6 +468,8 @@ struct Progress {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
+    // Client numbers are kept as u32 in shared parses (u32::MAX marks a name of nobody in the storm).
+    anyhow::ensure!(args.clients < u32::MAX as usize, "--clients must be below {}", u32::MAX);
     let target = Target::parse(&args.url)?;
     net::ensure_fd_room(args.clients)?;
     let prefix = args.run.prefix.clone().unwrap_or_else(|| proto::default_prefix("st"));

@@ -28,6 +28,8 @@ const READ_CHUNK: usize = 64 * 1024;
 /// storm clients each holding 64 KiB touched 640 MB of fresh pages; a connection that fills it with messages moves
 /// to [`READ_CHUNK`].
 const FIRST_READ_BUFFER: usize = 16 * 1024;
+// The handshake reads the response head into the first buffer.
+const _: () = assert!(FIRST_READ_BUFFER >= MAX_HEAD);
 /// Largest message accepted from a server.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Largest HTTP response head accepted during the handshake.
@@ -81,13 +83,31 @@ struct SpareBuffers {
 const MAX_SPARES: usize = 64;
 
 impl SpareBuffers {
-    /// A buffer of at least `len` bytes: the smallest spare that is large enough, or a new one.
-    fn take(&mut self, len: usize) -> Vec<u8> {
-        let fitting = self.buffers.iter().enumerate().filter(|(_, b)| b.len() >= len).min_by_key(|(_, b)| b.len());
+    /// A buffer of `len` to `at_most` bytes: the smallest spare in that range, or a new one of `len`.
+    fn take(&mut self, len: usize, at_most: usize) -> Vec<u8> {
+        let fitting = self
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| (len..=at_most).contains(&b.len()))
+            .min_by_key(|(_, b)| b.len());
         match fitting.map(|(i, _)| i) {
             // A spare's stale bytes are never read: a connection reads only what it received into it.
             Some(i) => self.buffers.swap_remove(i),
             None => vec![0; len],
+        }
+    }
+
+    /// Keeps `buffer` as a spare. When the spares are full, the largest of them and `buffer` is the one freed, so
+    /// that small buffers stay available for connections going back to one.
+    fn put(&mut self, buffer: Vec<u8>) {
+        if self.buffers.len() < MAX_SPARES {
+            self.buffers.push(buffer);
+            return;
+        }
+        let largest = self.buffers.iter().enumerate().max_by_key(|(_, b)| b.len()).map(|(i, b)| (i, b.len()));
+        if let Some((i, _)) = largest.filter(|&(_, len)| len > buffer.len()) {
+            self.buffers[i] = buffer;
         }
     }
 }
@@ -97,12 +117,12 @@ thread_local! {
         const { std::cell::RefCell::new(SpareBuffers { buffers: Vec::new() }) };
 }
 
+fn spares_take(len: usize, at_most: usize) -> Vec<u8> {
+    SPARE_BUFFERS.with_borrow_mut(|spares| spares.take(len, at_most))
+}
+
 fn spares_put(buffer: Vec<u8>) {
-    SPARE_BUFFERS.with_borrow_mut(|spares| {
-        if spares.buffers.len() < MAX_SPARES {
-            spares.buffers.push(buffer);
-        }
-    });
+    SPARE_BUFFERS.with_borrow_mut(|spares| spares.put(buffer));
 }
 
 /// One client connection.
@@ -124,7 +144,7 @@ impl WsConn {
         let stream = net::connect(target.addr, i).await?;
         let mut conn = Self {
             stream,
-            read: SPARE_BUFFERS.with_borrow_mut(|spares| spares.take(FIRST_READ_BUFFER)),
+            read: spares_take(FIRST_READ_BUFFER, READ_CHUNK),
             start: 0,
             end: 0,
             write: Vec::with_capacity(READ_CHUNK),
@@ -238,13 +258,13 @@ impl WsConn {
                 // Done with a large frame: its buffer goes back to this thread's spares. Thousands of storm clients
                 // each holding a buffer grown for a `welcome` cost gigabytes of freshly faulted, zeroed pages; spares
                 // are warm and need no zeroing.
-                let small = SPARE_BUFFERS.with_borrow_mut(|spares| spares.take(FIRST_READ_BUFFER));
+                let small = spares_take(FIRST_READ_BUFFER, READ_CHUNK);
                 spares_put(std::mem::replace(&mut self.read, small));
             }
         } else if self.end == self.read.len() {
             if self.start > 0 && self.read.len() < READ_CHUNK {
                 // A busy connection: move to a full-sized buffer, so that one read takes many messages.
-                let mut larger = SPARE_BUFFERS.with_borrow_mut(|spares| spares.take(READ_CHUNK));
+                let mut larger = spares_take(READ_CHUNK, READ_CHUNK);
                 larger[..self.end - self.start].copy_from_slice(&self.read[self.start..self.end]);
                 spares_put(std::mem::replace(&mut self.read, larger));
                 self.end -= self.start;
@@ -259,7 +279,7 @@ impl WsConn {
                 let frame = frame_len(&self.read[..self.end])?.unwrap_or(0);
                 let grown = if frame > self.read.len() { frame } else { self.read.len() * 2 };
                 let grown = grown.min(MAX_MESSAGE + 14);
-                let mut larger = SPARE_BUFFERS.with_borrow_mut(|spares| spares.take(grown));
+                let mut larger = spares_take(grown, grown.saturating_mul(2));
                 larger[..self.end].copy_from_slice(&self.read[..self.end]);
                 spares_put(std::mem::replace(&mut self.read, larger));
             }
@@ -588,6 +608,27 @@ mod tests {
         // All read: the next fill starts over with a small buffer (and here waits for bytes that never come).
         let _ = tokio::time::timeout(std::time::Duration::from_millis(10), conn.fill()).await;
         assert!(conn.read.len() <= READ_CHUNK, "given back: {}", conn.read.len());
+    }
+
+    /// Spares full of buffers grown for large frames still hand out small buffers: the largest spare is the one let
+    /// go, and a take never gets a buffer beyond the size asked for.
+    #[test]
+    fn spares_keep_small_buffers_available() {
+        let mut spares = SpareBuffers { buffers: Vec::new() };
+        for i in 0..MAX_SPARES {
+            spares.put(vec![0; 200_000 + i]);
+        }
+        assert_eq!(spares.take(FIRST_READ_BUFFER, READ_CHUNK).len(), FIRST_READ_BUFFER, "no spare fits: a new one");
+        spares.put(vec![0; FIRST_READ_BUFFER]);
+        assert_eq!(spares.buffers.len(), MAX_SPARES);
+        assert!(spares.buffers.iter().all(|b| b.len() < 200_000 + MAX_SPARES - 1), "the largest was let go");
+        assert_eq!(spares.take(FIRST_READ_BUFFER, READ_CHUNK).len(), FIRST_READ_BUFFER);
+        assert_eq!(spares.take(150_000, 300_000).len(), 200_000, "the smallest that fits");
+        while spares.buffers.len() < MAX_SPARES {
+            spares.put(vec![0; 1_000]);
+        }
+        spares.put(vec![0; 500_000]);
+        assert!(spares.buffers.iter().all(|b| b.len() < 500_000), "full: a larger buffer is not kept");
     }
 
     #[test]

@@ -172,6 +172,17 @@ fn special_mask_16(chunk: &[u8]) -> u32 {
     _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
 }
 
+/// [`special_mask_16`] over 64 bytes: bit `i` for byte `block[i]`.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+fn special_mask_64(block: &[u8; 64]) -> u64 {
+    let mut specials = 0u64;
+    for quarter in 0..4 {
+        specials |= u64::from(special_mask_16(&block[16 * quarter..16 * quarter + 16])) << (16 * quarter);
+    }
+    specials
+}
+
 /// Validates the JSON value starting at `at` (nothing before it) and returns the index just past it.
 fn value(bytes: &[u8], at: usize, depth: usize) -> Option<usize> {
     match *bytes.get(at)? {
@@ -194,25 +205,58 @@ fn literal(bytes: &[u8], at: usize, word: &[u8]) -> Option<usize> {
 /// hex digits, no control characters.
 fn string(bytes: &[u8], at: usize) -> Option<usize> {
     let mut at = at + 1;
-    loop {
-        at = find_special(bytes, at)?;
-        match bytes[at] {
-            b'"' => return Some(at + 1),
-            // SDP's line ends are nearly all of its escapes: `\r\n` as one step instead of two trips to the scan
-            // (measured: 1.3-1.4 us instead of 1.9-2.1 us for the load generator's 3 KB SDP string).
-            b'\\' if bytes.get(at + 1..at + 4) == Some(b"r\\n") => at += 4,
-            b'\\' => match *bytes.get(at + 1)? {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
-                b'u' => {
-                    if !bytes.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) {
-                        return None;
-                    }
-                    at += 6;
+    // 64 bytes at a time: one mask of every special byte in the block, then from escape to escape by its bits, so
+    // that an SDP line end costs a few bit operations instead of a new scan (3 KB SDP string: 0.59-0.61 us against
+    // 0.92-0.98 us with a scan per stop; micro-benchmark, same run).
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    'blocks: while let Some(block) = bytes.get(at..at + 64).and_then(|block| <&[u8; 64]>::try_from(block).ok()) {
+        // SAFETY: as in `find_special`: SSE2 is there on every x86_64 CPU and this build targets it.
+        #[allow(unsafe_code)]
+        let mut specials = unsafe { special_mask_64(block) };
+        while specials != 0 {
+            match after_special(bytes, at + specials.trailing_zeros() as usize)? {
+                Step::End(end) => return Some(end),
+                Step::Next(next) if next >= at + 64 => {
+                    at = next;
+                    continue 'blocks;
                 }
-                _ => return None,
-            },
-            _ => return None,
+                // Drop the bits of everything consumed (an escape's own specials, such as the `\` of `\r\n`).
+                Step::Next(next) => specials &= u64::MAX << (next - at),
+            }
         }
+        at += 64;
+    }
+    loop {
+        match after_special(bytes, find_special(bytes, at)?)? {
+            Step::End(end) => return Some(end),
+            Step::Next(next) => at = next,
+        }
+    }
+}
+
+/// Where a string scan goes on after the special byte at `at`.
+enum Step {
+    /// The closing quote: the index past it.
+    End(usize),
+    /// An escape: the index past it.
+    Next(usize),
+}
+
+/// The special byte at `at` of a string: its closing quote, a valid escape, or (None) an invalid escape or a
+/// control character.
+// Inlined into both loops of `string`: as a call it cost 1.5-2% of the relay CPU.
+#[inline(always)]
+fn after_special(bytes: &[u8], at: usize) -> Option<Step> {
+    match bytes[at] {
+        b'"' => Some(Step::End(at + 1)),
+        // SDP's line ends are nearly all of its escapes: `\r\n` as one step instead of two.
+        b'\\' if bytes.get(at + 1..at + 4) == Some(b"r\\n") => Some(Step::Next(at + 4)),
+        b'\\' => match *bytes.get(at + 1)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(Step::Next(at + 2)),
+            b'u' if bytes.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) => Some(Step::Next(at + 6)),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -414,6 +458,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// JSON's string grammar byte by byte: the index past the closing quote of the string at `bytes[0]`.
+    fn plain_string_scan(bytes: &[u8]) -> Option<usize> {
+        let mut at = 1;
+        loop {
+            match *bytes.get(at)? {
+                b'"' => return Some(at + 1),
+                b'\\' => match *bytes.get(at + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                    b'u' if bytes.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) => at += 6,
+                    _ => return None,
+                },
+                byte if byte < 0x20 => return None,
+                _ => at += 1,
+            }
+        }
+    }
+
+    /// Escapes, valid and not, at every offset across the 64-byte blocks of the string scan, two at a time: the
+    /// scan ends where JSON's grammar ends the string, or fails where it fails.
+    #[test]
+    fn string_scan_follows_the_json_grammar_around_blocks() {
+        let pieces = ["\\r\\n", "\\\"", "\\\\", "\\u00e9", "\\uZZ00", "\\x", "\u{1}", "\\r\\", "é", "\\/"];
+        let mut checked = 0;
+        for first in 0..140 {
+            for (a, piece_a) in pieces.iter().enumerate() {
+                let piece_b = pieces[(a + first) % pieces.len()];
+                let gap = first % 7;
+                let text = format!("\"{}{piece_a}{}{piece_b}{}\"", "x".repeat(first), "y".repeat(gap), "z".repeat(70));
+                let expected = plain_string_scan(text.as_bytes());
+                // The plain scan is JSON's string grammar, as serde_json reads it when the string is the whole text.
+                let serde = serde_json::from_str::<&serde_json::value::RawValue>(&text).is_ok();
+                assert_eq!(serde, expected == Some(text.len()), "{text:?}");
+                assert_eq!(string(text.as_bytes(), 0), expected, "{text:?}");
+                let cut = &text.as_bytes()[..text.len() - 1];
+                assert_eq!(string(cut, 0), plain_string_scan(cut), "{text:?} without its last byte");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 1400);
     }
 
     fn json_value() -> impl Strategy<Value = String> {
