@@ -33,9 +33,9 @@ pub struct ListMemo {
     scratch: Vec<(u32, u32)>,
 }
 
-/// Lists shorter than this are parsed each time (comparing costs about as much), and a list that brought fewer new
-/// items than this is not remembered in place of the one it extends.
-pub const MIN_ITEMS: usize = 32;
+/// A list that brought fewer new items than this is not remembered: short lists cost about as much to compare as to
+/// parse, and a `welcome` (snapshot plus one name) should not replace its snapshot.
+const MIN_ITEMS: usize = 32;
 
 /// The marker of an item that names nobody of this storm.
 pub const NOBODY: u32 = u32::MAX;
@@ -81,8 +81,11 @@ impl ListMemo {
         items
     }
 
-    /// Remembers a list just parsed: its bytes up to and without `]`, the items taken from a remembered list (if
-    /// any) and those parsed after them. The oldest list goes beyond the capacity.
+    /// Remembers a list just parsed (its bytes up to and without `]`, the items taken from a remembered list, if
+    /// any, and those parsed after them) when it brought at least [`MIN_ITEMS`] new items: a `welcome` that only
+    /// appends its user's name to a remembered snapshot leaves the snapshot as the one to compare the next with,
+    /// and a snapshot that grew by a tick's logins replaces it. The oldest list goes beyond the capacity. Takes the
+    /// scratch vector back either way.
     pub fn record(
         &mut self,
         prefix: &[u8],
@@ -91,8 +94,7 @@ impl ListMemo {
         reused: Option<Reused>,
         parsed: Vec<(u32, u32)>,
     ) {
-        let total = reused.map_or(0, |r| r.items) + parsed.len();
-        if self.capacity == 0 || total < MIN_ITEMS || u32::try_from(bytes.len()).is_err() {
+        if self.capacity == 0 || parsed.len() < MIN_ITEMS || u32::try_from(bytes.len()).is_err() {
             self.scratch = parsed;
             return;
         }
@@ -117,10 +119,6 @@ impl ListMemo {
         self.lists.push(ParsedList { prefix: prefix.to_vec(), clients, bytes: bytes.to_vec(), items, members });
     }
 
-    /// Hands back a scratch vector that was not recorded.
-    pub fn give_back(&mut self, scratch: Vec<(u32, u32)>) {
-        self.scratch = scratch;
-    }
 }
 
 /// What [`ListMemo::reuse`] found: the client numbers of the items in common, as a bit set for most of them
@@ -136,7 +134,7 @@ pub struct Reuse<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Reused {
     list: usize,
-    pub items: usize,
+    items: usize,
 }
 
 /// The length of the common prefix of `a` and `b`: 64-byte blocks compared with `==` (a vectorised `bcmp`), then
@@ -173,21 +171,27 @@ mod tests {
     #[test]
     fn reuse_stops_at_the_last_whole_item_in_common() {
         let mut memo = ListMemo::new(2);
-        let items: Vec<(u32, u32)> = (0..40).map(|i| (10 * (i + 1), i)).collect();
-        let bytes: Vec<u8> = (0..400u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let items: Vec<(u32, u32)> = (0..80).map(|i| (10 * (i + 1), i)).collect();
+        let bytes: Vec<u8> = (0..800u32).map(|i| b'a' + (i % 26) as u8).collect();
         memo.record(b"p", 100, &bytes, None, items.clone());
         let mut other = bytes.clone();
         other[255] = b'!';
         let reuse = memo.reuse(b"p", 100, &other).unwrap();
         let (from, end, reused) = (reuse.from, reuse.end, reuse.items);
         assert_eq!((end, reused.len()), (250, 25), "items end at 10, 20, .. 250; byte 255 differs");
-        // Recorded as 25 items reused and 15 parsed: the same 40 items.
+        // Recorded as 25 items reused and 55 parsed: the same 80 items.
         memo.record(b"p", 100, &other, Some(from), items[25..].to_vec());
         assert_eq!(memo.lists[1].items, items);
         assert!(memo.reuse(b"q", 100, &other).is_none(), "another prefix");
         assert!(memo.reuse(b"p", 99, &other).is_none(), "another storm size");
         memo.record(b"p", 100, &bytes[..20], None, items[..2].to_vec());
-        assert_eq!(memo.reuse(b"p", 100, &bytes).unwrap().from.items, 40, "short lists are not remembered");
+        assert_eq!(memo.reuse(b"p", 100, &bytes).unwrap().from.items, 80, "short lists are not remembered");
+        // Nor a list that adds fewer than MIN_ITEMS items to one remembered.
+        let longer: Vec<u8> = (0..900u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let from = memo.reuse(b"p", 100, &longer).unwrap().from;
+        let added: Vec<(u32, u32)> = (80..90).map(|i| (10 * (i + 1), i)).collect();
+        memo.record(b"p", 100, &longer, Some(from), added);
+        assert_eq!(memo.reuse(b"p", 100, &longer).unwrap().from.items, 80);
         assert!(ListMemo::new(0).reuse(b"p", 100, &bytes).is_none());
     }
 }

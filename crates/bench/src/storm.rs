@@ -437,14 +437,7 @@ fn scan_names(
         match rest.get(at) {
             Some(b',') => at += 1,
             Some(b']') => {
-                // Remembered when it brought enough new items: a `welcome` that only appends its user's name to a
-                // remembered snapshot leaves the snapshot as the one to compare the next with, and a snapshot that
-                // grew by a tick's logins replaces it.
-                if parsed.len() >= list_memo::MIN_ITEMS {
-                    memo.record(names.prefix, names.clients, &rest[..at], reused, parsed);
-                } else {
-                    memo.give_back(parsed);
-                }
+                memo.record(names.prefix, names.clients, &rest[..at], reused, parsed);
                 return Some(at + 1);
             }
             _ => return None,
