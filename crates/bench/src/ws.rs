@@ -258,17 +258,12 @@ impl WsConn {
                 // Done with a large frame: its buffer goes back to this thread's spares. Thousands of storm clients
                 // each holding a buffer grown for a `welcome` cost gigabytes of freshly faulted, zeroed pages; spares
                 // are warm and need no zeroing.
-                let small = spares_take(FIRST_READ_BUFFER, READ_CHUNK);
-                spares_put(std::mem::replace(&mut self.read, small));
+                self.switch_buffer(FIRST_READ_BUFFER, READ_CHUNK);
             }
         } else if self.end == self.read.len() {
             if self.start > 0 && self.read.len() < READ_CHUNK {
                 // A busy connection: move to a full-sized buffer, so that one read takes many messages.
-                let mut larger = spares_take(READ_CHUNK, READ_CHUNK);
-                larger[..self.end - self.start].copy_from_slice(&self.read[self.start..self.end]);
-                spares_put(std::mem::replace(&mut self.read, larger));
-                self.end -= self.start;
-                self.start = 0;
+                self.switch_buffer(READ_CHUNK, READ_CHUNK);
             } else if self.start > 0 {
                 self.read.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
@@ -279,15 +274,24 @@ impl WsConn {
                 let frame = frame_len(&self.read[..self.end])?.unwrap_or(0);
                 let grown = if frame > self.read.len() { frame } else { self.read.len() * 2 };
                 let grown = grown.min(MAX_MESSAGE + 14);
-                let mut larger = spares_take(grown, grown.saturating_mul(2));
-                larger[..self.end].copy_from_slice(&self.read[..self.end]);
-                spares_put(std::mem::replace(&mut self.read, larger));
+                self.switch_buffer(grown, grown.saturating_mul(2));
             }
         }
         let n = self.stream.read(&mut self.read[self.end..]).await.context("read from the server")?;
         anyhow::ensure!(n > 0, "the server closed the connection");
         self.end += n;
         Ok(())
+    }
+
+    /// Moves the undecoded bytes to the front of a spare buffer of `len` to `at_most` bytes and gives the current
+    /// buffer to the spares.
+    fn switch_buffer(&mut self, len: usize, at_most: usize) {
+        let mut next = spares_take(len, at_most);
+        let pending = self.end - self.start;
+        next[..pending].copy_from_slice(&self.read[self.start..self.end]);
+        spares_put(std::mem::replace(&mut self.read, next));
+        self.start = 0;
+        self.end = pending;
     }
 
     /// The next complete message already read, if any. Answers pings by queueing pongs (written on the next
