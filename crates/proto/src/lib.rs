@@ -9,7 +9,7 @@
 //! - [`names`]: validation and normalisation of user and room names.
 //!
 //! The crate is sans-IO and has no opinion about transport: the signaling core and the Rust client both build on it.
-// One measured exception, allowed where it is: the SSE2 scan of JSON strings in `fast` (see `special_mask_16`).
+// One measured exception, allowed at its call sites: the SSE2 scan of JSON strings in `fast` (see `special_mask_16`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
