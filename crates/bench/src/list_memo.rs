@@ -118,7 +118,6 @@ impl ListMemo {
         }
         self.lists.push(ParsedList { prefix: prefix.to_vec(), clients, bytes: bytes.to_vec(), items, members });
     }
-
 }
 
 /// What [`ListMemo::reuse`] found: the client numbers of the items in common, as a bit set for most of them
