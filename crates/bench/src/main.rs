@@ -13,6 +13,7 @@ mod soak;
 mod turn;
 // Signaling scenarios and what they share.
 mod calls;
+mod inflate;
 mod list_memo;
 mod net;
 mod payload;

@@ -17,7 +17,7 @@ use crate::list_memo::{self, ListMemo};
 use crate::net::{self, Target};
 use crate::proto;
 use crate::stats::{Recorder, RunOptions, SharedHistogram, Table, Usage};
-use crate::ws::{Incoming, WsConn};
+use crate::ws::{Compression, Incoming, WsConn};
 use crate::Dialect;
 
 /// Options of `storm`.
@@ -43,9 +43,22 @@ pub struct Args {
     /// client of the same thread parsed just before (compared byte for byte; see `list_memo.rs`).
     #[arg(long)]
     pub parse_each: bool,
+    /// WebSocket compression (permessage-deflate), as browsers offer it: `shared` offers it and inflates a frame
+    /// another client of the same thread inflated just before only once (see `inflate.rs`), `each` inflates every
+    /// message by itself, `off` does not offer it.
+    #[arg(long, value_enum, default_value = "shared")]
+    pub deflate: Deflate,
     /// Options every signaling scenario takes.
     #[command(flatten)]
     pub run: RunOptions,
+}
+
+/// `--deflate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Deflate {
+    Off,
+    Shared,
+    Each,
 }
 
 /// The `presence` field of a v1 `login`.
@@ -454,6 +467,11 @@ struct Progress {
     presence_frames: AtomicU64,
     /// Names taken from another client's parse of the same bytes (see `list_memo.rs`).
     shared_names: AtomicU64,
+    /// Bytes read from the sockets after the handshakes.
+    wire_bytes: AtomicU64,
+    /// Text of compressed messages: taken from another client's inflation of the same frame, and inflated.
+    inflate_reused: AtomicU64,
+    inflated: AtomicU64,
     /// Microseconds from the start until the last view became complete.
     last_complete_us: AtomicU64,
     last_login_us: AtomicU64,
@@ -483,6 +501,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             clients: args.clients,
             prefix: prefix.clone(),
             parse_each: args.parse_each,
+            deflate: args.deflate,
             started,
             progress: progress.clone(),
         };
@@ -520,6 +539,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let bytes = progress.presence_bytes.load(Ordering::Relaxed);
     let frames = progress.presence_frames.load(Ordering::Relaxed);
     let shared_names = progress.shared_names.load(Ordering::Relaxed);
+    let wire_bytes = progress.wire_bytes.load(Ordering::Relaxed);
+    let inflated = progress.inflated.load(Ordering::Relaxed);
+    let inflate_reused = progress.inflate_reused.load(Ordering::Relaxed);
     let views = completion.summary();
     let mut dialect = format!("{:?}", args.dialect).to_lowercase();
     if args.dialect == Dialect::V1 {
@@ -542,6 +564,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "presence_frames": frames,
             "presence_bytes_per_client": bytes as f64 / args.clients as f64,
             "shared_names": shared_names,
+            "deflate": format!("{:?}", args.deflate).to_lowercase(),
+            "wire_bytes": wire_bytes,
+            "inflated_bytes": inflated,
+            "inflate_reused_bytes": inflate_reused,
             "failure": outcome.as_ref().err(),
         });
         crate::relay::merge(&mut result, usage.json(args.clients as u64));
@@ -559,6 +585,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 bytes as f64 / 1e6,
                 bytes as f64 / 1e3 / args.clients as f64
             ),
+        );
+        table.row(
+            "received on the wire",
+            format!(
+                "{:.1} MB ({:.1} KB per client)",
+                wire_bytes as f64 / 1e6,
+                wire_bytes as f64 / 1e3 / args.clients as f64
+            ),
+        );
+        table.row(
+            "compressed text",
+            match args.deflate {
+                Deflate::Off => "not offered (--deflate off)".to_string(),
+                _ if inflated + inflate_reused == 0 => {
+                    "none (the server did not accept permessage-deflate)".to_string()
+                }
+                _ => format!(
+                    "{:.1} MB, {:.1} MB of it inflated, the rest read without (stored blocks, frames another client inflated){}",
+                    (inflated + inflate_reused) as f64 / 1e6,
+                    inflated as f64 / 1e6,
+                    if args.deflate == Deflate::Each { " (none: --deflate each)" } else { "" }
+                ),
+            },
         );
         table.row(
             "names from shared parses",
@@ -581,6 +630,7 @@ struct Client {
     clients: usize,
     prefix: String,
     parse_each: bool,
+    deflate: Deflate,
     started: Instant,
     progress: Arc<Progress>,
 }
@@ -600,7 +650,14 @@ impl Client {
         let name = format!("{}{}", self.prefix, self.index);
         let mut view = View::new(self.clients);
         let mut permit = Some(gate.acquire_owned().await?);
-        let mut conn = WsConn::connect(&self.target, self.index).await.with_context(|| format!("client {name}"))?;
+        let compression = match self.deflate {
+            Deflate::Off => Compression::Off,
+            Deflate::Shared => Compression::Shared,
+            Deflate::Each => Compression::Each,
+        };
+        let mut conn = WsConn::connect_with(&self.target, self.index, compression)
+            .await
+            .with_context(|| format!("client {name}"))?;
         let login = match self.dialect {
             Dialect::V1 => {
                 let presence = match self.presence {
@@ -654,11 +711,18 @@ impl Client {
                 self.progress.last_complete_us.fetch_max(at, Ordering::Relaxed);
                 self.progress.complete.fetch_add(1, Ordering::Relaxed);
             }
+            let (reused, inflated) = crate::inflate::take_counts();
+            if reused + inflated > 0 {
+                self.progress.inflate_reused.fetch_add(reused, Ordering::Relaxed);
+                self.progress.inflated.fetch_add(inflated, Ordering::Relaxed);
+            }
             conn.flush().await?;
+            let before = conn.bytes_read;
             tokio::select! {
                 r = conn.fill() => r.with_context(|| format!("client {name}"))?,
                 _ = stop.changed() => break,
             }
+            self.progress.wire_bytes.fetch_add(conn.bytes_read - before, Ordering::Relaxed);
         }
         drop(permit);
         match self.dialect {

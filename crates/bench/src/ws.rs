@@ -1,4 +1,5 @@
-//! A lean WebSocket client for load generation (RFC 6455, client side, no extensions).
+//! A lean WebSocket client for load generation (RFC 6455, client side; it can take compressed messages from the
+//! server, permessage-deflate, see `inflate.rs`, but sends its own uncompressed).
 //!
 //! The load generator shares the machine's cores with the server it measures, so every cycle it spends is taken from
 //! the server. This client keeps one read buffer and one write buffer per connection for its whole life: frames are
@@ -34,6 +35,20 @@ const _: () = assert!(FIRST_READ_BUFFER >= MAX_HEAD);
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Largest HTTP response head accepted during the handshake.
 const MAX_HEAD: usize = 16 * 1024;
+
+/// Whether a connection offers permessage-deflate, and how it inflates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// No offer: the server sends plain text.
+    Off,
+    /// Offered; frames seen before by this thread are not inflated again (see `inflate.rs`).
+    Shared,
+    /// Offered; every message inflated by itself, as a browser does.
+    Each,
+}
+
+/// The offer: no compression state kept between messages either way, as a server with many clients wants.
+const DEFLATE_OFFER: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
 /// What [`WsConn::next`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +132,13 @@ thread_local! {
         const { std::cell::RefCell::new(SpareBuffers { buffers: Vec::new() }) };
 }
 
+/// Large buffers for inflated text kept per thread (see [`WsConn::next`]).
+const MAX_TEXT_BUFFERS: usize = 4;
+
+thread_local! {
+    static TEXT_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn spares_take(len: usize, at_most: usize) -> Vec<u8> {
     SPARE_BUFFERS.with_borrow_mut(|spares| spares.take(len, at_most))
 }
@@ -136,11 +158,22 @@ pub struct WsConn {
     fragments: Vec<u8>,
     fragmented: bool,
     mask_state: u32,
+    /// permessage-deflate was negotiated, and how this connection inflates.
+    compression: Compression,
+    /// The compressed message being received.
+    inflating: Option<crate::inflate::MessageInflater>,
+    /// Bytes read from the socket since the handshake.
+    pub bytes_read: u64,
 }
 
 impl WsConn {
     /// Connects from client `i`'s source address and performs the opening handshake.
     pub async fn connect(target: &Target, i: usize) -> anyhow::Result<Self> {
+        Self::connect_with(target, i, Compression::Off).await
+    }
+
+    /// [`WsConn::connect`], offering permessage-deflate unless `compression` is off.
+    pub async fn connect_with(target: &Target, i: usize, compression: Compression) -> anyhow::Result<Self> {
         let stream = net::connect(target.addr, i).await?;
         let mut conn = Self {
             stream,
@@ -152,6 +185,9 @@ impl WsConn {
             fragmented: false,
             // Masking keys need not be secret here (the peer is our own loopback server), only varied.
             mask_state: 0x9E37_79B9 ^ (i as u32).wrapping_mul(0x85EB_CA6B) | 1,
+            compression,
+            inflating: None,
+            bytes_read: 0,
         };
         conn.handshake(target).await?;
         Ok(conn)
@@ -163,8 +199,12 @@ impl WsConn {
             chunk.copy_from_slice(&self.next_mask().to_le_bytes());
         }
         let key = base64::engine::general_purpose::STANDARD.encode(key_bytes);
+        let offer = match self.compression {
+            Compression::Off => String::new(),
+            Compression::Shared | Compression::Each => format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n"),
+        };
         let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
             target.path, target.authority
         );
         self.stream.write_all(request.as_bytes()).await.context("send the upgrade request")?;
@@ -188,6 +228,19 @@ impl WsConn {
             name.trim().eq_ignore_ascii_case("sec-websocket-accept").then(|| value.trim().to_string())
         });
         anyhow::ensure!(accept.as_deref() == Some(accept_key(&key).as_str()), "wrong Sec-WebSocket-Accept");
+        let extensions = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim().eq_ignore_ascii_case("sec-websocket-extensions").then(|| value.trim().to_ascii_lowercase())
+        });
+        match extensions {
+            // Messages are inflated one by one, which holds only if the server keeps no context between them.
+            Some(value) if value.starts_with("permessage-deflate") => anyhow::ensure!(
+                self.compression != Compression::Off && value.contains("server_no_context_takeover"),
+                "the server accepted permessage-deflate as {value:?}, not as offered"
+            ),
+            Some(value) => anyhow::bail!("the server accepted an extension not offered: {value:?}"),
+            None => self.compression = Compression::Off,
+        }
         self.start = head_end;
         Ok(())
     }
@@ -280,6 +333,7 @@ impl WsConn {
         let n = self.stream.read(&mut self.read[self.end..]).await.context("read from the server")?;
         anyhow::ensure!(n > 0, "the server closed the connection");
         self.end += n;
+        self.bytes_read += n as u64;
         Ok(())
     }
 
@@ -298,13 +352,48 @@ impl WsConn {
     /// [`WsConn::flush`]).
     pub fn next(&mut self) -> anyhow::Result<Option<Incoming>> {
         if self.fragmented {
-            self.fragments.clear();
+            if self.fragments.capacity() > READ_CHUNK {
+                // An inflated `welcome`: thousands of idle clients must not each keep one, and the next client of
+                // this thread to get one takes warm pages instead of faulting in fresh ones.
+                let mut buffer = std::mem::take(&mut self.fragments);
+                buffer.clear();
+                TEXT_BUFFERS.with_borrow_mut(|spares| {
+                    if spares.len() < MAX_TEXT_BUFFERS {
+                        spares.push(buffer);
+                    }
+                });
+            } else {
+                self.fragments.clear();
+            }
             self.fragmented = false;
         }
         loop {
-            let Some((fin, opcode, range)) = parse_header(&self.read[self.start..self.end])? else { return Ok(None) };
+            let Some((fin, rsv1, opcode, range)) = parse_header(&self.read[self.start..self.end])? else {
+                return Ok(None);
+            };
             let range = self.start + range.start..self.start + range.end;
             self.start = range.end;
+            let data = matches!(opcode, OP_TEXT | OP_BINARY | OP_CONTINUATION);
+            if data && (rsv1 || self.inflating.is_some()) {
+                let first = opcode != OP_CONTINUATION;
+                anyhow::ensure!(rsv1 == first, "RSV1 on a frame other than the first of a message");
+                anyhow::ensure!(self.compression != Compression::Off, "a compressed frame without permessage-deflate");
+                anyhow::ensure!(!first || self.inflating.is_none(), "a new message inside a fragmented one");
+                if first && self.fragments.capacity() <= READ_CHUNK {
+                    if let Some(buffer) = TEXT_BUFFERS.with_borrow_mut(Vec::pop) {
+                        self.fragments = buffer;
+                    }
+                }
+                let share = self.compression == Compression::Shared;
+                let inflater = self.inflating.get_or_insert_with(|| crate::inflate::MessageInflater::new(share));
+                inflater.frame(&self.read[range], fin, &mut self.fragments, MAX_MESSAGE)?;
+                if fin {
+                    self.inflating = None;
+                    self.fragmented = true;
+                    return Ok(Some(Incoming::Message(Payload { range: 0..self.fragments.len(), reassembled: true })));
+                }
+                continue;
+            }
             match opcode {
                 OP_TEXT | OP_BINARY if fin && self.fragments.is_empty() => {
                     return Ok(Some(Incoming::Message(Payload { range, reassembled: false })));
@@ -478,15 +567,16 @@ fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// Decodes a server frame header at the start of `buf`: FIN, opcode and the payload's range within `buf`, or `None`
-/// while the frame is incomplete.
-fn parse_header(buf: &[u8]) -> anyhow::Result<Option<(bool, u8, Range<usize>)>> {
+/// Decodes a server frame header at the start of `buf`: FIN, RSV1, opcode and the payload's range within `buf`, or
+/// `None` while the frame is incomplete.
+fn parse_header(buf: &[u8]) -> anyhow::Result<Option<(bool, bool, u8, Range<usize>)>> {
     let Some((payload_at, len)) = header(buf)? else { return Ok(None) };
     let end = payload_at + len;
     if buf.len() < end {
         return Ok(None);
     }
-    Ok(Some((buf[0] & 0x80 != 0, buf[0] & 0x0F, payload_at..end)))
+    anyhow::ensure!(buf[0] & 0x30 == 0, "RSV2 or RSV3 set by the server");
+    Ok(Some((buf[0] & 0x80 != 0, buf[0] & 0x40 != 0, buf[0] & 0x0F, payload_at..end)))
 }
 
 /// The whole length (header and payload) of the frame at the start of `buf`, once its header is complete.
@@ -639,14 +729,14 @@ mod tests {
     fn headers_of_each_length_form() {
         assert_eq!(parse_header(&[0x81]).unwrap(), None);
         assert_eq!(parse_header(&[0x81, 3, b'a', b'b']).unwrap(), None);
-        assert_eq!(parse_header(&[0x81, 3, b'a', b'b', b'c']).unwrap(), Some((true, 1, 2..5)));
+        assert_eq!(parse_header(&[0x81, 3, b'a', b'b', b'c']).unwrap(), Some((true, false, 1, 2..5)));
         let mut medium = vec![0x01, 126, 1, 0];
         medium.resize(4 + 256, b'x');
-        assert_eq!(parse_header(&medium).unwrap(), Some((false, 1, 4..260)));
+        assert_eq!(parse_header(&medium).unwrap(), Some((false, false, 1, 4..260)));
         let mut long = vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0];
         assert_eq!(parse_header(&long).unwrap(), None);
         long.resize(10 + 65536, 0);
-        assert_eq!(parse_header(&long).unwrap(), Some((true, 2, 10..65546)));
+        assert_eq!(parse_header(&long).unwrap(), Some((true, false, 2, 10..65546)));
         assert!(parse_header(&[0x81, 0x83, 0, 0, 0, 0]).is_err(), "masked server frame");
     }
 }

@@ -39,6 +39,8 @@ pub const MAX_READ_PAYLOAD: u64 = 64 * 1024 * 1024;
 pub struct RawFrame {
     /// The FIN bit.
     pub fin: bool,
+    /// The RSV1 bit: a compressed message (permessage-deflate), on its first frame.
+    pub rsv1: bool,
     /// The opcode (see [`opcode`]).
     pub opcode: u8,
     /// The (unmasked) payload.
@@ -79,6 +81,8 @@ pub struct RawWebSocket {
     stream: TcpStream,
     buf: Vec<u8>,
     mask_state: u32,
+    /// The server's `Sec-WebSocket-Extensions` answer, if any.
+    extensions: Option<String>,
 }
 
 impl RawWebSocket {
@@ -90,6 +94,21 @@ impl RawWebSocket {
     /// Connects with the socket's receive buffer set to `recv_buffer` bytes (the kernel may round it up), so that a
     /// client that does not read makes the server's writes back up quickly.
     pub async fn connect_with_recv_buffer(addr: SocketAddr, path: &str, recv_buffer: Option<u32>) -> Result<Self> {
+        Self::connect_with(addr, path, recv_buffer, None).await
+    }
+
+    /// Connects offering these WebSocket extensions (`Sec-WebSocket-Extensions`); see [`RawWebSocket::extensions`]
+    /// for the answer.
+    pub async fn connect_offering(addr: SocketAddr, path: &str, extensions: &str) -> Result<Self> {
+        Self::connect_with(addr, path, None, Some(extensions)).await
+    }
+
+    async fn connect_with(
+        addr: SocketAddr,
+        path: &str,
+        recv_buffer: Option<u32>,
+        extensions: Option<&str>,
+    ) -> Result<Self> {
         let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
         if let Some(size) = recv_buffer {
             socket.set_recv_buffer_size(size)?;
@@ -98,17 +117,19 @@ impl RawWebSocket {
             .await
             .map_err(|_| Error::Timeout { after: DEFAULT_TIMEOUT, waiting_for: format!("connecting to {addr}") })??;
         stream.set_nodelay(true)?;
-        let mut raw = Self { stream, buf: Vec::new(), mask_state: 0x9e37_79b9 ^ u32::from(addr.port()) };
-        tokio::time::timeout(DEFAULT_TIMEOUT, raw.handshake(addr, path))
+        let mut raw =
+            Self { stream, buf: Vec::new(), mask_state: 0x9e37_79b9 ^ u32::from(addr.port()), extensions: None };
+        tokio::time::timeout(DEFAULT_TIMEOUT, raw.handshake(addr, path, extensions))
             .await
             .map_err(|_| Error::Timeout { after: DEFAULT_TIMEOUT, waiting_for: "the WebSocket handshake".into() })??;
         Ok(raw)
     }
 
-    async fn handshake(&mut self, addr: SocketAddr, path: &str) -> Result<()> {
+    async fn handshake(&mut self, addr: SocketAddr, path: &str, extensions: Option<&str>) -> Result<()> {
+        let offer = extensions.map(|value| format!("Sec-WebSocket-Extensions: {value}\r\n")).unwrap_or_default();
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
         );
         self.stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
@@ -138,8 +159,17 @@ impl RawWebSocket {
         if !status_ok || !accept_ok {
             return Err(Error::Handshake(format!("unexpected response: {head:?}")));
         }
+        self.extensions = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim().eq_ignore_ascii_case("sec-websocket-extensions").then(|| value.trim().to_owned())
+        });
         self.buf = response[end..].to_vec();
         Ok(())
+    }
+
+    /// The extensions the server accepted (its `Sec-WebSocket-Extensions` header), if any.
+    pub fn extensions(&self) -> Option<&str> {
+        self.extensions.as_deref()
     }
 
     fn next_mask(&mut self) -> [u8; 4] {
@@ -285,6 +315,7 @@ impl RawWebSocket {
             return Ok(None);
         }
         let fin = buf[0] & 0x80 != 0;
+        let rsv1 = buf[0] & 0x40 != 0;
         let opcode = buf[0] & 0x0f;
         let masked = buf[1] & 0x80 != 0;
         let (len, mut pos) = match buf[1] & 0x7f {
@@ -322,7 +353,7 @@ impl RawWebSocket {
             None => payload.to_vec(),
         };
         self.buf.drain(..end);
-        Ok(Some(RawFrame { fin, opcode, payload }))
+        Ok(Some(RawFrame { fin, rsv1, opcode, payload }))
     }
 }
 
@@ -337,7 +368,7 @@ mod tests {
         let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
         let stream = TcpStream::connect(addr).await.unwrap();
         let _server_side = accept.await.unwrap();
-        let mut raw = RawWebSocket { stream, buf: Vec::new(), mask_state: 1 };
+        let mut raw = RawWebSocket { stream, buf: Vec::new(), mask_state: 1, extensions: None };
         for (len, mask) in [(0, true), (125, false), (126, true), (70_000, true)] {
             let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             raw.buf = raw.encode_frame(true, opcode::BINARY, &payload, mask);

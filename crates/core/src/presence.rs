@@ -9,7 +9,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use switchboard_proto::{event::UserEntry, tutorial::OutTutorialEvent, OutEvent, PresenceFormat, UserStatus};
+
+use crate::frame::{OutFrame, Piece, Shared};
 
 #[derive(Debug)]
 struct Change {
@@ -142,30 +145,31 @@ pub struct PresenceFrames {
     pub compact: Vec<u8>,
 }
 
+/// Lists shorter than this are copied into each frame: sharing pays off only when encoding them once saves work.
+pub const SHARE_MIN_BYTES: usize = 1024;
+
 /// Serialised lists of who is online, as of the last presence tick.
+///
+/// Each list is kept without its closing bracket (`["alice","bob"`), so that a frame can append one more name and
+/// close it; frames take the lists as [`Shared`] pieces.
 #[derive(Debug)]
 pub struct Snapshot {
     /// Name keys in the lists.
     keys: HashSet<Arc<str>>,
-    /// `[{"name":..,"status":..},...]`
-    users: Vec<u8>,
-    /// `["alice","bob",...]`, the tutorial's `userlist`.
-    names: Vec<u8>,
-    /// `["alice",...]`: the idle users, compact presence's `idle`.
-    idle: Vec<u8>,
-    /// `["bob",...]`: the users in a call, compact presence's `inCall`.
-    in_call: Vec<u8>,
+    /// `[{"name":..,"status":..},...`
+    users: Shared,
+    /// `["alice","bob",...`, the tutorial's `userlist`.
+    names: Shared,
+    /// `["alice",...`: the idle users, compact presence's `idle`.
+    idle: Shared,
+    /// `["bob",...`: the users in a call, compact presence's `inCall`.
+    in_call: Shared,
 }
 
 impl Default for Snapshot {
     fn default() -> Self {
-        Self {
-            keys: HashSet::new(),
-            users: b"[]".to_vec(),
-            names: b"[]".to_vec(),
-            idle: b"[]".to_vec(),
-            in_call: b"[]".to_vec(),
-        }
+        let empty = Shared::new(&b"["[..]);
+        Self { keys: HashSet::new(), users: empty.clone(), names: empty.clone(), idle: empty.clone(), in_call: empty }
     }
 }
 
@@ -184,8 +188,12 @@ impl Snapshot {
                 UserStatus::InCall => in_call.push(name),
             }
         }
-        let list = |names: &[&str]| serde_json::to_vec(names).unwrap_or_else(|_| b"[]".to_vec());
-        self.users = serde_json::to_vec(&entries).unwrap_or_else(|_| b"[]".to_vec());
+        let open = |mut list: Vec<u8>| {
+            list.pop();
+            Shared::new(list)
+        };
+        let list = |names: &[&str]| open(serde_json::to_vec(names).unwrap_or_else(|_| b"[]".to_vec()));
+        self.users = open(serde_json::to_vec(&entries).unwrap_or_else(|_| b"[]".to_vec()));
         self.names = list(&names);
         self.idle = list(&idle);
         self.in_call = list(&in_call);
@@ -199,11 +207,12 @@ impl Snapshot {
     /// Completes `frame`, a serialised JSON object without user lists, with `"users":[snapshot + extra]` in the
     /// full format, or with `"idle":[..],"inCall":[..]` (extra's name added to the list of its status) in the compact
     /// one.
-    pub fn splice_users(&self, frame: Vec<u8>, extra: Option<UserEntry<'_>>, format: PresenceFormat) -> Vec<u8> {
+    pub fn splice_users(&self, frame: Vec<u8>, extra: Option<UserEntry<'_>>, format: PresenceFormat) -> OutFrame {
+        let mut out = Splicer::new(frame);
         match format {
             PresenceFormat::Full => {
                 let extra = extra.and_then(|entry| serde_json::to_vec(&entry).ok());
-                splice(frame, "users", &self.users, extra.as_deref())
+                out.field("users", &self.users, extra.as_deref());
             }
             PresenceFormat::Compact => {
                 let status = extra.as_ref().map(|entry| entry.status);
@@ -213,14 +222,15 @@ impl Snapshot {
                     Some(UserStatus::InCall) => (None, extra.as_deref()),
                     None => (None, None),
                 };
-                let frame = splice(frame, "idle", &self.idle, idle_extra);
-                splice(frame, "inCall", &self.in_call, in_call_extra)
+                out.field("idle", &self.idle, idle_extra);
+                out.field("inCall", &self.in_call, in_call_extra);
             }
         }
+        out.finish()
     }
 
     /// The tutorial's `RenderUserList`, with `extra` (a name just logged in) appended.
-    pub fn render_user_list(&self, extra: Option<&str>) -> Vec<u8> {
+    pub fn render_user_list(&self, extra: Option<&str>) -> OutFrame {
         let frame = OutTutorialEvent::RenderUserList { userlist: Vec::new() }.to_json();
         // The serialised form ends with `"userlist":[]}`; cut the empty list and splice the snapshot in.
         let cut = frame.len().saturating_sub(br#","userlist":[]}"#.len());
@@ -228,34 +238,65 @@ impl Snapshot {
         head.truncate(cut);
         head.push(b'}');
         let extra = extra.and_then(|name| serde_json::to_vec(name).ok());
-        splice(head, "userlist", &self.names, extra.as_deref())
+        let mut out = Splicer::new(head);
+        out.field("userlist", &self.names, extra.as_deref());
+        out.finish()
     }
 }
 
-/// Appends `,"field":list` (with `extra`, a serialised JSON value, added to the end of `list`) to the JSON object in
-/// `frame`. `list` is a serialised array.
-fn splice(mut frame: Vec<u8>, field: &str, list: &[u8], extra: Option<&[u8]>) -> Vec<u8> {
-    let Some(b'}') = frame.pop() else {
-        return frame;
-    };
-    frame.reserve(field.len() + list.len() + extra.map_or(0, <[u8]>::len) + 8);
-    frame.extend_from_slice(b",\"");
-    frame.extend_from_slice(field.as_bytes());
-    frame.extend_from_slice(b"\":");
-    match extra {
-        None => frame.extend_from_slice(list),
-        Some(extra) => {
-            let body = &list[..list.len().saturating_sub(1)];
-            frame.extend_from_slice(body);
-            if body.len() > 1 {
-                frame.push(b',');
-            }
-            frame.extend_from_slice(extra);
-            frame.push(b']');
+/// Builds a frame from a JSON object and lists spliced into it as extra fields.
+struct Splicer {
+    pieces: Vec<Piece>,
+    /// Own bytes not yet in `pieces`.
+    own: Vec<u8>,
+    /// `frame` was a JSON object (it always is): its closing brace goes back at the end.
+    object: bool,
+}
+
+impl Splicer {
+    fn new(mut frame: Vec<u8>) -> Self {
+        let object = frame.last() == Some(&b'}');
+        if object {
+            frame.pop();
         }
+        Self { pieces: Vec::new(), own: frame, object }
     }
-    frame.push(b'}');
-    frame
+
+    /// Appends `,"field":list` with `extra` (a serialised JSON value) added at the end of `list`, which is a
+    /// serialised array without its closing bracket.
+    fn field(&mut self, field: &str, list: &Shared, extra: Option<&[u8]>) {
+        if !self.object {
+            return;
+        }
+        self.own.extend_from_slice(b",\"");
+        self.own.extend_from_slice(field.as_bytes());
+        self.own.extend_from_slice(b"\":");
+        let body = list.bytes();
+        if body.len() >= SHARE_MIN_BYTES {
+            self.pieces.push(Piece::Own(Bytes::from(std::mem::take(&mut self.own))));
+            self.pieces.push(Piece::Shared(list.clone()));
+        } else {
+            self.own.extend_from_slice(body);
+        }
+        if let Some(extra) = extra {
+            if body.len() > 1 {
+                self.own.push(b',');
+            }
+            self.own.extend_from_slice(extra);
+        }
+        self.own.push(b']');
+    }
+
+    fn finish(mut self) -> OutFrame {
+        if self.object {
+            self.own.push(b'}');
+        }
+        if self.pieces.is_empty() {
+            return OutFrame::from(self.own);
+        }
+        self.pieces.push(Piece::Own(Bytes::from(self.own)));
+        OutFrame::Pieces(self.pieces.into_boxed_slice())
+    }
 }
 
 /// Which online users presence shows: the first `cap` in login order ("listed"); later ones wait, unlisted, and are
@@ -442,24 +483,59 @@ mod tests {
         let mut snapshot = Snapshot::default();
         let head = || br#"{"type":"users"}"#.to_vec();
         let frame = snapshot.splice_users(head(), None, PresenceFormat::Full);
-        assert_eq!(frame, br#"{"type":"users","users":[]}"#);
+        assert_eq!(&frame.to_bytes()[..], br#"{"type":"users","users":[]}"#);
         let frame = snapshot.splice_users(head(), None, PresenceFormat::Compact);
-        assert_eq!(frame, br#"{"type":"users","idle":[],"inCall":[]}"#);
+        assert_eq!(&frame.to_bytes()[..], br#"{"type":"users","idle":[],"inCall":[]}"#);
         let me = UserEntry { name: "me".into(), status: UserStatus::Idle };
         let frame = snapshot.splice_users(head(), Some(me.clone()), PresenceFormat::Full);
-        assert_eq!(frame, br#"{"type":"users","users":[{"name":"me","status":"idle"}]}"#);
+        assert_eq!(&frame.to_bytes()[..], br#"{"type":"users","users":[{"name":"me","status":"idle"}]}"#);
         let (a, b) = (arc("a"), arc("b\""));
         snapshot.rebuild([(&a, "a", UserStatus::Idle), (&b, "b\"", UserStatus::InCall)].into_iter());
         assert!(snapshot.contains("a") && !snapshot.contains("me"));
         let frame = snapshot.splice_users(head(), Some(me.clone()), PresenceFormat::Compact);
-        assert_eq!(frame, br#"{"type":"users","idle":["a","me"],"inCall":["b\""]}"#);
+        assert_eq!(&frame.to_bytes()[..], br#"{"type":"users","idle":["a","me"],"inCall":["b\""]}"#);
         let busy = UserEntry { name: "busy".into(), status: UserStatus::InCall };
         let frame = snapshot.splice_users(head(), Some(busy), PresenceFormat::Compact);
-        assert_eq!(frame, br#"{"type":"users","idle":["a"],"inCall":["b\"","busy"]}"#);
+        assert_eq!(&frame.to_bytes()[..], br#"{"type":"users","idle":["a"],"inCall":["b\"","busy"]}"#);
         let frame = snapshot.splice_users(head(), Some(me), PresenceFormat::Full);
-        let value: Value = serde_json::from_slice(&frame).unwrap();
+        let value: Value = serde_json::from_slice(&frame.to_bytes()).unwrap();
         assert_eq!(value["users"].as_array().unwrap().len(), 3);
         assert_eq!(value["users"][1]["name"], "b\"");
-        assert_eq!(snapshot.render_user_list(Some("me")), br#"{"type":"RenderUserList","userlist":["a","b\"","me"]}"#);
+        assert_eq!(
+            &snapshot.render_user_list(Some("me")).to_bytes()[..],
+            br#"{"type":"RenderUserList","userlist":["a","b\"","me"]}"#
+        );
+    }
+
+    #[test]
+    fn long_lists_are_shared_pieces_of_the_frames() {
+        let mut snapshot = Snapshot::default();
+        let keys: Vec<Arc<str>> = (0..200).map(|i| arc(&format!("user{i}"))).collect();
+        snapshot.rebuild(keys.iter().map(|key| (key, key.as_ref(), UserStatus::Idle)));
+        let head = || br#"{"type":"welcome"}"#.to_vec();
+        let me = UserEntry { name: "me".into(), status: UserStatus::Idle };
+        let first = snapshot.splice_users(head(), Some(me.clone()), PresenceFormat::Compact);
+        let second = snapshot.splice_users(head(), None, PresenceFormat::Compact);
+        let shared_of = |frame: &OutFrame| {
+            let mut shared = Vec::new();
+            frame.for_each_piece(|bytes, piece| {
+                if let Some(piece) = piece {
+                    shared.push((bytes.as_ptr(), piece.clone()));
+                }
+            });
+            shared
+        };
+        // The idle list is long enough to share, the empty in-call list is not.
+        let (first_shared, second_shared) = (shared_of(&first), shared_of(&second));
+        assert_eq!(first_shared.len(), 1);
+        assert_eq!(first_shared[0].0, second_shared[0].0, "both frames point at the same list");
+        let value: Value = serde_json::from_slice(&first.to_bytes()).unwrap();
+        let idle = value["idle"].as_array().unwrap();
+        assert_eq!((idle.len(), idle[0].as_str(), idle[200].as_str()), (201, Some("user0"), Some("me")));
+        assert_eq!(value["inCall"], serde_json::json!([]));
+        let value: Value = serde_json::from_slice(&second.to_bytes()).unwrap();
+        assert_eq!(value["idle"].as_array().unwrap().len(), 200);
+        let tutorial: Value = serde_json::from_slice(&snapshot.render_user_list(Some("me")).to_bytes()).unwrap();
+        assert_eq!(tutorial["userlist"].as_array().unwrap().len(), 201);
     }
 }

@@ -24,6 +24,7 @@ use crate::auth::{PasswordDigest, PasswordKey, TokenError, MAX_TOKEN_BYTES};
 
 use crate::calls::Call;
 use crate::cluster::NodeId;
+use crate::frame::{OutFrame, Shared};
 use crate::metrics::{Counters, LoginOutcome, MessageKind};
 use crate::presence::{Lobby, PresenceBatch, Snapshot};
 use crate::rate::TokenBucket;
@@ -64,7 +65,7 @@ pub enum Output {
         /// To whom.
         conn: ConnId,
         /// A complete JSON text; shared between connections when the same frame goes to many.
-        frame: Bytes,
+        frame: OutFrame,
     },
     /// Send a close frame with this code after the frames queued before it, then drop the connection. The core has
     /// already forgotten the connection: further input for it is ignored.
@@ -559,12 +560,12 @@ impl Signaling {
         }
     }
 
-    pub(crate) fn send(&mut self, conn: ConnId, frame: Vec<u8>) {
-        self.out.push_back(Output::Send { conn, frame: Bytes::from(frame) });
+    pub(crate) fn send(&mut self, conn: ConnId, frame: impl Into<OutFrame>) {
+        self.out.push_back(Output::Send { conn, frame: frame.into() });
     }
 
     pub(crate) fn send_bytes(&mut self, conn: ConnId, frame: Bytes) {
-        self.out.push_back(Output::Send { conn, frame });
+        self.out.push_back(Output::Send { conn, frame: OutFrame::Own(frame) });
     }
 
     /// Hands a command to the cluster backend.
@@ -1071,8 +1072,8 @@ impl Signaling {
                 self.snapshot.rebuild(local.chain(remote));
             }
         }
-        let frames = frames.map(|frames| (Bytes::from(frames.full), Bytes::from(frames.compact)));
-        let user_list = membership_changed.then(|| Bytes::from(self.snapshot.render_user_list(None)));
+        let frames = frames.map(|frames| (Shared::new(frames.full), Shared::new(frames.compact)));
+        let user_list = membership_changed.then(|| Shared::new(self.snapshot.render_user_list(None).to_bytes()));
         for state in self.sessions.values() {
             let Some(conn) = state.conn else { continue };
             let shared = match state.dialect {
@@ -1083,7 +1084,7 @@ impl Signaling {
                 Dialect::Tutorial => user_list.as_ref(),
             };
             if let Some(shared) = shared {
-                self.out.push_back(Output::Send { conn, frame: shared.clone() });
+                self.out.push_back(Output::Send { conn, frame: OutFrame::Shared(shared.clone()) });
             }
         }
     }

@@ -183,7 +183,7 @@ impl Sim {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Send { conn, frame } => {
-                    self.inbox.entry(conn).or_default().push(serde_json::from_slice(&frame).unwrap())
+                    self.inbox.entry(conn).or_default().push(serde_json::from_slice(&frame.to_bytes()).unwrap())
                 }
                 Output::Close { conn, code, .. } => {
                     self.closed.insert(conn, code);

@@ -94,7 +94,7 @@ impl Cluster {
                     moved = true;
                     match output {
                         Output::Send { conn, frame } => {
-                            let value = serde_json::from_slice(&frame).unwrap();
+                            let value = serde_json::from_slice(&frame.to_bytes()).unwrap();
                             self.nodes[i].inbox.entry(conn).or_default().push(value);
                         }
                         Output::Close { .. } => {}

@@ -71,6 +71,7 @@ impl Sim {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Send { conn, frame } => {
+                    let frame = frame.to_bytes();
                     let raw = std::str::from_utf8(&frame)
                         .unwrap_or_else(|e| panic!("frame to {conn:?} is not UTF-8: {e}"))
                         .to_owned();
@@ -1834,7 +1835,7 @@ fn relayed_payloads_pass_verbatim_even_when_strict_parsers_would_refuse_them() {
         while let Some(output) = sim.core.poll_output() {
             if let Output::Send { conn, frame } = output {
                 if conn == bob {
-                    to_bob.push(String::from_utf8(frame.to_vec()).unwrap());
+                    to_bob.push(String::from_utf8(frame.to_bytes().to_vec()).unwrap());
                 }
             }
         }

@@ -16,7 +16,7 @@ fn frames(core: &mut Signaling, conn: ConnId) -> Vec<Value> {
     while let Some(output) = core.poll_output() {
         if let Output::Send { conn: to, frame } = output {
             if to == conn {
-                out.push(serde_json::from_slice(&frame).unwrap());
+                out.push(serde_json::from_slice(&frame.to_bytes()).unwrap());
             }
         }
     }

@@ -30,6 +30,8 @@ pub struct Config {
     /// Frames above this close the connection with 1009 (those between `core.max_message_bytes` and this only get
     /// a `too-large` error).
     pub max_frame_bytes: usize,
+    /// Accept `permessage-deflate` (RFC 7692) from clients that offer it.
+    pub ws_compression: bool,
     /// Most simultaneous TCP connections (HTTP and WebSocket); more are refused at accept.
     pub max_connections: usize,
     /// The built-in STUN/TURN server; None turns it off.
@@ -87,6 +89,7 @@ impl Default for Config {
             external_turn: None,
             tls: None,
             self_signed: false,
+            ws_compression: true,
             tls_names: Vec::new(),
             tls_reload_interval: Duration::from_secs(5),
             redirect_http: None,
@@ -331,6 +334,11 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", value_name = "BYTES")]
     pub max_frame_bytes: Option<usize>,
 
+    /// Accept WebSocket compression (permessage-deflate) from clients that offer it: presence lists are compressed
+    /// once per tick for all such clients [default: true].
+    #[arg(long, env = "SWITCHBOARD_WS_COMPRESSION", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub ws_compression: Option<bool>,
+
     /// Most users presence lists to a client; later ones are listed as earlier ones leave [default: 10000].
     #[arg(long, env = "SWITCHBOARD_MAX_PRESENCE_USERS", value_name = "N")]
     pub max_presence_users: Option<usize>,
@@ -532,6 +540,7 @@ impl Options {
             heartbeat: self.heartbeat.or(file.heartbeat),
             max_message_bytes: self.max_message_bytes.or(file.max_message_bytes),
             max_frame_bytes: self.max_frame_bytes.or(file.max_frame_bytes),
+            ws_compression: self.ws_compression.or(file.ws_compression),
             max_room_size: self.max_room_size.or(file.max_room_size),
             max_presence_users: self.max_presence_users.or(file.max_presence_users),
             max_rooms_per_user: self.max_rooms_per_user.or(file.max_rooms_per_user),
@@ -712,6 +721,7 @@ impl Options {
             _ => anyhow::bail!("tls-cert and tls-key go together"),
         };
         config.self_signed = self.self_signed.unwrap_or(false);
+        config.ws_compression = self.ws_compression.unwrap_or(true);
         anyhow::ensure!(!(config.self_signed && config.tls.is_some()), "self-signed and tls-cert exclude each other");
         anyhow::ensure!(
             self.tls_names.is_empty() || config.self_signed,

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 use crate::assets;
 use crate::hub::Hub;
-use crate::ws::{connection, handshake};
+use crate::ws::{connection, deflate, handshake};
 
 /// What the routes need.
 #[derive(Clone)]
@@ -80,6 +80,8 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
         }
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     };
+    let mut settings = state.ws;
+    settings.deflate = settings.deflate && deflate::negotiate(request.headers());
     state.ops.metrics.websocket_upgrades.inc();
     let live = state.hub.live();
     let on_upgrade = hyper::upgrade::on(&mut request);
@@ -101,7 +103,7 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let stream = parts.io.into_inner();
-                return connection::run(state.hub, stream, parts.read_buf, state.ws, upgrade_token).await;
+                return connection::run(state.hub, stream, parts.read_buf, settings, upgrade_token).await;
             }
             Err(upgraded) => upgraded,
         };
@@ -111,7 +113,7 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
                 let transport = crate::ws::transport::TlsTransport::new(tcp, tls);
                 // Boxed: inline, rustls' connection state would size this task's future, and thereby every plain
                 // connection's (measured: 4.2 -> 9 KiB of RSS per idle connection).
-                Box::pin(connection::run(state.hub, transport, parts.read_buf, state.ws, upgrade_token)).await;
+                Box::pin(connection::run(state.hub, transport, parts.read_buf, settings, upgrade_token)).await;
             }
             Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
         }
@@ -123,6 +125,9 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(value) = HeaderValue::from_str(&accept) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    if settings.deflate {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(deflate::ACCEPTED));
     }
     response
 }

@@ -7,13 +7,14 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use switchboard_core::OutFrame;
 use tokio::sync::Notify;
 
 /// A frame for the writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// A JSON text message.
-    Text(Bytes),
+    Text(OutFrame),
     /// A pong echoing a ping's payload.
     Pong(Bytes),
     /// A heartbeat ping.
@@ -24,7 +25,8 @@ impl Frame {
     /// Payload bytes, which count against the queue's byte bound.
     fn len(&self) -> usize {
         match self {
-            Frame::Text(bytes) | Frame::Pong(bytes) => bytes.len(),
+            Frame::Text(text) => text.len(),
+            Frame::Pong(bytes) => bytes.len(),
             Frame::Ping => 0,
         }
     }
@@ -141,7 +143,7 @@ mod tests {
     use super::*;
 
     fn text(n: usize) -> Frame {
-        Frame::Text(Bytes::from(vec![b'x'; n]))
+        Frame::Text(OutFrame::from(vec![b'x'; n]))
     }
 
     #[test]

@@ -63,6 +63,7 @@ impl Server {
             soft_limit: config.core.max_message_bytes,
             hard_limit: config.max_frame_bytes.max(config.core.max_message_bytes),
             heartbeat: config.core.heartbeat,
+            deflate: config.ws_compression,
         };
         let tls = cert_store(&config, http_addr)?;
         let mut core_config = config.core;

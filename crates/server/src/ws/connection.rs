@@ -13,6 +13,7 @@ use switchboard_core::{ConnId, Input};
 use switchboard_proto::close_code;
 use tokio::io::Interest;
 
+use super::deflate;
 use super::frame::{encode_header, DecodeError, Decoder, Event, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 use super::transport::Transport;
 use crate::hub::Hub;
@@ -27,6 +28,9 @@ pub struct Settings {
     pub hard_limit: usize,
     /// Ping interval; silence for two intervals drops the connection.
     pub heartbeat: Duration,
+    /// permessage-deflate: in the server's settings, whether it is accepted; in a connection's, whether it was
+    /// negotiated.
+    pub deflate: bool,
 }
 
 /// Bytes moved from the outbox to the socket per batch.
@@ -48,6 +52,9 @@ thread_local! {
     /// grow a buffer for every burst and free it right after: about a tenth of the CPU per relayed message went to
     /// `malloc`, `realloc` and `free`. Buffers are handed back here instead, bounded in number and size.
     static WRITE_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Frames taken from an outbox, encoded after its lock is released (compressing a shared list for the first
+    /// time must not hold up the hub, which pushes into the outbox under its own lock).
+    static DRAINED: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
 }
 
 fn take_write_buffer() -> Vec<u8> {
@@ -72,6 +79,8 @@ const UNARMED: Duration = Duration::from_secs(365 * 24 * 3600);
 
 struct Connection {
     conn: ConnId,
+    /// permessage-deflate was negotiated.
+    deflate: bool,
     decoder: Decoder,
     /// Encoded frames not yet written, and how much of them is written.
     write: Vec<u8>,
@@ -97,9 +106,14 @@ pub async fn run(
 ) {
     let (conn, outbox) = hub.register_with_token(upgrade_token.as_deref());
     drop(upgrade_token);
+    let mut decoder = Decoder::new(settings.soft_limit, settings.hard_limit);
+    if settings.deflate {
+        decoder.accept_compressed();
+    }
     let mut connection = Connection {
         conn,
-        decoder: Decoder::new(settings.soft_limit, settings.hard_limit),
+        deflate: settings.deflate,
+        decoder,
         write: Vec::new(),
         written: 0,
         close_queued: false,
@@ -282,6 +296,7 @@ impl Connection {
             DecodeError::Protocol(_) => "protocol error",
             DecodeError::InvalidUtf8 => "invalid utf-8",
             DecodeError::TooBig(_) => "frame too big",
+            DecodeError::InvalidCompressed => "invalid compressed data",
         };
         outbox.close(error.close_code(), reason);
         self.read_done = true;
@@ -295,15 +310,28 @@ impl Connection {
             self.write = take_write_buffer();
         }
         let write = &mut self.write;
-        let close = outbox.drain(WRITE_BATCH, |frame| {
-            let (opcode, payload): (u8, &[u8]) = match &frame {
-                Frame::Text(bytes) => (OP_TEXT, bytes),
-                Frame::Pong(bytes) => (OP_PONG, bytes),
-                Frame::Ping => (OP_PING, &[]),
-            };
-            let (header, used) = encode_header(opcode, payload.len());
-            write.extend_from_slice(&header[..used]);
-            write.extend_from_slice(payload);
+        let deflate = self.deflate;
+        let close = DRAINED.with_borrow_mut(|drained| {
+            let close = outbox.drain(WRITE_BATCH, |frame| drained.push(frame));
+            for frame in drained.drain(..) {
+                match &frame {
+                    Frame::Text(text) if deflate && deflate::worth_compressing(text) => {
+                        deflate::encode_compressed(text, write);
+                    }
+                    Frame::Text(text) => {
+                        let (header, used) = encode_header(OP_TEXT, text.len());
+                        write.extend_from_slice(&header[..used]);
+                        text.for_each_piece(|bytes, _| write.extend_from_slice(bytes));
+                    }
+                    Frame::Pong(bytes) => {
+                        let (header, used) = encode_header(OP_PONG, bytes.len());
+                        write.extend_from_slice(&header[..used]);
+                        write.extend_from_slice(bytes);
+                    }
+                    Frame::Ping => write.extend_from_slice(&encode_header(OP_PING, 0).0[..2]),
+                }
+            }
+            close
         });
         if let Some((code, reason)) = close {
             self.write.extend_from_slice(&close_frame(code, reason));

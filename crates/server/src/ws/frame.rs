@@ -9,6 +9,7 @@
 
 /// Opcodes (RFC 6455 section 5.2).
 mod opcode {
+    /// A later fragment of a message.
     pub const CONTINUATION: u8 = 0x0;
     /// A text message (or its first fragment).
     pub const TEXT: u8 = 0x1;
@@ -19,6 +20,14 @@ mod opcode {
     pub const PING: u8 = 0x9;
     /// Pong.
     pub const PONG: u8 = 0xA;
+}
+
+/// A worker thread's buffer for inflated messages is given back when a message made it larger than this.
+const MAX_KEPT_INFLATE_BUFFER: usize = 512 * 1024;
+
+thread_local! {
+    /// Inflated text of the compressed message being delivered (one per worker thread, like the read buffer).
+    static INFLATED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Largest frame header: 2 bytes, 8 bytes of extended length, 4 bytes of mask.
@@ -55,6 +64,9 @@ pub enum DecodeError {
     /// A frame or message over the hard limit (close 1009).
     #[error("frame of {0} bytes is over the hard limit")]
     TooBig(u64),
+    /// A compressed message that does not inflate (close 1007).
+    #[error("compressed message is not valid DEFLATE data")]
+    InvalidCompressed,
 }
 
 impl DecodeError {
@@ -63,7 +75,7 @@ impl DecodeError {
         use switchboard_proto::close_code;
         match self {
             Self::Protocol(_) => close_code::PROTOCOL_ERROR,
-            Self::InvalidUtf8 => close_code::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCompressed => close_code::INVALID_PAYLOAD,
             Self::TooBig(_) => close_code::MESSAGE_TOO_BIG,
         }
     }
@@ -72,6 +84,8 @@ impl DecodeError {
 #[derive(Debug, Clone, Copy)]
 struct Header {
     fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate; first frame of a data message only).
+    compressed: bool,
     opcode: u8,
     mask: [u8; 4],
     len: u64,
@@ -120,6 +134,10 @@ pub struct Decoder {
     message_len: u64,
     /// The message in progress is over the soft limit (or binary) and its bytes are skipped as they arrive.
     message_skipped: bool,
+    /// The message in progress is compressed.
+    message_compressed: bool,
+    /// permessage-deflate was negotiated: messages may be compressed.
+    deflate: bool,
     /// Payload of a control frame that spans reads.
     control: Vec<u8>,
 }
@@ -138,8 +156,15 @@ impl Decoder {
             message_opcode: None,
             message_len: 0,
             message_skipped: false,
+            message_compressed: false,
+            deflate: false,
             control: Vec::new(),
         }
+    }
+
+    /// Accepts compressed messages (permessage-deflate was negotiated).
+    pub fn accept_compressed(&mut self) {
+        self.deflate = true;
     }
 
     #[cfg(test)]
@@ -218,6 +243,14 @@ impl Decoder {
 
     /// Checks a new frame against the message in progress.
     fn start_frame(&mut self, header: &Header) -> Result<(), DecodeError> {
+        if header.compressed {
+            if !self.deflate {
+                return Err(DecodeError::Protocol("reserved bits set without an extension"));
+            }
+            if !matches!(header.opcode, opcode::TEXT | opcode::BINARY) {
+                return Err(DecodeError::Protocol("compressed bit on a control or continuation frame"));
+            }
+        }
         match header.opcode {
             opcode::CLOSE | opcode::PING | opcode::PONG => {
                 if !header.fin || header.len > MAX_CONTROL_PAYLOAD as u64 {
@@ -234,6 +267,7 @@ impl Decoder {
                         self.message_opcode = Some(header.opcode);
                         self.message_len = 0;
                         self.message_skipped = header.opcode == opcode::BINARY;
+                        self.message_compressed = header.compressed;
                         self.message = Vec::new();
                     }
                     (true, Some(_)) => {}
@@ -292,6 +326,28 @@ impl Decoder {
                     }
                     Payload::Assembled => &assembled,
                 };
+                if std::mem::take(&mut self.message_compressed) {
+                    return INFLATED.with_borrow_mut(|inflated| {
+                        let result = match super::deflate::inflate(bytes, self.soft_limit, inflated) {
+                            Ok(()) => match std::str::from_utf8(inflated) {
+                                Ok(text) => {
+                                    on_event(Event::Text(text));
+                                    Ok(())
+                                }
+                                Err(_) => Err(DecodeError::InvalidUtf8),
+                            },
+                            Err(super::deflate::InflateError::TooLarge(len)) => {
+                                on_event(Event::TooLarge(len));
+                                Ok(())
+                            }
+                            Err(super::deflate::InflateError::Corrupt) => Err(DecodeError::InvalidCompressed),
+                        };
+                        if inflated.capacity() > MAX_KEPT_INFLATE_BUFFER {
+                            *inflated = Vec::new();
+                        }
+                        result
+                    });
+                }
                 let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
                 on_event(Event::Text(text));
             }
@@ -325,7 +381,8 @@ fn parse_header(bytes: &[u8]) -> Result<Option<(Header, usize)>, DecodeError> {
     let [first, second, rest @ ..] = bytes else {
         return Ok(None);
     };
-    if first & 0x70 != 0 {
+    // RSV1 is permessage-deflate's, checked against the negotiation by the caller; RSV2 and RSV3 have no extension.
+    if first & 0x30 != 0 {
         return Err(DecodeError::Protocol("reserved bits set without an extension"));
     }
     if second & 0x80 == 0 {
@@ -351,7 +408,8 @@ fn parse_header(bytes: &[u8]) -> Result<Option<(Header, usize)>, DecodeError> {
     };
     let mut mask = [0u8; 4];
     mask.copy_from_slice(mask_bytes);
-    Ok(Some((Header { fin: first & 0x80 != 0, opcode: first & 0x0F, mask, len }, 2 + len_bytes + 4)))
+    let header = Header { fin: first & 0x80 != 0, compressed: first & 0x40 != 0, opcode: first & 0x0F, mask, len };
+    Ok(Some((header, 2 + len_bytes + 4)))
 }
 
 /// XORs `data`, which starts at byte `offset` of a frame's payload, with the frame's mask.
@@ -395,7 +453,9 @@ pub fn encode_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
 }
 
 /// Opcodes for [`encode_header`].
-pub use opcode::{CLOSE as OP_CLOSE, PING as OP_PING, PONG as OP_PONG, TEXT as OP_TEXT};
+pub use opcode::{
+    CLOSE as OP_CLOSE, CONTINUATION as OP_CONTINUATION, PING as OP_PING, PONG as OP_PONG, TEXT as OP_TEXT,
+};
 
 #[cfg(test)]
 mod tests {
@@ -463,6 +523,100 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `text` compressed as a permessage-deflate client does: raw DEFLATE, sync flush, its last four bytes removed.
+    fn deflated(text: &[u8]) -> Vec<u8> {
+        use flate2::{Compress, Compression, FlushCompress};
+        let mut compress = Compress::new(Compression::default(), false);
+        let mut out = Vec::with_capacity(text.len() + 1024);
+        compress.compress_vec(text, &mut out, FlushCompress::Sync).unwrap();
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    /// A client frame with RSV1 set.
+    fn compressed_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = frame(fin, opcode, payload);
+        bytes[0] |= 0x40;
+        bytes
+    }
+
+    #[test]
+    fn inflates_compressed_messages_in_any_split() {
+        let long = "{\"type\":\"offer\",\"sdp\":\"".to_string()
+            + &"a=candidate:1 1 udp 2122260223 10.0.0.1 ".repeat(200)
+            + "\"}";
+        let packed = deflated(long.as_bytes());
+        let mut stream = compressed_frame(true, opcode::TEXT, &packed);
+        stream.extend(frame(true, opcode::TEXT, b"{\"plain\":1}"));
+        // Fragmented: RSV1 on the first frame only, a ping between the fragments.
+        let (first, rest) = packed.split_at(packed.len() / 3);
+        stream.extend(compressed_frame(false, opcode::TEXT, first));
+        stream.extend(frame(true, opcode::PING, b"p"));
+        stream.extend(frame(true, opcode::CONTINUATION, rest));
+        let expected = vec![
+            Owned::Text(long.clone()),
+            Owned::Text("{\"plain\":1}".into()),
+            Owned::Ping(b"p".to_vec()),
+            Owned::Text(long.clone()),
+        ];
+        for piece in [1, 5, 64, 1000, stream.len()] {
+            let mut decoder = Decoder::new(100_000, 1 << 20);
+            decoder.accept_compressed();
+            assert_eq!(decode_in_pieces(&mut decoder, &stream, piece).unwrap(), expected, "piece size {piece}");
+            assert!(!decoder.holds_memory());
+        }
+    }
+
+    #[test]
+    fn compressed_messages_are_refused_unless_negotiated_and_checked_when_they_are() {
+        let packed = deflated(b"{\"type\":\"ping\"}");
+        let mut plain = Decoder::new(1000, 1 << 20);
+        assert_eq!(
+            decode_in_pieces(&mut plain, &compressed_frame(true, opcode::TEXT, &packed), 100),
+            Err(DecodeError::Protocol("reserved bits set without an extension"))
+        );
+        let negotiated = || {
+            let mut decoder = Decoder::new(1000, 1 << 20);
+            decoder.accept_compressed();
+            decoder
+        };
+        let mut continuation = frame(false, opcode::TEXT, &packed[..2]);
+        continuation.extend(compressed_frame(true, opcode::CONTINUATION, &packed[2..]));
+        assert_eq!(
+            decode_in_pieces(&mut negotiated(), &continuation, 100),
+            Err(DecodeError::Protocol("compressed bit on a control or continuation frame"))
+        );
+        assert!(decode_in_pieces(&mut negotiated(), &compressed_frame(true, opcode::PING, b""), 100).is_err());
+        assert_eq!(
+            decode_in_pieces(&mut negotiated(), &compressed_frame(true, opcode::TEXT, &[0xff, 0xfe, 0xfd]), 100),
+            Err(DecodeError::InvalidCompressed)
+        );
+        // Cut short inside a stored block.
+        assert_eq!(
+            decode_in_pieces(
+                &mut negotiated(),
+                &compressed_frame(true, opcode::TEXT, &[0x00, 0x10, 0x00, 0xef, 0xff, b'{']),
+                100
+            ),
+            Err(DecodeError::InvalidCompressed)
+        );
+        assert_eq!(
+            decode_in_pieces(&mut negotiated(), &compressed_frame(true, opcode::TEXT, &deflated(&[0xc3, 0x28])), 100),
+            Err(DecodeError::InvalidUtf8)
+        );
+        // A small frame that inflates past the message limit is skipped, like a long one, and the next one is read.
+        let mut bomb = compressed_frame(true, opcode::TEXT, &deflated(&[b' '; 5000]));
+        bomb.extend(compressed_frame(true, opcode::TEXT, &packed));
+        let events = decode_in_pieces(&mut negotiated(), &bomb, 100).unwrap();
+        assert!(matches!(events[0], Owned::TooLarge(n) if n > 1000), "{events:?}");
+        assert_eq!(events[1], Owned::Text("{\"type\":\"ping\"}".into()));
+        // RSV2 and RSV3 belong to no extension.
+        let mut rsv2 = frame(true, opcode::TEXT, b"{}");
+        rsv2[0] |= 0x20;
+        assert!(decode_in_pieces(&mut negotiated(), &rsv2, 100).is_err());
     }
 
     #[test]
