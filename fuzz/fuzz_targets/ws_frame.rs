@@ -28,8 +28,12 @@ fn own(event: Event<'_>) -> Owned {
 }
 
 /// Feeds `stream` in pieces ending at `cuts`; stops at the first error, like a connection does.
-fn decode(soft: usize, hard: usize, stream: &[u8], cuts: &[usize]) -> (Vec<Owned>, Option<DecodeError>) {
+fn decode(soft: usize, hard: usize, deflate: bool, stream: &[u8], cuts: &[usize]) -> (Vec<Owned>, Option<DecodeError>) {
     let mut decoder = Decoder::new(soft, hard);
+    if deflate {
+        // permessage-deflate negotiated: frames with RSV1 are inflated, within the soft limit.
+        decoder.accept_compressed();
+    }
     let mut events = Vec::new();
     let mut start = 0;
     for &end in cuts.iter().chain(std::iter::once(&stream.len())) {
@@ -53,12 +57,13 @@ fuzz_target!(|data: &[u8]| {
     let soft = 1 + usize::from(data[0]) * 4;
     let hard = soft + usize::from(data[1]) * 16;
     let cut_count = usize::from(data[2] % 8);
+    let deflate = data[2] & 0x80 != 0;
     let stream = &data[3..];
     let mut cuts: Vec<usize> =
         stream.iter().take(cut_count).map(|&b| usize::from(b) * stream.len() / 256).collect();
     cuts.sort_unstable();
-    let whole = decode(soft, hard, stream, &[]);
-    let pieces = decode(soft, hard, stream, &cuts);
+    let whole = decode(soft, hard, deflate, stream, &[]);
+    let pieces = decode(soft, hard, deflate, stream, &cuts);
     assert_eq!(whole, pieces, "splitting the stream at {cuts:?} changed what was decoded");
     for event in &whole.0 {
         if let Owned::Text(text) = event {

@@ -83,6 +83,9 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
     let mut settings = state.ws;
     settings.deflate = settings.deflate && deflate::negotiate(request.headers());
     state.ops.metrics.websocket_upgrades.inc();
+    if settings.deflate {
+        state.ops.metrics.websocket_compressed_upgrades.inc();
+    }
     let live = state.hub.live();
     let on_upgrade = hyper::upgrade::on(&mut request);
     let permit = request.extensions_mut().remove::<crate::server::ConnectionPermit>();

@@ -296,6 +296,8 @@ pub struct Metrics {
     registry: Registry,
     /// WebSocket upgrades accepted (counted in the HTTP layer as they happen).
     pub websocket_upgrades: Counter,
+    /// Those of them that negotiated permessage-deflate.
+    pub websocket_compressed_upgrades: Counter,
 }
 
 impl Metrics {
@@ -310,8 +312,14 @@ impl Metrics {
         let mut registry = Registry::with_prefix("switchboard");
         let websocket_upgrades = Counter::default();
         registry.register("websocket_upgrades", "WebSocket upgrades accepted.", websocket_upgrades.clone());
+        let websocket_compressed_upgrades = Counter::default();
+        registry.register(
+            "websocket_compressed_upgrades",
+            "WebSocket upgrades that negotiated compression (permessage-deflate).",
+            websocket_compressed_upgrades.clone(),
+        );
         registry.register_collector(Box::new(Collected { hub, permits, max_connections, turn, edges }));
-        Self { registry, websocket_upgrades }
+        Self { registry, websocket_upgrades, websocket_compressed_upgrades }
     }
 
     /// The text exposition of every series.

@@ -140,6 +140,10 @@ async fn presence_lists_come_compressed_once_negotiated_and_client_messages_may_
         assert!(compressed_deltas > 0);
     }
 
+    // 182 upgrades (120 + 60 plain clients and ours), two of them with compression.
+    assert_eq!(common::http::metric(server.addr, "switchboard_websocket_compressed_upgrades_total").await, 2.0);
+    assert_eq!(common::http::metric(server.addr, "switchboard_websocket_upgrades_total").await, 182.0);
+
     // Short messages come uncompressed, and compressed requests are answered.
     send_compressed(&mut zip, &json!({"type":"ping","id":7})).await;
     let pong = next_of_type(&mut zip, "pong").await;

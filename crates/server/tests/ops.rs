@@ -164,6 +164,8 @@ async fn metrics_move_with_logins_messages_and_calls() {
     assert_eq!(metric(addr, "switchboard_users").await, 2.0);
     assert_eq!(metric(addr, "switchboard_rooms").await, 1.0);
     assert_eq!(metric(addr, "switchboard_websocket_upgrades_total").await, 3.0);
+    // The test clients do not offer compression.
+    assert_eq!(metric(addr, "switchboard_websocket_compressed_upgrades_total").await, 0.0);
     assert_eq!(metric(addr, "switchboard_websocket_connections").await, 3.0);
     assert!(metric(addr, "switchboard_connections").await >= 3.0);
     assert_eq!(metric(addr, "switchboard_connections_limit").await, 10_000.0);
