@@ -14,6 +14,7 @@ enum Owned {
     Ping(Vec<u8>),
     Pong,
     Close(Option<u16>),
+    Inflating,
 }
 
 fn own(event: Event<'_>) -> Owned {
@@ -24,6 +25,7 @@ fn own(event: Event<'_>) -> Owned {
         Event::Ping(payload) => Owned::Ping(payload.to_vec()),
         Event::Pong => Owned::Pong,
         Event::Close(code) => Owned::Close(code),
+        Event::Inflating => Owned::Inflating,
     }
 }
 

@@ -81,7 +81,8 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     };
     let mut settings = state.ws;
-    settings.deflate = settings.deflate && deflate::negotiate(request.headers());
+    let extensions = if settings.deflate { deflate::negotiate(request.headers()) } else { None };
+    settings.deflate = extensions.is_some();
     state.ops.metrics.websocket_upgrades.inc();
     if settings.deflate {
         state.ops.metrics.websocket_compressed_upgrades.inc();
@@ -129,8 +130,8 @@ fn upgrade(state: AppState, mut request: Request) -> Response {
     if let Ok(value) = HeaderValue::from_str(&accept) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
-    if settings.deflate {
-        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(deflate::ACCEPTED));
+    if let Some(extensions) = extensions {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(extensions));
     }
     response
 }

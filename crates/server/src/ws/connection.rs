@@ -278,6 +278,11 @@ impl Connection {
                     peer_close = Some(code);
                     return;
                 }
+                // Inflating happens outside the hub's lock (taken again for the text that follows).
+                Event::Inflating => {
+                    locked = None;
+                    return;
+                }
             };
             locked.get_or_insert_with(|| hub.lock()).input(input);
         });

@@ -50,6 +50,9 @@ pub enum Event<'a> {
     Pong,
     /// The peer started the closing handshake, with its status code if any.
     Close(Option<u16>),
+    /// A compressed message is about to be inflated (its `Text` follows): a caller holding a lock across events
+    /// should let it go now, so that one client's inflating never holds up others.
+    Inflating,
 }
 
 /// Why the connection must be failed; maps to a close code.
@@ -327,6 +330,7 @@ impl Decoder {
                     Payload::Assembled => &assembled,
                 };
                 if std::mem::take(&mut self.message_compressed) {
+                    on_event(Event::Inflating);
                     return INFLATED.with_borrow_mut(|inflated| {
                         let result = match super::deflate::inflate(bytes, self.soft_limit, inflated) {
                             Ok(()) => match std::str::from_utf8(inflated) {
@@ -489,6 +493,7 @@ mod tests {
         Ping(Vec<u8>),
         Pong,
         Close(Option<u16>),
+        Inflating,
     }
 
     fn decode_in_pieces(decoder: &mut Decoder, bytes: &[u8], piece: usize) -> Result<Vec<Owned>, DecodeError> {
@@ -503,6 +508,7 @@ mod tests {
                     Event::Ping(p) => Owned::Ping(p.to_vec()),
                     Event::Pong => Owned::Pong,
                     Event::Close(code) => Owned::Close(code),
+                    Event::Inflating => Owned::Inflating,
                 })
             })?;
         }
@@ -556,10 +562,13 @@ mod tests {
         stream.extend(compressed_frame(false, opcode::TEXT, first));
         stream.extend(frame(true, opcode::PING, b"p"));
         stream.extend(frame(true, opcode::CONTINUATION, rest));
+        // Every inflation is announced first, so that the connection can let go of the hub's lock.
         let expected = vec![
+            Owned::Inflating,
             Owned::Text(long.clone()),
             Owned::Text("{\"plain\":1}".into()),
             Owned::Ping(b"p".to_vec()),
+            Owned::Inflating,
             Owned::Text(long.clone()),
         ];
         for piece in [1, 5, 64, 1000, stream.len()] {
@@ -611,8 +620,8 @@ mod tests {
         let mut bomb = compressed_frame(true, opcode::TEXT, &deflated(&[b' '; 5000]));
         bomb.extend(compressed_frame(true, opcode::TEXT, &packed));
         let events = decode_in_pieces(&mut negotiated(), &bomb, 100).unwrap();
-        assert!(matches!(events[0], Owned::TooLarge(n) if n > 1000), "{events:?}");
-        assert_eq!(events[1], Owned::Text("{\"type\":\"ping\"}".into()));
+        assert!(matches!(events[1], Owned::TooLarge(n) if n > 1000), "{events:?}");
+        assert_eq!(events[3], Owned::Text("{\"type\":\"ping\"}".into()));
         // RSV2 and RSV3 belong to no extension.
         let mut rsv2 = frame(true, opcode::TEXT, b"{}");
         rsv2[0] |= 0x20;
