@@ -333,7 +333,7 @@ impl Decoder {
                     on_event(Event::Inflating);
                     return INFLATED.with_borrow_mut(|inflated| {
                         let result = match super::deflate::inflate(bytes, self.soft_limit, inflated) {
-                            Ok(()) => match std::str::from_utf8(inflated) {
+                            Ok(()) => match simdutf8::basic::from_utf8(inflated) {
                                 Ok(text) => {
                                     on_event(Event::Text(text));
                                     Ok(())
@@ -352,7 +352,9 @@ impl Decoder {
                         result
                     });
                 }
-                let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
+                // simdutf8: validating a relayed offer with std's from_utf8 was 2.5% of the server's CPU per message,
+                // with simdutf8 1%.
+                let text = simdutf8::basic::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
                 on_event(Event::Text(text));
             }
         }
