@@ -368,7 +368,9 @@ impl WsConn {
             self.fragmented = false;
         }
         loop {
-            let Some((fin, rsv1, opcode, range)) = parse_header(&self.read[self.start..self.end])? else {
+            let Some(FrameHeader { fin, rsv1, opcode, payload: range }) =
+                parse_header(&self.read[self.start..self.end])?
+            else {
                 return Ok(None);
             };
             let range = self.start + range.start..self.start + range.end;
@@ -567,16 +569,31 @@ fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// Decodes a server frame header at the start of `buf`: FIN, RSV1, opcode and the payload's range within `buf`, or
-/// `None` while the frame is incomplete.
-fn parse_header(buf: &[u8]) -> anyhow::Result<Option<(bool, bool, u8, Range<usize>)>> {
+/// A server frame's header.
+#[derive(Debug, PartialEq, Eq)]
+struct FrameHeader {
+    fin: bool,
+    /// A compressed message's first frame (permessage-deflate).
+    rsv1: bool,
+    opcode: u8,
+    /// Where the payload is in the buffer given to [`parse_header`].
+    payload: Range<usize>,
+}
+
+/// Decodes a server frame header at the start of `buf`, or `None` while the frame is incomplete.
+fn parse_header(buf: &[u8]) -> anyhow::Result<Option<FrameHeader>> {
     let Some((payload_at, len)) = header(buf)? else { return Ok(None) };
     let end = payload_at + len;
     if buf.len() < end {
         return Ok(None);
     }
     anyhow::ensure!(buf[0] & 0x30 == 0, "RSV2 or RSV3 set by the server");
-    Ok(Some((buf[0] & 0x80 != 0, buf[0] & 0x40 != 0, buf[0] & 0x0F, payload_at..end)))
+    Ok(Some(FrameHeader {
+        fin: buf[0] & 0x80 != 0,
+        rsv1: buf[0] & 0x40 != 0,
+        opcode: buf[0] & 0x0F,
+        payload: payload_at..end,
+    }))
 }
 
 /// The whole length (header and payload) of the frame at the start of `buf`, once its header is complete.
@@ -729,14 +746,23 @@ mod tests {
     fn headers_of_each_length_form() {
         assert_eq!(parse_header(&[0x81]).unwrap(), None);
         assert_eq!(parse_header(&[0x81, 3, b'a', b'b']).unwrap(), None);
-        assert_eq!(parse_header(&[0x81, 3, b'a', b'b', b'c']).unwrap(), Some((true, false, 1, 2..5)));
+        assert_eq!(
+            parse_header(&[0x81, 3, b'a', b'b', b'c']).unwrap(),
+            Some(FrameHeader { fin: true, rsv1: false, opcode: 1, payload: 2..5 })
+        );
         let mut medium = vec![0x01, 126, 1, 0];
         medium.resize(4 + 256, b'x');
-        assert_eq!(parse_header(&medium).unwrap(), Some((false, false, 1, 4..260)));
+        assert_eq!(
+            parse_header(&medium).unwrap(),
+            Some(FrameHeader { fin: false, rsv1: false, opcode: 1, payload: 4..260 })
+        );
         let mut long = vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0];
         assert_eq!(parse_header(&long).unwrap(), None);
         long.resize(10 + 65536, 0);
-        assert_eq!(parse_header(&long).unwrap(), Some((true, false, 2, 10..65546)));
+        assert_eq!(
+            parse_header(&long).unwrap(),
+            Some(FrameHeader { fin: true, rsv1: false, opcode: 2, payload: 10..65546 })
+        );
         assert!(parse_header(&[0x81, 0x83, 0, 0, 0, 0]).is_err(), "masked server frame");
     }
 }
