@@ -34,6 +34,8 @@ pub struct Config {
     pub ws_compression: bool,
     /// Most simultaneous TCP connections (HTTP and WebSocket); more are refused at accept.
     pub max_connections: usize,
+    /// Threads of the main runtime (HTTP, WebSocket signaling, TURN over TCP and TLS); None: one per core.
+    pub workers: Option<usize>,
     /// The built-in STUN/TURN server; None turns it off.
     pub turn: Option<TurnSettings>,
     /// With the built-in TURN off: an external TURN server (coturn with `use-auth-secret`) sharing the secret, for
@@ -85,6 +87,7 @@ impl Default for Config {
             outbound_queue_bytes: 4 * 1024 * 1024,
             max_frame_bytes: 1024 * 1024,
             max_connections: 10_000,
+            workers: None,
             turn: Some(TurnSettings::default()),
             external_turn: None,
             tls: None,
@@ -314,6 +317,11 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// Threads of the main runtime: HTTP, WebSocket signaling, TURN over TCP/TLS (UDP TURN has its own
+    /// `turn-workers`) [default: one per core].
+    #[arg(long, env = "SWITCHBOARD_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+
     /// Presence changes are coalesced over this tick [default: 50ms].
     #[arg(long, env = "SWITCHBOARD_PRESENCE_INTERVAL", value_name = "DURATION")]
     pub presence_interval: Option<HumanDuration>,
@@ -535,6 +543,7 @@ impl Options {
             rooms: file.rooms,
             command: self.command,
             max_connections: self.max_connections.or(file.max_connections),
+            workers: self.workers.or(file.workers),
             presence_interval: self.presence_interval.or(file.presence_interval),
             presence_frames_per_second: self.presence_frames_per_second.or(file.presence_frames_per_second),
             heartbeat: self.heartbeat.or(file.heartbeat),
@@ -675,6 +684,10 @@ impl Options {
         if let Some(n) = self.rate_burst {
             anyhow::ensure!(n >= 1, "rate-burst must be at least 1, not {n}");
             core.rate_burst = n;
+        }
+        if let Some(n) = self.workers {
+            anyhow::ensure!((1..=1024).contains(&n), "workers must be 1 to 1024, not {n}");
+            config.workers = Some(n);
         }
         if let Some(n) = self.max_connections {
             config.max_connections = at_least("max-connections", n, 1)?;
@@ -968,6 +981,16 @@ mod tests {
         assert!(error.to_string().contains("turn"), "{error}");
         let error = Options::try_parse_from(["switchboard", "--turn-allow-peer", "10.0.0.0/33"]).unwrap().into_config();
         assert!(error.unwrap_err().to_string().contains("turn-allow-peers"));
+    }
+
+    #[test]
+    fn workers_default_to_the_runtime_and_are_bounded() {
+        let parse = |args: &[&str]| Options::try_parse_from([&["switchboard"], args].concat()).unwrap().into_config();
+        assert_eq!(parse(&[]).unwrap().workers, None);
+        assert_eq!(parse(&["--workers", "1"]).unwrap().workers, Some(1));
+        let error = parse(&["--workers", "0"]).unwrap_err().to_string();
+        assert!(error.contains("workers"), "{error}");
+        assert!(parse(&["--workers", "5000"]).is_err());
     }
 
     #[test]

@@ -34,8 +34,11 @@ fn main() -> anyhow::Result<()> {
         Ok(limit) => tracing::info!(limit, "file descriptor limit"),
         Err(error) => tracing::warn!(%error, "cannot raise the file descriptor limit"),
     }
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.enable_all().build().context("cannot start the runtime")?;
     let result = runtime.block_on(async {
         let server = Server::start(config).await?;
         server.reload_tls_on_sighup();
