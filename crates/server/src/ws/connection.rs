@@ -315,29 +315,23 @@ impl Connection {
             self.write = take_write_buffer();
         }
         let write = &mut self.write;
-        let deflate = self.deflate;
-        let close = DRAINED.with_borrow_mut(|drained| {
-            let close = outbox.drain(WRITE_BATCH, |frame| drained.push(frame));
-            for frame in drained.drain(..) {
-                match &frame {
-                    Frame::Text(text) if deflate && deflate::worth_compressing(text) => {
-                        deflate::encode_compressed(text, write);
+        let close = if self.deflate {
+            // Compressing a shared list for the first time must not happen under the outbox's lock (see DRAINED).
+            DRAINED.with_borrow_mut(|drained| {
+                let close = outbox.drain(WRITE_BATCH, |frame| drained.push(frame));
+                for frame in drained.drain(..) {
+                    match &frame {
+                        Frame::Text(text) if deflate::worth_compressing(text) => {
+                            deflate::encode_compressed(text, write)
+                        }
+                        _ => encode_plain(&frame, write),
                     }
-                    Frame::Text(text) => {
-                        let (header, used) = encode_header(OP_TEXT, text.len());
-                        write.extend_from_slice(&header[..used]);
-                        text.for_each_piece(|bytes, _| write.extend_from_slice(bytes));
-                    }
-                    Frame::Pong(bytes) => {
-                        let (header, used) = encode_header(OP_PONG, bytes.len());
-                        write.extend_from_slice(&header[..used]);
-                        write.extend_from_slice(bytes);
-                    }
-                    Frame::Ping => write.extend_from_slice(&encode_header(OP_PING, 0).0[..2]),
                 }
-            }
-            close
-        });
+                close
+            })
+        } else {
+            outbox.drain(WRITE_BATCH, |frame| encode_plain(&frame, write))
+        };
         if let Some((code, reason)) = close {
             self.write.extend_from_slice(&close_frame(code, reason));
             self.close_queued = true;
@@ -363,6 +357,23 @@ impl Connection {
             }
         }
         true
+    }
+}
+
+/// Appends `frame` uncompressed.
+fn encode_plain(frame: &Frame, write: &mut Vec<u8>) {
+    match frame {
+        Frame::Text(text) => {
+            let (header, used) = encode_header(OP_TEXT, text.len());
+            write.extend_from_slice(&header[..used]);
+            text.for_each_piece(|bytes, _| write.extend_from_slice(bytes));
+        }
+        Frame::Pong(bytes) => {
+            let (header, used) = encode_header(OP_PONG, bytes.len());
+            write.extend_from_slice(&header[..used]);
+            write.extend_from_slice(bytes);
+        }
+        Frame::Ping => write.extend_from_slice(&encode_header(OP_PING, 0).0[..2]),
     }
 }
 
