@@ -47,18 +47,10 @@ pub struct Args {
     /// another client of the same thread inflated just before only once (see `inflate.rs`), `each` inflates every
     /// message by itself, `off` does not offer it.
     #[arg(long, value_enum, default_value = "shared")]
-    pub deflate: Deflate,
+    pub deflate: Compression,
     /// Options every signaling scenario takes.
     #[command(flatten)]
     pub run: RunOptions,
-}
-
-/// `--deflate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Deflate {
-    Off,
-    Shared,
-    Each,
 }
 
 /// The `presence` field of a v1 `login`.
@@ -597,7 +589,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         table.row(
             "compressed text",
             match args.deflate {
-                Deflate::Off => "not offered (--deflate off)".to_string(),
+                Compression::Off => "not offered (--deflate off)".to_string(),
                 _ if inflated + inflate_reused == 0 => {
                     "none (the server did not accept permessage-deflate)".to_string()
                 }
@@ -605,7 +597,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     "{:.1} MB, {:.1} MB of it inflated, the rest read without (stored blocks, frames another client inflated){}",
                     (inflated + inflate_reused) as f64 / 1e6,
                     inflated as f64 / 1e6,
-                    if args.deflate == Deflate::Each { " (none: --deflate each)" } else { "" }
+                    if args.deflate == Compression::Each { " (none: --deflate each)" } else { "" }
                 ),
             },
         );
@@ -630,7 +622,7 @@ struct Client {
     clients: usize,
     prefix: String,
     parse_each: bool,
-    deflate: Deflate,
+    deflate: Compression,
     started: Instant,
     progress: Arc<Progress>,
 }
@@ -650,12 +642,7 @@ impl Client {
         let name = format!("{}{}", self.prefix, self.index);
         let mut view = View::new(self.clients);
         let mut permit = Some(gate.acquire_owned().await?);
-        let compression = match self.deflate {
-            Deflate::Off => Compression::Off,
-            Deflate::Shared => Compression::Shared,
-            Deflate::Each => Compression::Each,
-        };
-        let mut conn = WsConn::connect_with(&self.target, self.index, compression)
+        let mut conn = WsConn::connect_with(&self.target, self.index, self.deflate)
             .await
             .with_context(|| format!("client {name}"))?;
         let login = match self.dialect {

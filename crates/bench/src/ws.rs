@@ -36,8 +36,8 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Largest HTTP response head accepted during the handshake.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// Whether a connection offers permessage-deflate, and how it inflates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a connection offers permessage-deflate, and how it inflates (`storm --deflate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compression {
     /// No offer: the server sends plain text.
     Off,

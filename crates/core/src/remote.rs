@@ -665,7 +665,7 @@ impl Signaling {
                 self.counters.login(crate::metrics::LoginOutcome::Resumed);
                 self.welcome(now, conn, session, pending.id.as_deref(), true);
                 for frame in transfer.pending {
-                    self.send_bytes(conn, Bytes::from(frame));
+                    self.send(conn, frame.into_bytes());
                 }
             }
             _ => {

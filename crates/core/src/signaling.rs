@@ -564,10 +564,6 @@ impl Signaling {
         self.out.push_back(Output::Send { conn, frame: frame.into() });
     }
 
-    pub(crate) fn send_bytes(&mut self, conn: ConnId, frame: Bytes) {
-        self.out.push_back(Output::Send { conn, frame: OutFrame::Own(frame) });
-    }
-
     /// Hands a command to the cluster backend.
     pub(crate) fn command(&mut self, command: crate::cluster::Command) {
         self.out.push_back(Output::Cluster(command));
@@ -590,7 +586,7 @@ impl Signaling {
             return false;
         };
         if let Some(conn) = target.conn {
-            self.send_bytes(conn, frame);
+            self.send(conn, frame);
             return true;
         }
         let fits = target.pending.len() < self.config.resume_queue_messages
@@ -886,7 +882,7 @@ impl Signaling {
         }
         self.welcome(now, conn, session, id, true);
         for message in pending {
-            self.send_bytes(conn, message.frame);
+            self.send(conn, message.frame);
         }
     }
 

@@ -79,8 +79,6 @@ const UNARMED: Duration = Duration::from_secs(365 * 24 * 3600);
 
 struct Connection {
     conn: ConnId,
-    /// permessage-deflate was negotiated.
-    deflate: bool,
     decoder: Decoder,
     /// Encoded frames not yet written, and how much of them is written.
     write: Vec<u8>,
@@ -112,7 +110,6 @@ pub async fn run(
     }
     let mut connection = Connection {
         conn,
-        deflate: settings.deflate,
         decoder,
         write: Vec::new(),
         written: 0,
@@ -315,7 +312,7 @@ impl Connection {
             self.write = take_write_buffer();
         }
         let write = &mut self.write;
-        let close = if self.deflate {
+        let close = if self.decoder.accepts_compressed() {
             // Compressing a shared list for the first time must not happen under the outbox's lock (see DRAINED).
             DRAINED.with_borrow_mut(|drained| {
                 let close = outbox.drain(WRITE_BATCH, |frame| drained.push(frame));

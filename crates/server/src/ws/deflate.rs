@@ -149,8 +149,9 @@ pub fn encode_compressed(frame: &OutFrame, out: &mut Vec<u8>) {
     frame.for_each_piece(|bytes, shared| match shared {
         Some(shared) if bytes.len() >= COMPRESS_MIN_BYTES => {
             message.flush_own(false);
-            let segment = shared.encoded(compress_segment).clone();
-            message.segment(&segment, false);
+            let segment = shared.encoded(compress_segment);
+            message.frame_header(segment.len(), false);
+            message.out.extend_from_slice(segment);
         }
         _ => message.own.extend_from_slice(bytes),
     });
@@ -170,22 +171,24 @@ impl MessageWriter<'_> {
         if self.own.is_empty() && !last {
             return;
         }
-        let mut segment = Vec::with_capacity(self.own.len() + 12);
-        append_stored(&mut segment, &self.own);
+        // Stored blocks, then an empty stored block that ends every segment, as a sync flush ends the compressed
+        // ones, so that a client can tell from a frame's last bytes (00 00 ff ff) that the next frame starts on a
+        // block boundary. On the last frame RFC 7692 7.2.1 removes that block's last four bytes: one 0x00 is left.
+        let tail = if last { 1 } else { 1 + SYNC_TAIL.len() };
+        let blocks = self.own.len().div_ceil(65535);
+        self.frame_header(self.own.len() + 5 * blocks + tail, last);
+        append_stored(self.out, &self.own);
         self.own.clear();
-        // An empty stored block ends every segment, as a sync flush ends the compressed ones, so that a client can
-        // tell from a frame's last bytes (00 00 ff ff) that the next frame starts on a block boundary. On the last
-        // frame RFC 7692 7.2.1 removes that block's last four bytes: one 0x00 is left.
-        segment.push(0);
+        self.out.push(0);
         if !last {
-            segment.extend_from_slice(&SYNC_TAIL);
+            self.out.extend_from_slice(&SYNC_TAIL);
         }
-        self.segment(&segment, last);
     }
 
-    fn segment(&mut self, payload: &[u8], last: bool) {
+    /// The header of the message's next WebSocket frame, whose payload of `len` bytes the caller appends.
+    fn frame_header(&mut self, len: usize, last: bool) {
         let opcode = if self.frames == 0 { super::frame::OP_TEXT } else { super::frame::OP_CONTINUATION };
-        let (mut header, used) = super::frame::encode_header(opcode, payload.len());
+        let (mut header, used) = super::frame::encode_header(opcode, len);
         if !last {
             header[0] &= !0x80;
         }
@@ -193,7 +196,6 @@ impl MessageWriter<'_> {
             header[0] |= 0x40;
         }
         self.out.extend_from_slice(&header[..used]);
-        self.out.extend_from_slice(payload);
         self.frames += 1;
     }
 

@@ -170,6 +170,11 @@ impl Decoder {
         self.deflate = true;
     }
 
+    /// Whether permessage-deflate was negotiated.
+    pub fn accepts_compressed(&self) -> bool {
+        self.deflate
+    }
+
     #[cfg(test)]
     fn holds_memory(&self) -> bool {
         self.message.capacity() > 0 || self.control.capacity() > 0
