@@ -34,11 +34,14 @@ fn main() -> anyhow::Result<()> {
         Ok(limit) => tracing::info!(limit, "file descriptor limit"),
         Err(error) => tracing::warn!(%error, "cannot raise the file descriptor limit"),
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = config.workers {
-        runtime.worker_threads(workers);
-    }
-    let runtime = runtime.enable_all().build().context("cannot start the runtime")?;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let workers = config.runtime_workers(cores);
+    tracing::info!(workers, cores, "runtime threads");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
     let result = runtime.block_on(async {
         let server = Server::start(config).await?;
         server.reload_tls_on_sighup();
