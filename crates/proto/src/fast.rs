@@ -21,8 +21,9 @@ use std::borrow::Cow;
 
 use crate::request::{Envelope, JsonText};
 
-/// Nesting the payload validator follows before it leaves the frame to serde_json (which has its own limit).
-const MAX_DEPTH: usize = 32;
+/// Nesting the payload validator follows before it leaves the frame to serde_json: the payload limit itself, so that
+/// what the fast path takes needs no second depth check (deeper payloads get their error after serde_json).
+const MAX_DEPTH: usize = crate::request::MAX_PAYLOAD_DEPTH;
 
 /// The envelope of a plain relay frame (either dialect), or `None` when serde_json must parse it.
 pub fn relay_envelope(text: &str) -> Option<Envelope<'_>> {
@@ -60,7 +61,7 @@ pub fn relay_envelope(text: &str) -> Option<Envelope<'_>> {
                 }
                 let end = value(bytes, at, 0)?;
                 let slot = if key == "sdp" { &mut envelope.sdp } else { &mut envelope.candidate };
-                if slot.replace(JsonText::checked(text.get(at..end)?)).is_some() {
+                if slot.replace(JsonText::checked_shallow(text.get(at..end)?)).is_some() {
                     return None;
                 }
                 end
@@ -336,6 +337,22 @@ mod tests {
     }
 
     const SDP: &str = r#"{"type":"offer","sdp":"v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126\r\nc=IN IP4 0.0.0.0\r\n"}"#;
+
+    #[test]
+    fn payload_depth_is_checked_once_at_the_payload_limit() {
+        use crate::request::{Dialect, MAX_PAYLOAD_DEPTH};
+        let nested = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        let at_limit = format!(r#"{{"type":"candidate","to":"bob","candidate":{}}}"#, nested(MAX_PAYLOAD_DEPTH));
+        let envelope = relay_envelope(&at_limit).expect("the fast path takes a payload at the limit");
+        assert!(envelope.into_request(Dialect::V1).is_ok());
+        // One level deeper: serde_json parses it and the depth check refuses it, as before the fast path existed.
+        let too_deep = format!(r#"{{"type":"candidate","to":"bob","candidate":{}}}"#, nested(MAX_PAYLOAD_DEPTH + 1));
+        assert!(relay_envelope(&too_deep).is_none());
+        let Err(error) = Envelope::parse(&too_deep).and_then(|envelope| envelope.into_request(Dialect::V1)) else {
+            panic!("a payload one level too deep is refused");
+        };
+        assert!(error.message.contains("nested deeper"), "{}", error.message);
+    }
 
     #[test]
     fn takes_relay_frames() {
