@@ -286,7 +286,7 @@ impl<'a> Reader<'a> {
 
     fn text(&mut self, length: u32) -> Result<&'a str, DecodeError> {
         let bytes = self.take(length as usize)?;
-        std::str::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8)
+        simdutf8::basic::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8)
     }
 }
 
