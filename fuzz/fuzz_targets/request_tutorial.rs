@@ -14,6 +14,12 @@ fuzz_target!(|data: &[u8]| {
     if let Some(fast) = switchboard_proto::fast::relay_envelope(text) {
         let slow = Envelope::parse_with_serde(text).expect("serde_json parses every frame the fast path takes");
         assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "the fast path and serde_json disagree");
+        // The fast path's envelope skips the payload depth check (it checked as it validated): same request or error.
+        assert_eq!(
+            format!("{:?}", fast.into_request(Dialect::Tutorial)),
+            format!("{:?}", slow.into_request(Dialect::Tutorial)),
+            "the fast path's request differs"
+        );
     }
     if let Ok(envelope) = Envelope::parse(text) {
         match envelope.into_request(Dialect::Tutorial) {

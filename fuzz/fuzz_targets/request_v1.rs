@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use switchboard_proto::names::{name_key, normalize_name};
-use switchboard_proto::request::{Envelope, Request, MAX_REQUEST_ID_BYTES};
+use switchboard_proto::request::{Envelope, Request, MAX_PAYLOAD_DEPTH, MAX_REQUEST_ID_BYTES};
 use switchboard_proto::Dialect;
 
 fn check_id(id: Option<&serde_json::value::RawValue>) {
@@ -19,11 +19,38 @@ fn check_id(id: Option<&serde_json::value::RawValue>) {
     }
 }
 
+/// Deepest nesting of arrays and objects in valid JSON text, byte by byte (the oracle for the server's own checks).
+fn nesting(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in json.bytes() {
+        match (in_string, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Some(fast) = switchboard_proto::fast::relay_envelope(text) {
         let slow = Envelope::parse_with_serde(text).expect("serde_json parses every frame the fast path takes");
         assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "the fast path and serde_json disagree");
+        // The fast path's envelope skips the payload depth check (it checked as it validated): same request or error.
+        assert_eq!(
+            format!("{:?}", fast.into_request(Dialect::V1)),
+            format!("{:?}", slow.into_request(Dialect::V1)),
+            "the fast path's request differs"
+        );
     }
     let envelope = match Envelope::parse(text) {
         Ok(envelope) => envelope,
@@ -50,6 +77,7 @@ fuzz_target!(|data: &[u8]| {
                     // through as written, so this is not a parse into `Value`).
                     let raw = serde_json::from_str::<&serde_json::value::RawValue>(payload.get());
                     assert!(raw.is_ok(), "a payload is one valid JSON value");
+                    assert!(nesting(payload.get()) <= MAX_PAYLOAD_DEPTH, "a payload within the nesting limit");
                 }
                 _ => {}
             }

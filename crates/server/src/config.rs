@@ -109,11 +109,11 @@ impl Default for Config {
 
 /// Threads of the main runtime when `workers` is not set: half the cores, at least one.
 ///
-/// Not one per core, because on the 2-core machine of `docs/benchmarks.md` one worker relays as many signaling
-/// messages per second as two, with about 15% less CPU per message, a lower p99, and a login storm at least as fast:
-/// a second worker mostly adds cross-thread wake-ups and hands the hub's lock and data from core to core. The other
-/// cores are left to the UDP TURN workers (one per core by default) and the kernel's network processing. Hosts whose
-/// signaling load is heavy (many TLS handshakes) can raise `workers`.
+/// Not one per core, because on the 2-core machine of `docs/benchmarks.md`, with the load generator on the same cores,
+/// one worker relays as many signaling messages per second as two, with about 15% less CPU per message, a lower p99,
+/// and a login storm at least as fast: a second worker mostly adds cross-thread wake-ups and hands the hub's lock and
+/// data from core to core. The other cores are left to the UDP TURN workers (one per core by default) and the
+/// kernel's network processing. Hosts whose signaling load is heavy (many TLS handshakes) can raise `workers`.
 pub fn default_workers(cores: usize) -> usize {
     cores.div_ceil(2).max(1)
 }
@@ -336,7 +336,7 @@ pub struct Options {
     pub max_connections: Option<usize>,
 
     /// Threads of the main runtime: HTTP, WebSocket signaling, TURN over TCP/TLS (UDP TURN has its own
-    /// `turn-workers`) [default: half the cores, at least one].
+    /// `turn-workers`) [default: half the cores, at least one; or Tokio's TOKIO_WORKER_THREADS].
     #[arg(long, env = "SWITCHBOARD_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
 

@@ -34,14 +34,15 @@ fn main() -> anyhow::Result<()> {
         Ok(limit) => tracing::info!(limit, "file descriptor limit"),
         Err(error) => tracing::warn!(%error, "cannot raise the file descriptor limit"),
     }
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let workers = config.runtime_workers(cores);
-    tracing::info!(workers, cores, "runtime threads");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // Tokio's own TOKIO_WORKER_THREADS keeps working when `workers` is not set (Tokio reads it when no count is given).
+    if config.workers.is_some() || std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let workers = config.runtime_workers(cores);
+        tracing::info!(workers, cores, "runtime threads");
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.enable_all().build().context("cannot start the runtime")?;
     let result = runtime.block_on(async {
         let server = Server::start(config).await?;
         server.reload_tls_on_sighup();
