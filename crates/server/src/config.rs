@@ -107,6 +107,12 @@ impl Default for Config {
     }
 }
 
+/// The cores this process may use (affinity and cgroup quotas included), at least one: the base of the default
+/// thread counts of the main runtime and of the UDP TURN workers.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// Threads of the main runtime when `workers` is not set: half the cores, at least one.
 ///
 /// Not one per core, because on the 2-core machine of `docs/benchmarks.md`, with the load generator on the same cores,

@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     // Tokio's own TOKIO_WORKER_THREADS keeps working when `workers` is not set (Tokio reads it when no count is given).
     if config.workers.is_some() || std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let cores = switchboard_server::config::available_cores();
         let workers = config.runtime_workers(cores);
         tracing::info!(workers, cores, "runtime threads");
         runtime.worker_threads(workers);

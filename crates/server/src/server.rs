@@ -373,11 +373,7 @@ fn start_turn(
     let mut turn_config = settings.turn.clone();
     turn_config.realm = settings.realm.clone();
     let shared = Arc::new(Shared::new(turn_config, credentials.clone(), policy, rand::random()));
-    let workers = if settings.workers == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    } else {
-        settings.workers
-    };
+    let workers = if settings.workers == 0 { crate::config::available_cores() } else { settings.workers };
     let mut running =
         crate::turn::start(crate::turn::TurnListener { listen, relay_ip, workers, limits, shared: shared.clone() })
             .with_context(|| format!("cannot start STUN/TURN on {listen}"))?;
