@@ -70,10 +70,10 @@ grep -q '"lost":0,' <<<"$turn_report" || { echo "TURN scenario lost packets"; ex
 PROFILE=debug WARMUP=0.5 RATE=500 scripts/cluster-bench.sh 4 4 1 1
 echo "load generator smoke: ok"
 
-step "fuzzing (45 s per target: STUN decoder, v1 and tutorial message decoders, WebSocket frames, cluster envelopes)"
+step "fuzzing (45 s per target: STUN decoder, v1 and tutorial message decoders, WebSocket frames, cluster envelopes, RESP3 frames)"
 command -v cargo-fuzz >/dev/null || cargo install --locked --quiet cargo-fuzz
 # cargo-fuzz needs unstable compiler flags; the machine has a stable toolchain only.
-for fuzz_target in stun_parse request_v1 request_tutorial ws_frame cluster_envelope; do
+for fuzz_target in stun_parse request_v1 request_tutorial ws_frame cluster_envelope resp_frame; do
   echo "fuzz target $fuzz_target"
   fuzz_log=$(mktemp)
   # Committed seeds (fuzz/seeds/TARGET, if any) start the search from real frames; new inputs go to fuzz/corpus.

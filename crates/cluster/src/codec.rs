@@ -111,25 +111,48 @@ impl Encodings {
     /// `messages` from `me` for node `to` (`None`: every node) in the encoding the receivers read: binary to a node
     /// that announced it, JSON (which announces it) to the others and on the broadcast channel.
     pub fn encode(&self, me: &NodeId, to: Option<&NodeId>, messages: &[Message]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(me, to, messages, &mut out);
+        out
+    }
+
+    /// [`Encodings::encode`], appended to `out`.
+    pub fn encode_into(&self, me: &NodeId, to: Option<&NodeId>, messages: &[Message], out: &mut Vec<u8>) {
         match to {
-            Some(to) if self.binary_readers.contains(to) => encode_binary(me, messages),
-            _ => encode_json(me, messages),
+            Some(to) if self.binary_readers.contains(to) => encode_binary_into(me, messages, out),
+            _ => encode_json_into(me, messages, out),
         }
     }
 }
 
 /// `messages` from `from` as a JSON envelope, which every node reads.
 pub fn encode_json(from: &NodeId, messages: &[Message]) -> Vec<u8> {
-    // Serialising these types cannot fail, but for a payload whose text is not JSON, which only a broken node sends.
-    serde_json::to_vec(&JsonEnvelopeRef { from, messages, codec: CODEC }).unwrap_or_default()
+    let mut out = Vec::new();
+    encode_json_into(from, messages, &mut out);
+    out
+}
+
+fn encode_json_into(from: &NodeId, messages: &[Message], out: &mut Vec<u8>) {
+    let start = out.len();
+    // Serialising these types cannot fail, but for a payload whose text is not JSON, which only a broken node sends:
+    // then the envelope is empty, which receivers report as malformed.
+    if serde_json::to_writer(&mut *out, &JsonEnvelopeRef { from, messages, codec: CODEC }).is_err() {
+        out.truncate(start);
+    }
 }
 
 /// `messages` from `from` as a binary envelope, for nodes that read it.
 pub fn encode_binary(from: &NodeId, messages: &[Message]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_binary_into(from, messages, &mut out);
+    out
+}
+
+fn encode_binary_into(from: &NodeId, messages: &[Message], out: &mut Vec<u8>) {
     let size: usize = messages.iter().map(binary_size).sum();
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + from.as_str().len() + size);
+    out.reserve(MAGIC.len() + 4 + from.as_str().len() + size);
     out.extend_from_slice(MAGIC);
-    put_str(&mut out, from.as_str());
+    put_str(out, from.as_str());
     for message in messages {
         match message {
             Message::Relay(relay) => {
@@ -141,18 +164,18 @@ pub fn encode_binary(from: &NodeId, messages: &[Message]) -> Vec<u8> {
                     Kind::EndOfCandidates => 3,
                 });
                 out.extend_from_slice(&relay.origin.to_le_bytes());
-                put_str(&mut out, &relay.from);
-                put_str(&mut out, &relay.to);
-                put_opt(&mut out, relay.room.as_deref());
-                put_opt(&mut out, relay.call_id.as_deref());
-                put_opt(&mut out, relay.id.as_ref().map(|id| id.0.get()));
-                put_opt(&mut out, relay.payload.as_ref().map(Payload::as_str));
+                put_str(out, &relay.from);
+                put_str(out, &relay.to);
+                put_opt(out, relay.room.as_deref());
+                put_opt(out, relay.call_id.as_deref());
+                put_opt(out, relay.id.as_ref().map(|id| id.0.get()));
+                put_opt(out, relay.payload.as_ref().map(Payload::as_str));
             }
             other => {
                 let start = out.len();
                 out.push(TAG_JSON);
                 out.extend_from_slice(&[0; 4]);
-                let written = serde_json::to_writer(&mut out, other).is_ok();
+                let written = serde_json::to_writer(&mut *out, other).is_ok();
                 match u32::try_from(out.len() - start - 5) {
                     Ok(length) if written => out[start + 1..start + 5].copy_from_slice(&length.to_le_bytes()),
                     // Cannot happen with these types and sizes; leaving the record out keeps the others readable.
@@ -161,7 +184,6 @@ pub fn encode_binary(from: &NodeId, messages: &[Message]) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
 /// About the bytes `message` takes in a binary envelope (for sizing the buffer once).

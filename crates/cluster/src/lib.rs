@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod redis;
+pub mod resp;
 mod scripts;
 
 pub use switchboard_core::cluster::{Command, Event, Message, NodeId};

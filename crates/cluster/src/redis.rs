@@ -2,30 +2,36 @@
 //! pub/sub (one channel per node, plus one for news every node needs).
 //!
 //! One task per node owns one RESP3 connection, used both for commands and for the subscriptions (RESP3 delivers
-//! published messages as push frames on a normal connection). Commands from the core run in order, batched into
-//! pipelines; published messages and heartbeat results become events in the order the task sees them. When the
-//! connection fails the task reports `LinkDown`, fails what it is asked meanwhile, reconnects with backoff,
+//! published messages as push frames on a normal connection). The task speaks the protocol itself ([`resp`]): an
+//! envelope is encoded once into the connection's write buffer and decoded in place from its read buffer. Commands
+//! from the core run in order, batched into pipelines, one pipeline in flight at a time (the next batch gathers
+//! meanwhile); published messages and heartbeat results become events in the order the connection delivers them.
+//! When the connection fails the task reports `LinkDown`, fails what it is asked meanwhile, reconnects with backoff,
 //! subscribes again and reports `LinkUp`, on which the core resynchronises. A node that cannot keep up with what is
-//! published to it (its push queue overflows) reconnects the same way, since it has lost messages.
+//! published to it stops reading; Redis then closes the connection when the node's output buffer passes its
+//! `client-output-buffer-limit`, and the node reconnects and resynchronises the same way, since it has lost
+//! messages.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{ConnectionAddr, IntoConnectionInfo};
 use switchboard_core::cluster::{ClaimOutcome, JoinOutcome, Member};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::resp::{self, Frame, Value};
 use crate::{codec, scripts, Backend, Command, Event, Message, NodeId, COMMAND_QUEUE};
 
 /// Key and channel prefix.
 pub const PREFIX: &str = "sb:";
 
-/// Most published messages waiting to be read; beyond, the node reconnects and resynchronises.
-const PUSH_QUEUE: usize = 65_536;
+/// Most published messages held back while the connection comes up (between subscribing and the first heartbeat
+/// result, one round trip); beyond, the node reconnects and resynchronises.
+const EARLY_EVENTS: usize = 65_536;
 
 /// Most commands in one pipeline.
 const BATCH: usize = 512;
@@ -35,6 +41,12 @@ const BUNDLE: usize = 128;
 
 /// How long a connection attempt, and any reply, may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A buffer grown past this by a burst is given back once drained, so an idle node holds little.
+const KEEP_BUFFER: usize = 1 << 20;
 
 /// A bad `cluster` setting.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +78,35 @@ impl RedisSettings {
     }
 }
 
+/// Where Redis is, and who this node is to it, as the URL says.
+#[derive(Debug, Clone)]
+struct Target {
+    host: String,
+    port: u16,
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+}
+
+impl Target {
+    /// Reads the URL (the redis crate's parser, so every form its users know works the same here).
+    fn parse(url: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: String| ConfigError::Url(redacted(url), reason);
+        let info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
+        let ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return Err(bad("only redis:// (TCP, without TLS) is supported".into()));
+        };
+        let settings = info.redis_settings();
+        Ok(Self {
+            host: host.clone(),
+            port: *port,
+            username: settings.username().map(str::to_owned),
+            password: settings.password().map(str::to_owned),
+            db: settings.db(),
+        })
+    }
+}
+
 /// A node's link to Redis. Dropping it (and its task) stops the node's heartbeat: the others see it go within the
 /// node timeout. [`RedisBackend::depart`] leaves at once instead.
 pub struct RedisBackend {
@@ -84,18 +125,11 @@ impl RedisBackend {
     /// Starts the node's task; events go to `events`. Fails only on a malformed URL: an unreachable Redis is retried
     /// for as long as the node runs.
     pub fn start(settings: RedisSettings, events: mpsc::Sender<Event>) -> Result<(Self, JoinHandle<()>), ConfigError> {
-        let info = settings
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| ConfigError::Url(redacted(&settings.url), e.to_string()))?;
-        let redis = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(redis))
-            .map_err(|e| ConfigError::Url(redacted(&settings.url), e.to_string()))?;
+        let target = Target::parse(&settings.url)?;
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let ready = Arc::new(AtomicBool::new(false));
         let task = Task {
-            client,
+            target,
             settings,
             events,
             ready: ready.clone(),
@@ -187,8 +221,109 @@ impl Liveness {
     }
 }
 
+/// One connection to Redis and its buffers. Replies come in the order of the commands they answer; pushes (published
+/// messages, subscription confirmations) come in between.
+struct Link {
+    stream: tokio::net::TcpStream,
+    /// Bytes read and not parsed yet start at `parsed`.
+    input: Vec<u8>,
+    parsed: usize,
+    /// Commands not written yet.
+    output: Vec<u8>,
+    /// Where an envelope is encoded before it is copied behind its length.
+    scratch: Vec<u8>,
+}
+
+impl Link {
+    async fn open(target: &Target) -> Result<Self, String> {
+        let connect = async {
+            let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
+            // Pipelines are written whole; waiting for more would only add latency to every relayed message.
+            stream.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(stream)
+        };
+        let stream = match tokio::time::timeout(IO_TIMEOUT, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(error.to_string()),
+            Err(_) => return Err("connecting timed out".into()),
+        };
+        Ok(Self { stream, input: Vec::with_capacity(READ_CHUNK), parsed: 0, output: Vec::new(), scratch: Vec::new() })
+    }
+
+    /// Writes every command queued in `output`.
+    async fn flush(&mut self) -> Result<(), String> {
+        match tokio::time::timeout(IO_TIMEOUT, self.stream.write_all(&self.output)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error.to_string()),
+            Err(_) => return Err("writing to Redis timed out".into()),
+        }
+        self.output.clear();
+        if self.output.capacity() > KEEP_BUFFER {
+            self.output = Vec::new();
+        }
+        if self.scratch.capacity() > KEEP_BUFFER {
+            self.scratch = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Reads what the socket has. Cancel-safe: nothing read is lost if the future is dropped.
+    async fn fill(&mut self) -> Result<(), String> {
+        if self.parsed > 0 {
+            self.input.drain(..self.parsed);
+            self.parsed = 0;
+            if self.input.is_empty() && self.input.capacity() > KEEP_BUFFER {
+                self.input = Vec::with_capacity(READ_CHUNK);
+            }
+        }
+        self.input.reserve(READ_CHUNK);
+        match self.stream.read_buf(&mut self.input).await {
+            Ok(0) => Err("Redis closed the connection".into()),
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// The next whole frame read, if any; a message's ranges index `self.input`.
+    fn next_frame(&mut self) -> Result<Option<Frame>, String> {
+        let offset = self.parsed;
+        match resp::parse(&self.input[offset..]) {
+            Ok(None) => Ok(None),
+            Ok(Some((frame, used))) => {
+                self.parsed += used;
+                Ok(Some(match frame {
+                    Frame::Message { channel, payload } => Frame::Message {
+                        channel: channel.start + offset..channel.end + offset,
+                        payload: payload.start + offset..payload.end + offset,
+                    },
+                    other => other,
+                }))
+            }
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Sends one command and waits for its answer (setting up the connection, before any subscription).
+    async fn request<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Value, String> {
+        resp::command(&mut self.output, args);
+        self.flush().await?;
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        loop {
+            match self.next_frame()? {
+                Some(Frame::Reply(Value::Error(error))) => return Err(error),
+                Some(Frame::Reply(value)) => return Ok(value),
+                Some(_) => {}
+                None => match tokio::time::timeout_at(deadline, self.fill()).await {
+                    Ok(result) => result?,
+                    Err(_) => return Err("Redis did not answer in time".into()),
+                },
+            }
+        }
+    }
+}
+
 struct Task {
-    client: Client,
+    target: Target,
     settings: RedisSettings,
     events: mpsc::Sender<Event>,
     ready: Arc<AtomicBool>,
@@ -203,6 +338,14 @@ enum End {
     Failed(String),
     /// The node stops.
     Stop,
+}
+
+/// What a reply on the way answers.
+enum Pending {
+    Entry(Entry),
+    Heartbeat,
+    /// The clean-shutdown commands: answered or not, the node stops.
+    Departure,
 }
 
 /// The scripts, loaded on each connection.
@@ -226,25 +369,31 @@ impl Task {
         let mut failures: u64 = 0;
         loop {
             match self.connect().await {
-                Ok((con, pushes, overflow, shas)) => {
+                Ok((link, shas)) => {
                     backoff = Duration::from_millis(50);
                     if failures > 0 {
                         tracing::info!(node = %self.settings.node, "cluster: connected to Redis again");
                     }
                     failures = 0;
-                    self.ready.store(true, Ordering::Relaxed);
-                    if self.events.send(Event::LinkUp).await.is_err() {
-                        return;
-                    }
-                    let end = self.serve(con, pushes, &overflow, &shas, &mut rx).await;
+                    let mut pending = VecDeque::new();
+                    let mut up = false;
+                    let end = self.serve(link, &shas, &mut rx, &mut pending, &mut up).await;
                     self.ready.store(false, Ordering::Relaxed);
+                    // What was written but not answered may or may not have run: the core learns that it failed.
+                    for waiting in pending {
+                        if let Pending::Entry(entry) = waiting {
+                            for command in entry.into_commands() {
+                                self.fail(command).await;
+                            }
+                        }
+                    }
                     match end {
                         End::Stop => return,
                         End::Failed(error) => {
                             tracing::warn!(node = %self.settings.node, %error, "cluster: lost Redis; serving local users only");
                         }
                     }
-                    if self.events.send(Event::LinkDown).await.is_err() {
+                    if up && self.events.send(Event::LinkDown).await.is_err() {
                         return;
                     }
                 }
@@ -281,28 +430,22 @@ impl Task {
         }
     }
 
-    async fn connect(
-        &mut self,
-    ) -> redis::RedisResult<(MultiplexedConnection, mpsc::Receiver<PushInfo>, Arc<AtomicBool>, Shas)> {
-        let (push_tx, pushes) = mpsc::channel(PUSH_QUEUE);
-        let overflow = Arc::new(AtomicBool::new(false));
-        let flag = overflow.clone();
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(IO_TIMEOUT))
-            .set_response_timeout(Some(IO_TIMEOUT))
-            .set_push_sender(move |info: PushInfo| match push_tx.try_send(info) {
-                Ok(()) => Ok(()),
-                Err(_) => {
-                    flag.store(true, Ordering::Relaxed);
-                    Err(())
-                }
-            });
-        let mut con = self.client.get_multiplexed_async_connection_with_config(&config).await?;
-        if !self.liveness.seen.is_empty() || !self.liveness.heard.is_empty() {
-            self.liveness.quiet_until = Some(tokio::time::Instant::now() + self.settings.lease());
+    /// Opens a connection, says who we are and loads the scripts. Subscribing is left to [`Task::serve`], which
+    /// handles what the subscriptions deliver.
+    async fn connect(&mut self) -> Result<(Link, Shas), String> {
+        let mut link = Link::open(&self.target).await?;
+        let mut hello: Vec<&str> = vec!["HELLO", "3"];
+        if let Some(password) = &self.target.password {
+            hello.extend(["AUTH", self.target.username.as_deref().unwrap_or("default"), password]);
         }
-        let load = |script: &str| redis::cmd("SCRIPT").arg("LOAD").arg(script).clone();
-        let mut pipe = redis::pipe();
+        link.request(&hello).await.map_err(|error| {
+            let hint = if error.contains("unknown command") { " (Redis 6 or later is needed)" } else { "" };
+            format!("HELLO 3{hint}: {error}")
+        })?;
+        if self.target.db != 0 {
+            link.request(&["SELECT".to_owned(), self.target.db.to_string()]).await?;
+        }
+        let mut shas = Vec::with_capacity(7);
         for script in [
             scripts::HEARTBEAT,
             scripts::CLAIM,
@@ -312,249 +455,296 @@ impl Task {
             scripts::RESYNC,
             scripts::DEPART,
         ] {
-            pipe.add_command(load(script));
+            match link.request(&["SCRIPT", "LOAD", script]).await? {
+                Value::Bytes(sha) => shas.push(String::from_utf8_lossy(&sha).into_owned()),
+                other => return Err(format!("SCRIPT LOAD answered {other:?}")),
+            }
         }
-        let loaded: Vec<String> = pipe.query_async(&mut con).await?;
-        let [heartbeat, claim, release, join, leave, resync, depart]: [String; 7] = loaded
-            .try_into()
-            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Client, "SCRIPT LOAD answered oddly")))?;
-        let shas = Shas { heartbeat, claim, release, join, leave, resync, depart };
-        con.subscribe(&[self.node_channel(&self.settings.node), format!("{PREFIX}all")]).await?;
-        // Registered (and the lease taken) before the core announces itself, so that peers that hear from this node
-        // find it alive.
-        let alive = self.heartbeat(&mut con, &shas).await?;
-        self.liveness_update(alive).await;
-        Ok((con, pushes, overflow, shas))
-    }
-
-    async fn heartbeat(&self, con: &mut MultiplexedConnection, shas: &Shas) -> redis::RedisResult<Vec<String>> {
-        let lease = u64::try_from(self.settings.lease().as_millis()).unwrap_or(u64::MAX);
-        redis::cmd("EVALSHA")
-            .arg(&shas.heartbeat)
-            .arg(0)
-            .arg(PREFIX)
-            .arg(self.settings.node.as_str())
-            .arg(lease)
-            .query_async(con)
-            .await
-    }
-
-    async fn liveness_update(&mut self, alive: Vec<String>) {
-        for node in self.liveness.update(&self.settings.node, alive) {
-            self.encodings.forget(&node);
-            tracing::info!(node = %self.settings.node, down = %node, "cluster: a node's lease ran out");
-            let _ = self.events.send(Event::NodeDown(node)).await;
+        let [heartbeat, claim, release, join, leave, resync, depart]: [String; 7] =
+            shas.try_into().map_err(|_| "SCRIPT LOAD answered oddly".to_owned())?;
+        if !self.liveness.seen.is_empty() || !self.liveness.heard.is_empty() {
+            self.liveness.quiet_until = Some(tokio::time::Instant::now() + self.settings.lease());
         }
+        Ok((link, Shas { heartbeat, claim, release, join, leave, resync, depart }))
     }
 
+    fn write_heartbeat(&self, link: &mut Link, shas: &Shas) {
+        let lease = u64::try_from(self.settings.lease().as_millis()).unwrap_or(u64::MAX).to_string();
+        let node = self.settings.node.as_str();
+        resp::command(&mut link.output, &["EVALSHA", &shas.heartbeat, "0", PREFIX, node, &lease]);
+    }
+
+    /// Serves one connection: subscribes, then runs the core's commands and delivers what is published, until the
+    /// connection fails or the node stops. `up` turns true once `LinkUp` has been reported.
     async fn serve(
         &mut self,
-        mut con: MultiplexedConnection,
-        mut pushes: mpsc::Receiver<PushInfo>,
-        overflow: &AtomicBool,
+        mut link: Link,
         shas: &Shas,
         rx: &mut mpsc::Receiver<Op>,
+        pending: &mut VecDeque<Pending>,
+        up: &mut bool,
     ) -> End {
+        // Subscribed before the heartbeat registers this node, so that a peer that finds it alive can reach it; the
+        // heartbeat's answer (the lease taken) comes before `LinkUp`, on which the core announces itself. Messages
+        // that arrive in between wait in `early`.
+        let channels = [self.node_channel(&self.settings.node), format!("{PREFIX}all")];
+        resp::command(&mut link.output, &["SUBSCRIBE", &channels[0], &channels[1]]);
+        self.write_heartbeat(&mut link, shas);
+        pending.push_back(Pending::Heartbeat);
+        let mut early: Option<Vec<Event>> = Some(Vec::new());
+        if let Err(error) = link.flush().await {
+            return End::Failed(error);
+        }
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat());
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
         let mut batch = Vec::with_capacity(BATCH);
+        let mut answer_due = tokio::time::Instant::now() + IO_TIMEOUT;
+        let mut departing: Option<tokio::sync::oneshot::Sender<()>> = None;
         loop {
-            if overflow.load(Ordering::Relaxed) {
-                return End::Failed("too many published messages queued; resynchronising".into());
+            // Everything already read, in order.
+            loop {
+                let frame = match link.next_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(error) => return End::Failed(error),
+                };
+                let outcome = match frame {
+                    Frame::Message { payload, .. } => {
+                        let event = self.on_message(&link.input[payload]);
+                        match (event, early.as_mut()) {
+                            (None, _) => Ok(()),
+                            (Some(event), Some(early)) if early.len() < EARLY_EVENTS => {
+                                early.push(event);
+                                Ok(())
+                            }
+                            (Some(_), Some(_)) => Err("too many messages before the first heartbeat".into()),
+                            (Some(event), None) => self.emit(event).await,
+                        }
+                    }
+                    // Subscription confirmations.
+                    Frame::Push(_) => Ok(()),
+                    Frame::Reply(reply) => {
+                        answer_due = tokio::time::Instant::now() + IO_TIMEOUT;
+                        match pending.pop_front() {
+                            None => Err("Redis answered a command that was not sent".into()),
+                            Some(Pending::Departure) => Ok(()),
+                            Some(Pending::Heartbeat) => self.on_heartbeat(reply, &mut early, up).await,
+                            Some(Pending::Entry(entry)) => self.on_reply(entry, reply).await,
+                        }
+                    }
+                };
+                if let Err(error) = outcome {
+                    return End::Failed(error);
+                }
             }
+            if pending.is_empty() {
+                if let Some(done) = departing.take() {
+                    let _ = done.send(());
+                    return End::Stop;
+                }
+            }
+            // In this order: the heartbeat first (the lease must not lapse under load), a new pipeline only when the
+            // last one is answered (so reading always gets its turn), and reading whatever comes meanwhile.
             tokio::select! {
                 biased;
-                push = pushes.recv() => {
-                    let Some(push) = push else { return End::Failed("the connection closed".into()) };
-                    if let Err(error) = self.on_push(push).await {
+                _ = heartbeat.tick(), if pending.is_empty() && departing.is_none() => {
+                    self.write_heartbeat(&mut link, shas);
+                    pending.push_back(Pending::Heartbeat);
+                    answer_due = tokio::time::Instant::now() + IO_TIMEOUT;
+                    if let Err(error) = link.flush().await {
                         return End::Failed(error);
                     }
                 }
-                op = rx.recv() => {
+                // One pipeline at a time: while it runs, the next batch gathers in the queue.
+                op = rx.recv(), if pending.is_empty() && departing.is_none() && early.is_none() => {
                     match op {
                         None => return End::Stop,
-                        Some(Op::Depart(done)) => {
-                            self.depart(&mut con, shas).await;
-                            let _ = done.send(());
-                            return End::Stop;
-                        }
+                        Some(Op::Depart(done)) => departing = Some(done),
                         Some(Op::Command(command)) => batch.push(command),
                     }
-                    let mut depart = None;
-                    while batch.len() < BATCH {
+                    while departing.is_none() && batch.len() < BATCH {
                         match rx.try_recv() {
                             Ok(Op::Command(command)) => batch.push(command),
-                            Ok(Op::Depart(done)) => {
-                                depart = Some(done);
-                                break;
-                            }
+                            Ok(Op::Depart(done)) => departing = Some(done),
                             Err(_) => break,
                         }
                     }
-                    if let Err(error) = self.execute(&mut con, shas, &mut batch).await {
+                    for entry in bundle_sends(batch.drain(..)) {
+                        self.write_entry(&mut link, shas, &entry);
+                        pending.push_back(Pending::Entry(entry));
+                    }
+                    if departing.is_some() {
+                        self.write_departure(&mut link, shas);
+                        pending.push_back(Pending::Departure);
+                        pending.push_back(Pending::Departure);
+                    }
+                    answer_due = tokio::time::Instant::now() + IO_TIMEOUT;
+                    if let Err(error) = link.flush().await {
                         return End::Failed(error);
                     }
-                    if let Some(done) = depart {
-                        self.depart(&mut con, shas).await;
-                        let _ = done.send(());
-                        return End::Stop;
-                    }
                 }
-                _ = heartbeat.tick() => {
-                    match self.heartbeat(&mut con, shas).await {
-                        Ok(alive) => self.liveness_update(alive).await,
-                        Err(error) => return End::Failed(error.to_string()),
+                () = tokio::time::sleep_until(answer_due), if !pending.is_empty() => {
+                    return End::Failed("Redis did not answer in time".into());
+                }
+                read = link.fill() => {
+                    if let Err(error) = read {
+                        return End::Failed(error);
                     }
                 }
             }
         }
     }
 
-    async fn depart(&self, con: &mut MultiplexedConnection, shas: &Shas) {
-        let messages = [Message::Sync { users: Vec::new(), reply: false }];
-        let mut pipe = redis::pipe();
-        pipe.cmd("PUBLISH")
-            .arg(format!("{PREFIX}all"))
-            .arg(codec::encode_json(&self.settings.node, &messages))
-            .ignore();
-        pipe.cmd("EVALSHA").arg(&shas.depart).arg(0).arg(PREFIX).arg(self.settings.node.as_str()).ignore();
-        if let Err(error) = pipe.query_async::<()>(con).await {
-            tracing::warn!(%error, "cluster: could not leave cleanly; peers will notice when the lease runs out");
-        }
+    async fn emit(&self, event: Event) -> Result<(), String> {
+        self.events.send(event).await.map_err(|_| "the node is stopping".to_owned())
     }
 
-    async fn on_push(&mut self, push: PushInfo) -> Result<(), String> {
-        match push.kind {
-            PushKind::Disconnection => Err("disconnected".into()),
-            PushKind::Message => {
-                let Some(Value::BulkString(payload)) = push.data.get(1) else { return Ok(()) };
-                match codec::decode(payload) {
-                    Ok(envelope) => {
-                        if envelope.from != self.settings.node {
-                            self.liveness.heard_from(&envelope.from);
-                            self.encodings.heard(&envelope);
-                            let event = Event::Messages { from: envelope.from, messages: envelope.messages };
-                            if self.events.send(event).await.is_err() {
-                                return Err("the node is stopping".into());
-                            }
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, "cluster: ignoring a malformed message"),
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Runs `batch` as one pipeline, in order, and reports the answers.
-    async fn execute(
+    /// A heartbeat result: who is alive. The first one on a connection brings the link up.
+    async fn on_heartbeat(
         &mut self,
-        con: &mut MultiplexedConnection,
-        shas: &Shas,
-        batch: &mut Vec<Command>,
+        reply: Value,
+        early: &mut Option<Vec<Event>>,
+        up: &mut bool,
     ) -> Result<(), String> {
-        let entries = bundle_sends(batch.drain(..));
-        let mut pipe = redis::pipe();
-        let node = self.settings.node.as_str();
-        for entry in &entries {
-            let command = match entry {
-                Entry::Bundle { node: to, messages } => {
-                    pipe.cmd("PUBLISH").arg(self.node_channel(to)).arg(self.encode(Some(to), messages));
-                    continue;
-                }
-                Entry::Command(command) => command,
-            };
-            match command {
-                Command::Claim { key, replace, .. } => {
-                    pipe.cmd("EVALSHA")
-                        .arg(&shas.claim)
-                        .arg(0)
-                        .arg(PREFIX)
-                        .arg(node)
-                        .arg(key.as_ref())
-                        .arg(if *replace { "1" } else { "0" });
-                }
-                Command::Release { key } => {
-                    pipe.cmd("EVALSHA").arg(&shas.release).arg(0).arg(PREFIX).arg(node).arg(key.as_ref());
-                }
-                Command::Join { room, room_name, member, password, check_password, max_size, .. } => {
-                    pipe.cmd("EVALSHA")
-                        .arg(&shas.join)
-                        .arg(0)
-                        .arg(PREFIX)
-                        .arg(node)
-                        .arg(room.as_ref())
-                        .arg(room_name.as_ref())
-                        .arg(member.as_ref())
-                        .arg(password.as_deref().unwrap_or(""))
-                        .arg(if *check_password { "1" } else { "0" })
-                        .arg(*max_size);
-                }
-                Command::Leave { room, member } => {
-                    pipe.cmd("EVALSHA")
-                        .arg(&shas.leave)
-                        .arg(0)
-                        .arg(PREFIX)
-                        .arg(node)
-                        .arg(room.as_ref())
-                        .arg(member.as_ref());
-                }
-                Command::Resync { names, rooms } => {
-                    let cmd = pipe.cmd("EVALSHA").arg(&shas.resync).arg(0).arg(PREFIX).arg(node).arg(names.len());
-                    for name in names {
-                        cmd.arg(name.as_ref());
-                    }
-                    cmd.arg(rooms.len());
-                    for room in rooms {
-                        cmd.arg(room.room.as_ref())
-                            .arg(room.room_name.as_ref())
-                            .arg(room.password.as_deref().unwrap_or(""))
-                            .arg(room.members.len());
-                        for member in &room.members {
-                            cmd.arg(member.as_ref());
-                        }
-                    }
-                }
-                // `bundle_sends` folds every Send into a bundle; this arm is the same thing for one message.
-                Command::Send { node: to, message } => {
-                    let payload = self.encode(Some(to), std::slice::from_ref(message));
-                    pipe.cmd("PUBLISH").arg(self.node_channel(to)).arg(payload);
-                }
-                Command::Broadcast { message } => {
-                    let payload = self.encode(None, std::slice::from_ref(message));
-                    pipe.cmd("PUBLISH").arg(format!("{PREFIX}all")).arg(payload);
-                }
+        if let Value::Error(error) = &reply {
+            return Err(format!("heartbeat: {error}"));
+        }
+        if let Some(held) = early.take() {
+            self.ready.store(true, Ordering::Relaxed);
+            self.emit(Event::LinkUp).await?;
+            *up = true;
+            for event in held {
+                self.emit(event).await?;
             }
         }
-        let replies: Vec<Value> = match pipe.query_async(con).await {
-            Ok(replies) => replies,
-            Err(error) => {
-                for command in entries.into_iter().flat_map(Entry::into_commands) {
-                    self.fail(command).await;
-                }
-                return Err(error.to_string());
-            }
-        };
-        for (entry, reply) in entries.into_iter().zip(replies) {
-            let events: Vec<Event> = match entry {
-                Entry::Command(command) => answer(command, reply).into_iter().collect(),
-                // Somebody received the bundle: nothing to report for any of its messages.
-                Entry::Bundle { .. } if reply != Value::Int(0) => continue,
-                bundle => bundle.into_commands().into_iter().filter_map(|c| answer(c, reply.clone())).collect(),
-            };
-            for event in events {
-                if self.events.send(event).await.is_err() {
-                    return Err("the node is stopping".into());
-                }
-            }
+        for node in self.liveness.update(&self.settings.node, strings(&reply)) {
+            self.encodings.forget(&node);
+            tracing::info!(node = %self.settings.node, down = %node, "cluster: a node's lease ran out");
+            self.emit(Event::NodeDown(node)).await?;
         }
         Ok(())
     }
 
-    fn encode(&self, to: Option<&NodeId>, messages: &[Message]) -> Vec<u8> {
-        self.encodings.encode(&self.settings.node, to, messages)
+    /// A reply to one entry of a pipeline. An error reply (a script flushed by an operator, a Redis out of memory)
+    /// fails the entry's commands and the connection, which reconnecting (and loading the scripts again) repairs.
+    async fn on_reply(&self, entry: Entry, reply: Value) -> Result<(), String> {
+        if let Value::Error(error) = reply {
+            for command in entry.into_commands() {
+                self.fail(command).await;
+            }
+            return Err(error);
+        }
+        let events: Vec<Event> = match entry {
+            Entry::Command(command) => answer(command, reply).into_iter().collect(),
+            // Somebody received the bundle: nothing to report for any of its messages.
+            Entry::Bundle { .. } if reply != Value::Int(0) => return Ok(()),
+            bundle => bundle.into_commands().into_iter().filter_map(|c| answer(c, reply.clone())).collect(),
+        };
+        for event in events {
+            self.emit(event).await?;
+        }
+        Ok(())
+    }
+
+    /// A published envelope: the event it makes, if it is from another node and readable.
+    fn on_message(&mut self, payload: &[u8]) -> Option<Event> {
+        match codec::decode(payload) {
+            Ok(envelope) if envelope.from != self.settings.node => {
+                self.liveness.heard_from(&envelope.from);
+                self.encodings.heard(&envelope);
+                Some(Event::Messages { from: envelope.from, messages: envelope.messages })
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error, "cluster: ignoring a malformed message");
+                None
+            }
+        }
+    }
+
+    /// The clean-shutdown commands: tell every node, then drop this node's keys.
+    fn write_departure(&self, link: &mut Link, shas: &Shas) {
+        let messages = [Message::Sync { users: Vec::new(), reply: false }];
+        let node = &self.settings.node;
+        resp::publish(&mut link.output, &mut link.scratch, format!("{PREFIX}all").as_bytes(), |out| {
+            self.encodings.encode_into(node, None, &messages, out);
+        });
+        resp::command(&mut link.output, &["EVALSHA", &shas.depart, "0", PREFIX, node.as_str()]);
+    }
+
+    /// Appends the commands of one pipeline entry to the connection's output.
+    fn write_entry(&self, link: &mut Link, shas: &Shas, entry: &Entry) {
+        let node = self.settings.node.as_str();
+        let me = &self.settings.node;
+        let flag = |on: bool| if on { "1" } else { "0" };
+        let command = match entry {
+            Entry::Bundle { node: to, messages } => {
+                let channel = self.node_channel(to);
+                resp::publish(&mut link.output, &mut link.scratch, channel.as_bytes(), |out| {
+                    self.encodings.encode_into(me, Some(to), messages, out);
+                });
+                return;
+            }
+            Entry::Command(command) => command,
+        };
+        let out = &mut link.output;
+        match command {
+            Command::Claim { key, replace, .. } => {
+                resp::command(out, &["EVALSHA", &shas.claim, "0", PREFIX, node, key, flag(*replace)]);
+            }
+            Command::Release { key } => resp::command(out, &["EVALSHA", &shas.release, "0", PREFIX, node, key]),
+            Command::Join { room, room_name, member, password, check_password, max_size, .. } => {
+                let max_size = max_size.to_string();
+                let password = password.as_deref().unwrap_or("");
+                resp::command(
+                    out,
+                    &[
+                        "EVALSHA",
+                        &shas.join,
+                        "0",
+                        PREFIX,
+                        node,
+                        room,
+                        room_name,
+                        member,
+                        password,
+                        flag(*check_password),
+                        &max_size,
+                    ],
+                );
+            }
+            Command::Leave { room, member } => {
+                resp::command(out, &["EVALSHA", &shas.leave, "0", PREFIX, node, room, member]);
+            }
+            Command::Resync { names, rooms } => {
+                let mut args: Vec<String> =
+                    vec!["EVALSHA".into(), shas.resync.clone(), "0".into(), PREFIX.into(), node.into()];
+                args.push(names.len().to_string());
+                args.extend(names.iter().map(|name| name.to_string()));
+                args.push(rooms.len().to_string());
+                for room in rooms {
+                    args.push(room.room.to_string());
+                    args.push(room.room_name.to_string());
+                    args.push(room.password.as_deref().unwrap_or("").to_owned());
+                    args.push(room.members.len().to_string());
+                    args.extend(room.members.iter().map(|member| member.to_string()));
+                }
+                resp::command(out, &args);
+            }
+            // `bundle_sends` folds every Send into a bundle; this arm is the same thing for one message.
+            Command::Send { node: to, message } => {
+                let channel = self.node_channel(to);
+                resp::publish(out, &mut link.scratch, channel.as_bytes(), |buf| {
+                    self.encodings.encode_into(me, Some(to), std::slice::from_ref(message), buf);
+                });
+            }
+            Command::Broadcast { message } => {
+                resp::publish(out, &mut link.scratch, format!("{PREFIX}all").as_bytes(), |buf| {
+                    self.encodings.encode_into(me, None, std::slice::from_ref(message), buf);
+                });
+            }
+        }
     }
 }
 
@@ -651,8 +841,7 @@ fn strings(reply: &Value) -> Vec<String> {
     items
         .iter()
         .map(|item| match item {
-            Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-            Value::SimpleString(text) => text.clone(),
+            Value::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
             Value::Int(n) => n.to_string(),
             _ => String::new(),
         })
@@ -684,7 +873,7 @@ mod tests {
 
     #[test]
     fn replies_become_events() {
-        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let bulk = |s: &str| Value::Bytes(s.as_bytes().to_vec());
         let claim = |replace| Command::Claim { ticket: 3, key: Arc::from("bob"), replace };
         let won = answer(claim(false), Value::Array(vec![Value::Int(1), bulk("")]));
         assert_eq!(won, Some(Event::Claimed { ticket: 3, outcome: ClaimOutcome::Won { evicted: None } }));

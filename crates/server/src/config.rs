@@ -898,8 +898,8 @@ impl Options {
         };
         if let Some(url) = self.cluster {
             anyhow::ensure!(
-                url.starts_with("redis://") || url.starts_with("rediss://"),
-                "cluster: {:?} is not a redis:// URL",
+                url.starts_with("redis://"),
+                "cluster: {:?} is not a redis:// URL (TLS to Redis, rediss://, is not supported)",
                 url.split('@').next_back().unwrap_or_default()
             );
             let node_timeout = match self.cluster_node_timeout {

@@ -24,14 +24,21 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: std::path::PathBuf,
+    /// More `redis-server` arguments.
+    extra: Vec<String>,
 }
 
 impl Redis {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("switchboard-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut redis = Self { child: None, port, dir };
+        let extra = extra.iter().map(|arg| arg.to_string()).collect();
+        let mut redis = Self { child: None, port, dir, extra };
         redis.spawn().await;
         redis
     }
@@ -39,6 +46,7 @@ impl Redis {
     async fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -170,6 +178,59 @@ async fn relay_crosses_nodes_in_order_in_both_dialects() {
 
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// The keys of database `db` (through `redis-cli`, which the redis-server package brings).
+fn redis_keys(redis: &Redis, db: u32, password: &str) -> Vec<String> {
+    let output = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "-n", &db.to_string(), "--no-auth-warning", "-a", password])
+        .args(["--raw", "KEYS", "sb:*"])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&output.stdout).lines().filter(|line| !line.is_empty()).map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn nodes_authenticate_as_the_url_says_and_keep_their_keys_in_its_database() {
+    let redis =
+        Redis::start_with(&["--requirepass", "s3cret", "--user", "switchboard", "on", ">pw", "~*", "&*", "+@all"])
+            .await;
+    let port = redis.port;
+    let with_url = |url: String| {
+        move |config: &mut switchboard_server::Config| {
+            config.turn = None;
+            config.cluster = Some(ClusterSettings { url, node_timeout: NODE_TIMEOUT });
+        }
+    };
+    // The default user's password, and a named ACL user; both in database 3.
+    let a = TestServer::start_with(with_url(format!("redis://:s3cret@127.0.0.1:{port}/3"))).await;
+    let b = TestServer::start_with(with_url(format!("redis://switchboard:pw@127.0.0.1:{port}/3"))).await;
+    wait_ready(&a, true).await;
+    wait_ready(&b, true).await;
+    let mut alice = a.login("alice").await;
+    let mut bob = b.login("bob").await;
+    sees(&mut alice, &["alice", "bob"]).await;
+    alice.offer("bob", sdp_offer()).await.unwrap();
+    assert_eq!(bob.expect_type("offer").await.unwrap()["sdp"], sdp_offer());
+    let keys = redis_keys(&redis, 3, "s3cret");
+    assert!(keys.iter().any(|k| k.contains("alice")) && keys.iter().any(|k| k.contains("bob")), "db 3: {keys:?}");
+    let elsewhere = redis_keys(&redis, 0, "s3cret");
+    assert!(elsewhere.is_empty(), "nothing in db 0: {elsewhere:?}");
+
+    // A wrong password: the link never comes up, and the node says so rather than letting anyone claim a name it
+    // cannot check.
+    let wrong = TestServer::start_with(with_url(format!("redis://:wrong@127.0.0.1:{port}"))).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wrong.server().cluster_ready(), Some(false));
+    let ready = get(wrong.addr, "/readyz").await;
+    assert_eq!(ready.status, 503, "{ready:?}");
+    let mut carol = wrong.connect().await;
+    let refused = carol.login("carol").await;
+    assert!(matches!(refused, Err(ClientError::Server { code: ErrorCode::Unavailable, .. })), "{refused:?}");
+
+    a.shutdown().await;
+    b.shutdown().await;
+    wrong.shutdown().await;
 }
 
 #[tokio::test]
