@@ -45,6 +45,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Largest frame read from Redis: a few of the largest strings the parser takes. Envelopes are far smaller.
+const MAX_FRAME: usize = 4 * resp::MAX_STRING;
+
 /// A buffer grown past this by a burst is given back once drained, so an idle node holds little.
 const KEEP_BUFFER: usize = 1 << 20;
 
@@ -78,8 +81,7 @@ impl RedisSettings {
     }
 }
 
-/// Where Redis is, and who this node is to it, as the URL says.
-#[derive(Debug, Clone)]
+/// Where Redis is, and who this node is to it, as the URL says. Not `Debug`: it holds the password.
 struct Target {
     host: String,
     port: u16,
@@ -135,6 +137,7 @@ impl RedisBackend {
             ready: ready.clone(),
             liveness: Liveness::default(),
             encodings: codec::Encodings::default(),
+            all_channel: format!("{PREFIX}all"),
         };
         let handle = tokio::spawn(task.run(rx));
         Ok((Self { commands, ready }, handle))
@@ -272,9 +275,13 @@ impl Link {
         if self.parsed > 0 {
             self.input.drain(..self.parsed);
             self.parsed = 0;
-            if self.input.is_empty() && self.input.capacity() > KEEP_BUFFER {
-                self.input = Vec::with_capacity(READ_CHUNK);
+            if self.input.len() < READ_CHUNK && self.input.capacity() > KEEP_BUFFER {
+                self.input.shrink_to(READ_CHUNK);
             }
+        }
+        // One frame this large is not one this backend asked for: a broken stream, not a reason to grow forever.
+        if self.input.len() > MAX_FRAME {
+            return Err("a frame from Redis beyond this node's bounds".into());
         }
         self.input.reserve(READ_CHUNK);
         match self.stream.read_buf(&mut self.input).await {
@@ -301,6 +308,33 @@ impl Link {
             }
             Err(error) => Err(error.to_string()),
         }
+    }
+
+    /// Subscribes to `channels` and waits until Redis confirms each (in RESP3 a confirmation is a push; a refusal,
+    /// such as an ACL user without access to the channels, is an error reply). Redis confirms all the channels of
+    /// one SUBSCRIBE before it runs anything else, so no message comes before the last confirmation, and what
+    /// comes after it stays in the buffer for [`Task::serve`].
+    async fn subscribe(&mut self, channels: &[String]) -> Result<(), String> {
+        let mut args = vec!["SUBSCRIBE"];
+        args.extend(channels.iter().map(String::as_str));
+        resp::command(&mut self.output, &args);
+        self.flush().await?;
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        let mut confirmed = 0;
+        while confirmed < channels.len() {
+            match self.next_frame()? {
+                Some(Frame::Push(items)) if items.first() == Some(&Value::Bytes(b"subscribe".to_vec())) => {
+                    confirmed += 1;
+                }
+                Some(Frame::Reply(Value::Error(error))) => return Err(format!("SUBSCRIBE: {error}")),
+                Some(other) => return Err(format!("SUBSCRIBE answered {other:?}")),
+                None => match tokio::time::timeout_at(deadline, self.fill()).await {
+                    Ok(result) => result?,
+                    Err(_) => return Err("Redis did not confirm the subscriptions in time".into()),
+                },
+            }
+        }
+        Ok(())
     }
 
     /// Sends one command and waits for its answer (setting up the connection, before any subscription).
@@ -330,6 +364,8 @@ struct Task {
     liveness: Liveness,
     /// Which encoding each other node reads.
     encodings: codec::Encodings,
+    /// The channel every node reads.
+    all_channel: String,
 }
 
 /// Why serving a connection ended.
@@ -430,8 +466,7 @@ impl Task {
         }
     }
 
-    /// Opens a connection, says who we are and loads the scripts. Subscribing is left to [`Task::serve`], which
-    /// handles what the subscriptions deliver.
+    /// Opens a connection, says who we are, loads the scripts and subscribes to this node's channels.
     async fn connect(&mut self) -> Result<(Link, Shas), String> {
         let mut link = Link::open(&self.target).await?;
         let mut hello: Vec<&str> = vec!["HELLO", "3"];
@@ -462,6 +497,8 @@ impl Task {
         }
         let [heartbeat, claim, release, join, leave, resync, depart]: [String; 7] =
             shas.try_into().map_err(|_| "SCRIPT LOAD answered oddly".to_owned())?;
+        // Subscribed before the heartbeat registers this node, so that a peer that finds it alive can reach it.
+        link.subscribe(&[self.node_channel(&self.settings.node), self.all_channel.clone()]).await?;
         if !self.liveness.seen.is_empty() || !self.liveness.heard.is_empty() {
             self.liveness.quiet_until = Some(tokio::time::Instant::now() + self.settings.lease());
         }
@@ -474,8 +511,8 @@ impl Task {
         resp::command(&mut link.output, &["EVALSHA", &shas.heartbeat, "0", PREFIX, node, &lease]);
     }
 
-    /// Serves one connection: subscribes, then runs the core's commands and delivers what is published, until the
-    /// connection fails or the node stops. `up` turns true once `LinkUp` has been reported.
+    /// Serves one connection until it fails or the node stops: runs the core's commands, delivers what is
+    /// published, renews the lease. `up` turns true once `LinkUp` has been reported.
     async fn serve(
         &mut self,
         mut link: Link,
@@ -484,13 +521,35 @@ impl Task {
         pending: &mut VecDeque<Pending>,
         up: &mut bool,
     ) -> End {
-        // Subscribed before the heartbeat registers this node, so that a peer that finds it alive can reach it; the
-        // heartbeat's answer (the lease taken) comes before `LinkUp`, on which the core announces itself. Messages
-        // that arrive in between wait in `early`.
-        let channels = [self.node_channel(&self.settings.node), format!("{PREFIX}all")];
-        resp::command(&mut link.output, &["SUBSCRIBE", &channels[0], &channels[1]]);
-        self.write_heartbeat(&mut link, shas);
+        let mut departing = None;
+        let end = self.serve_link(&mut link, shas, rx, pending, up, &mut departing).await;
+        match departing {
+            // Leaving, whatever happened: reconnecting would register the node again.
+            Some(done) => {
+                if let End::Failed(error) = end {
+                    tracing::warn!(%error, "cluster: could not leave cleanly; peers will notice when the lease runs out");
+                }
+                let _ = done.send(());
+                End::Stop
+            }
+            None => end,
+        }
+    }
+
+    async fn serve_link(
+        &mut self,
+        link: &mut Link,
+        shas: &Shas,
+        rx: &mut mpsc::Receiver<Op>,
+        pending: &mut VecDeque<Pending>,
+        up: &mut bool,
+        departing: &mut Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> End {
+        // The first heartbeat (the lease taken) is answered before `LinkUp`, on which the core announces itself;
+        // messages that arrive meanwhile (the node is already subscribed) wait in `early`.
+        self.write_heartbeat(link, shas);
         pending.push_back(Pending::Heartbeat);
+        let mut heartbeat_in_flight = true;
         let mut early: Option<Vec<Event>> = Some(Vec::new());
         if let Err(error) = link.flush().await {
             return End::Failed(error);
@@ -499,8 +558,8 @@ impl Task {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeat.tick().await;
         let mut batch = Vec::with_capacity(BATCH);
+        // Redis must say something within IO_TIMEOUT while a reply is awaited.
         let mut answer_due = tokio::time::Instant::now() + IO_TIMEOUT;
-        let mut departing: Option<tokio::sync::oneshot::Sender<()>> = None;
         loop {
             // Everything already read, in order.
             loop {
@@ -522,75 +581,79 @@ impl Task {
                             (Some(event), None) => self.emit(event).await,
                         }
                     }
-                    // Subscription confirmations.
+                    // Nothing else is pushed to a node that only subscribes.
                     Frame::Push(_) => Ok(()),
-                    Frame::Reply(reply) => {
-                        answer_due = tokio::time::Instant::now() + IO_TIMEOUT;
-                        match pending.pop_front() {
-                            None => Err("Redis answered a command that was not sent".into()),
-                            Some(Pending::Departure) => Ok(()),
-                            Some(Pending::Heartbeat) => self.on_heartbeat(reply, &mut early, up).await,
-                            Some(Pending::Entry(entry)) => self.on_reply(entry, reply).await,
+                    Frame::Reply(reply) => match pending.pop_front() {
+                        None => Err("Redis answered a command that was not sent".into()),
+                        Some(Pending::Departure) => {
+                            if let Value::Error(error) = reply {
+                                tracing::warn!(%error, "cluster: leaving the cluster failed");
+                            }
+                            Ok(())
                         }
-                    }
+                        Some(Pending::Heartbeat) => {
+                            heartbeat_in_flight = false;
+                            self.on_heartbeat(reply, &mut early, up).await
+                        }
+                        Some(Pending::Entry(entry)) => self.on_reply(entry, reply).await,
+                    },
                 };
                 if let Err(error) = outcome {
                     return End::Failed(error);
                 }
             }
-            if pending.is_empty() {
-                if let Some(done) = departing.take() {
-                    let _ = done.send(());
-                    return End::Stop;
-                }
+            if departing.is_some() && pending.is_empty() {
+                return End::Stop;
             }
-            // In this order: the heartbeat first (the lease must not lapse under load), a new pipeline only when the
-            // last one is answered (so reading always gets its turn), and reading whatever comes meanwhile.
+            // In this order: the heartbeat first (it may go behind a pipeline in flight, so that the lease never
+            // waits for one), a new pipeline only when the last one is answered (the next batch gathers meanwhile,
+            // and reading always gets its turn), then reading, and last the check that Redis has not gone silent.
             tokio::select! {
                 biased;
-                _ = heartbeat.tick(), if pending.is_empty() && departing.is_none() => {
-                    self.write_heartbeat(&mut link, shas);
+                _ = heartbeat.tick(), if !heartbeat_in_flight && departing.is_none() => {
+                    self.write_heartbeat(link, shas);
                     pending.push_back(Pending::Heartbeat);
-                    answer_due = tokio::time::Instant::now() + IO_TIMEOUT;
+                    heartbeat_in_flight = true;
                     if let Err(error) = link.flush().await {
                         return End::Failed(error);
                     }
+                    answer_due = tokio::time::Instant::now() + IO_TIMEOUT;
                 }
-                // One pipeline at a time: while it runs, the next batch gathers in the queue.
                 op = rx.recv(), if pending.is_empty() && departing.is_none() && early.is_none() => {
                     match op {
                         None => return End::Stop,
-                        Some(Op::Depart(done)) => departing = Some(done),
+                        Some(Op::Depart(done)) => *departing = Some(done),
                         Some(Op::Command(command)) => batch.push(command),
                     }
                     while departing.is_none() && batch.len() < BATCH {
                         match rx.try_recv() {
                             Ok(Op::Command(command)) => batch.push(command),
-                            Ok(Op::Depart(done)) => departing = Some(done),
+                            Ok(Op::Depart(done)) => *departing = Some(done),
                             Err(_) => break,
                         }
                     }
                     for entry in bundle_sends(batch.drain(..)) {
-                        self.write_entry(&mut link, shas, &entry);
+                        self.write_entry(link, shas, &entry);
                         pending.push_back(Pending::Entry(entry));
                     }
                     if departing.is_some() {
-                        self.write_departure(&mut link, shas);
+                        self.write_departure(link, shas);
                         pending.push_back(Pending::Departure);
                         pending.push_back(Pending::Departure);
                     }
-                    answer_due = tokio::time::Instant::now() + IO_TIMEOUT;
                     if let Err(error) = link.flush().await {
                         return End::Failed(error);
                     }
-                }
-                () = tokio::time::sleep_until(answer_due), if !pending.is_empty() => {
-                    return End::Failed("Redis did not answer in time".into());
+                    answer_due = tokio::time::Instant::now() + IO_TIMEOUT;
                 }
                 read = link.fill() => {
                     if let Err(error) = read {
                         return End::Failed(error);
                     }
+                    answer_due = tokio::time::Instant::now() + IO_TIMEOUT;
+                }
+                () = tokio::time::sleep_until(answer_due), if !pending.is_empty() => {
+                    return End::Failed("Redis did not answer in time".into());
                 }
             }
         }
@@ -667,7 +730,7 @@ impl Task {
     fn write_departure(&self, link: &mut Link, shas: &Shas) {
         let messages = [Message::Sync { users: Vec::new(), reply: false }];
         let node = &self.settings.node;
-        resp::publish(&mut link.output, &mut link.scratch, format!("{PREFIX}all").as_bytes(), |out| {
+        resp::publish(&mut link.output, &mut link.scratch, self.all_channel.as_bytes(), |out| {
             self.encodings.encode_into(node, None, &messages, out);
         });
         resp::command(&mut link.output, &["EVALSHA", &shas.depart, "0", PREFIX, node.as_str()]);
@@ -740,7 +803,7 @@ impl Task {
                 });
             }
             Command::Broadcast { message } => {
-                resp::publish(out, &mut link.scratch, format!("{PREFIX}all").as_bytes(), |buf| {
+                resp::publish(out, &mut link.scratch, self.all_channel.as_bytes(), |buf| {
                     self.encodings.encode_into(me, None, std::slice::from_ref(message), buf);
                 });
             }

@@ -73,8 +73,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Frame, usize)>, RespError> {
     if let Some(found) = message(buf)? {
         return Ok(Some(found));
     }
-    let is_push = buf.first() == Some(&b'>');
-    let Some((value, used)) = value(buf, 0, 0)? else { return Ok(None) };
+    // Whether it is a push shows after any attributes in front.
+    let Some(start) = skip_attributes(buf, 0, 0)? else { return Ok(None) };
+    let is_push = buf.get(start) == Some(&b'>');
+    let Some((value, used)) = value(buf, start, 0)? else { return Ok(None) };
     let frame = match value {
         Value::Array(items) if is_push => Frame::Push(items),
         other => Frame::Reply(other),
@@ -89,7 +91,8 @@ fn message(buf: &[u8]) -> Result<Option<(Frame, usize)>, RespError> {
         // A prefix of HEAD is left for the general parser, which also reports it incomplete.
         return Ok(None);
     }
-    if !buf.starts_with(HEAD) {
+    // Anything else, a channel that is not a bulk string included, is left to the general parser.
+    if !buf.starts_with(HEAD) || buf.get(HEAD.len()) != Some(&b'$') {
         return Ok(None);
     }
     let Some((channel, after_channel)) = blob(buf, HEAD.len())? else { return Ok(None) };
@@ -146,9 +149,23 @@ fn number(text: &[u8]) -> Result<i64, RespError> {
     std::str::from_utf8(text).ok().and_then(|text| text.parse().ok()).ok_or(RespError::BadNumber)
 }
 
+/// Where the value at `at` starts once the attributes in front of it (`|`, annotations this client has no use for)
+/// are skipped. A loop, not recursion: a run of attributes must not deepen the stack.
+fn skip_attributes(buf: &[u8], mut at: usize, depth: usize) -> Result<Option<usize>, RespError> {
+    while buf.get(at) == Some(&b'|') {
+        let Some((_, after)) = aggregate(buf, at, depth)? else { return Ok(None) };
+        at = after;
+    }
+    Ok(Some(at))
+}
+
 /// The value at `at` and where the next one starts; `None` when `buf` ends first.
 fn value(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Value, usize)>, RespError> {
+    let Some(at) = skip_attributes(buf, at, depth)? else { return Ok(None) };
     let Some(&kind) = buf.get(at) else { return Ok(None) };
+    if matches!(kind, b'*' | b'~' | b'>' | b'%') {
+        return aggregate(buf, at, depth);
+    }
     let Some((header, next)) = line(buf, at + 1)? else { return Ok(None) };
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     match kind {
@@ -160,7 +177,8 @@ fn value(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Value, usize)>, 
             b"f" => Ok(Some((Value::Bool(false), next))),
             _ => Err(RespError::BadNumber),
         },
-        b'_' => Ok(Some((Value::Nil, next))),
+        b'_' if header.is_empty() => Ok(Some((Value::Nil, next))),
+        b'_' => Err(RespError::BadNumber),
         b'$' | b'=' | b'!' => {
             if header == b"-1" {
                 return Ok(Some((Value::Nil, next)));
@@ -174,32 +192,33 @@ fn value(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Value, usize)>, 
             }
             Ok(Some((if kind == b'!' { Value::Error(text(bytes)) } else { Value::Bytes(bytes.to_vec()) }, end)))
         }
-        b'*' | b'~' | b'>' | b'%' | b'|' => {
-            if header == b"-1" {
-                return Ok(Some((Value::Nil, next)));
-            }
-            if depth >= MAX_DEPTH {
-                return Err(RespError::TooLarge);
-            }
-            let count = usize::try_from(number(header)?).map_err(|_| RespError::BadNumber)?;
-            let elements = if matches!(kind, b'%' | b'|') { count.checked_mul(2) } else { Some(count) };
-            let elements = elements.filter(|&n| n <= MAX_ELEMENTS).ok_or(RespError::TooLarge)?;
-            // Each element takes at least three bytes: never reserve more than the buffer could hold.
-            let mut items = Vec::with_capacity(elements.min(buf.len() / 3));
-            let mut position = next;
-            for _ in 0..elements {
-                let Some((item, after)) = value(buf, position, depth + 1)? else { return Ok(None) };
-                items.push(item);
-                position = after;
-            }
-            if kind == b'|' {
-                // Attributes annotate the value that follows; this client has no use for them.
-                return value(buf, position, depth);
-            }
-            Ok(Some((Value::Array(items), position)))
-        }
         other => Err(RespError::UnknownType(other)),
     }
+}
+
+/// The aggregate (array, set, push, map or attribute) at `at`, as the list of its elements.
+fn aggregate(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Value, usize)>, RespError> {
+    let Some(&kind) = buf.get(at) else { return Ok(None) };
+    let Some((header, next)) = line(buf, at + 1)? else { return Ok(None) };
+    // RESP2's null array; RESP3 has no null aggregates of other kinds.
+    if kind == b'*' && header == b"-1" {
+        return Ok(Some((Value::Nil, next)));
+    }
+    if depth >= MAX_DEPTH {
+        return Err(RespError::TooLarge);
+    }
+    let count = usize::try_from(number(header)?).map_err(|_| RespError::BadNumber)?;
+    let elements = if matches!(kind, b'%' | b'|') { count.checked_mul(2) } else { Some(count) };
+    let elements = elements.filter(|&n| n <= MAX_ELEMENTS).ok_or(RespError::TooLarge)?;
+    // Each element takes at least three bytes: never reserve more than the rest of the buffer could hold.
+    let mut items = Vec::with_capacity(elements.min((buf.len() - next) / 3));
+    let mut position = next;
+    for _ in 0..elements {
+        let Some((item, after)) = value(buf, position, depth + 1)? else { return Ok(None) };
+        items.push(item);
+        position = after;
+    }
+    Ok(Some((Value::Array(items), position)))
 }
 
 /// Appends one command, its arguments given as byte strings.
@@ -223,7 +242,19 @@ pub fn publish(out: &mut Vec<u8>, scratch: &mut Vec<u8>, channel: &[u8], fill: i
 
 fn header(out: &mut Vec<u8>, kind: u8, count: usize) {
     out.push(kind);
-    out.extend_from_slice(count.to_string().as_bytes());
+    // Digits by hand: this runs for every argument of every command, and `to_string` would allocate each time.
+    let mut digits = [0u8; 20];
+    let mut rest = count;
+    let mut first = digits.len();
+    loop {
+        first -= 1;
+        digits[first] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[first..]);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -282,6 +313,13 @@ mod tests {
             Frame::Reply(Value::Array(vec![bytes("server"), bytes("redis"), bytes("proto"), Value::Int(3)]))
         );
         assert_eq!(whole(b"|1\r\n+ttl\r\n:3\r\n:7\r\n"), Frame::Reply(Value::Int(7)));
+        assert_eq!(whole(b"|1\r\n+a\r\n:3\r\n>1\r\n+x\r\n"), Frame::Push(vec![bytes("x")]));
+        assert_eq!(whole(b"*-1\r\n"), Frame::Reply(Value::Nil));
+        // A message push whose channel is not a bulk string is still a push.
+        assert_eq!(
+            whole(b">3\r\n$7\r\nmessage\r\n+c\r\n$1\r\nx\r\n"),
+            Frame::Push(vec![bytes("message"), bytes("c"), bytes("x")])
+        );
         assert_eq!(
             whole(b">3\r\n$9\r\nsubscribe\r\n$5\r\nsb:to\r\n:1\r\n"),
             Frame::Push(vec![bytes("subscribe"), bytes("sb:to"), Value::Int(1)])
@@ -326,7 +364,12 @@ mod tests {
         assert_eq!(parse(b"*99999999999\r\n"), Err(RespError::TooLarge));
         assert_eq!(parse("*1\r\n".repeat(MAX_DEPTH + 1).as_bytes()), Err(RespError::TooLarge));
         assert_eq!(parse(&[b'+'; 5000]), Err(RespError::TooLarge));
-        assert_eq!(parse(b">3\r\n$7\r\nmessage\r\n:1\r\n"), Err(RespError::UnknownType(b':')));
+        assert_eq!(parse(b"_x\r\n"), Err(RespError::BadNumber));
+        // A long run of attributes is walked in a loop, not by recursion (which would overflow the stack).
+        let mut attributes = b"|0\r\n".repeat(200_000);
+        assert_eq!(parse(&attributes), Ok(None));
+        attributes.extend_from_slice(b":5\r\n");
+        assert_eq!(parse(&attributes).unwrap().unwrap().0, Frame::Reply(Value::Int(5)));
         // A huge announced aggregate reserves nothing it has not seen.
         assert_eq!(parse(b"*1000000\r\n:1\r\n"), Ok(None));
     }

@@ -195,6 +195,13 @@ async fn nodes_authenticate_as_the_url_says_and_keep_their_keys_in_its_database(
     let redis =
         Redis::start_with(&["--requirepass", "s3cret", "--user", "switchboard", "on", ">pw", "~*", "&*", "+@all"])
             .await;
+    // A user without access to any pub/sub channel (Redis 7 grants none unless told to).
+    let granted = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "--no-auth-warning", "-a", "s3cret"])
+        .args(["ACL", "SETUSER", "nochannels", "on", ">pw", "~*", "+@all"])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&granted.stdout).trim(), "OK");
     let port = redis.port;
     let with_url = |url: String| {
         move |config: &mut switchboard_server::Config| {
@@ -227,6 +234,15 @@ async fn nodes_authenticate_as_the_url_says_and_keep_their_keys_in_its_database(
     let mut carol = wrong.connect().await;
     let refused = carol.login("carol").await;
     assert!(matches!(refused, Err(ClientError::Server { code: ErrorCode::Unavailable, .. })), "{refused:?}");
+
+    // Allowed in, but not to subscribe: the link never comes up, and the node does not register (no lease in its
+    // database) only to be unreachable.
+    let deaf = TestServer::start_with(with_url(format!("redis://nochannels:pw@127.0.0.1:{port}/5"))).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(deaf.server().cluster_ready(), Some(false));
+    let leases = redis_keys(&redis, 5, "s3cret");
+    assert!(leases.is_empty(), "db 5: {leases:?}");
+    deaf.shutdown().await;
 
     a.shutdown().await;
     b.shutdown().await;
