@@ -108,15 +108,8 @@ impl Encodings {
         self.binary_readers.remove(node);
     }
 
-    /// `messages` from `me` for node `to` (`None`: every node) in the encoding the receivers read: binary to a node
-    /// that announced it, JSON (which announces it) to the others and on the broadcast channel.
-    pub fn encode(&self, me: &NodeId, to: Option<&NodeId>, messages: &[Message]) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode_into(me, to, messages, &mut out);
-        out
-    }
-
-    /// [`Encodings::encode`], appended to `out`.
+    /// Appends `messages` from `me` for node `to` (`None`: every node) to `out`, in the encoding the receivers read:
+    /// binary to a node that announced it, JSON (which announces it) to the others and on the broadcast channel.
     pub fn encode_into(&self, me: &NodeId, to: Option<&NodeId>, messages: &[Message], out: &mut Vec<u8>) {
         match to {
             Some(to) if self.binary_readers.contains(to) => encode_binary_into(me, messages, out),
@@ -363,15 +356,20 @@ mod tests {
         let (me, new, old) = (node("me"), node("new"), node("old"));
         let messages = sample();
         let mut encodings = Encodings::default();
-        let is_binary = |bytes: Vec<u8>| bytes.starts_with(MAGIC);
-        assert!(!is_binary(encodings.encode(&me, Some(&new), &messages)));
+        let is_binary = |encodings: &Encodings, to: Option<&NodeId>| {
+            let mut out = b"kept".to_vec();
+            encodings.encode_into(&me, to, &messages, &mut out);
+            assert!(out.starts_with(b"kept"), "appended, not overwritten");
+            out[4..].starts_with(MAGIC)
+        };
+        assert!(!is_binary(&encodings, Some(&new)));
         encodings.heard(&decode(&encode_json(&new, &messages[3..4])).unwrap());
         encodings.heard(&decode(br#"{"from":"old","ms":[]}"#).unwrap());
-        assert!(is_binary(encodings.encode(&me, Some(&new), &messages)));
-        assert!(!is_binary(encodings.encode(&me, Some(&old), &messages)), "a node of an earlier version");
-        assert!(!is_binary(encodings.encode(&me, None, &messages)), "the broadcast channel");
+        assert!(is_binary(&encodings, Some(&new)));
+        assert!(!is_binary(&encodings, Some(&old)), "a node of an earlier version");
+        assert!(!is_binary(&encodings, None), "the broadcast channel");
         encodings.forget(&new);
-        assert!(!is_binary(encodings.encode(&me, Some(&new), &messages)));
+        assert!(!is_binary(&encodings, Some(&new)));
     }
 
     #[test]

@@ -320,21 +320,22 @@ impl Link {
         resp::command(&mut self.output, &args);
         self.flush().await?;
         let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
-        let mut confirmed = 0;
-        while confirmed < channels.len() {
-            match self.next_frame()? {
-                Some(Frame::Push(items)) if items.first() == Some(&Value::Bytes(b"subscribe".to_vec())) => {
-                    confirmed += 1;
-                }
-                Some(Frame::Reply(Value::Error(error))) => return Err(format!("SUBSCRIBE: {error}")),
-                Some(other) => return Err(format!("SUBSCRIBE answered {other:?}")),
-                None => match tokio::time::timeout_at(deadline, self.fill()).await {
-                    Ok(result) => result?,
-                    Err(_) => return Err("Redis did not confirm the subscriptions in time".into()),
-                },
+        for _ in channels {
+            match self.frame_by(deadline).await? {
+                Frame::Push(items) if matches!(items.first(), Some(Value::Bytes(kind)) if kind == b"subscribe") => {}
+                Frame::Reply(Value::Error(error)) => return Err(format!("SUBSCRIBE: {error}")),
+                other => return Err(format!("SUBSCRIBE answered {other:?}")),
             }
         }
         Ok(())
+    }
+
+    /// Loads a script; returns its SHA1, by which `EVALSHA` runs it.
+    async fn load(&mut self, script: &str) -> Result<String, String> {
+        match self.request(&["SCRIPT", "LOAD", script]).await? {
+            Value::Bytes(sha) => Ok(String::from_utf8_lossy(&sha).into_owned()),
+            other => Err(format!("SCRIPT LOAD answered {other:?}")),
+        }
     }
 
     /// Sends one command and waits for its answer (setting up the connection, before any subscription).
@@ -343,14 +344,23 @@ impl Link {
         self.flush().await?;
         let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
         loop {
-            match self.next_frame()? {
-                Some(Frame::Reply(Value::Error(error))) => return Err(error),
-                Some(Frame::Reply(value)) => return Ok(value),
-                Some(_) => {}
-                None => match tokio::time::timeout_at(deadline, self.fill()).await {
-                    Ok(result) => result?,
-                    Err(_) => return Err("Redis did not answer in time".into()),
-                },
+            match self.frame_by(deadline).await? {
+                Frame::Reply(Value::Error(error)) => return Err(error),
+                Frame::Reply(value) => return Ok(value),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next frame, read by `deadline` (setting up the connection, where nothing else needs the task).
+    async fn frame_by(&mut self, deadline: tokio::time::Instant) -> Result<Frame, String> {
+        loop {
+            if let Some(frame) = self.next_frame()? {
+                return Ok(frame);
+            }
+            match tokio::time::timeout_at(deadline, self.fill()).await {
+                Ok(result) => result?,
+                Err(_) => return Err("Redis did not answer in time".into()),
             }
         }
     }
@@ -480,29 +490,21 @@ impl Task {
         if self.target.db != 0 {
             link.request(&["SELECT".to_owned(), self.target.db.to_string()]).await?;
         }
-        let mut shas = Vec::with_capacity(7);
-        for script in [
-            scripts::HEARTBEAT,
-            scripts::CLAIM,
-            scripts::RELEASE,
-            scripts::JOIN,
-            scripts::LEAVE,
-            scripts::RESYNC,
-            scripts::DEPART,
-        ] {
-            match link.request(&["SCRIPT", "LOAD", script]).await? {
-                Value::Bytes(sha) => shas.push(String::from_utf8_lossy(&sha).into_owned()),
-                other => return Err(format!("SCRIPT LOAD answered {other:?}")),
-            }
-        }
-        let [heartbeat, claim, release, join, leave, resync, depart]: [String; 7] =
-            shas.try_into().map_err(|_| "SCRIPT LOAD answered oddly".to_owned())?;
+        let shas = Shas {
+            heartbeat: link.load(scripts::HEARTBEAT).await?,
+            claim: link.load(scripts::CLAIM).await?,
+            release: link.load(scripts::RELEASE).await?,
+            join: link.load(scripts::JOIN).await?,
+            leave: link.load(scripts::LEAVE).await?,
+            resync: link.load(scripts::RESYNC).await?,
+            depart: link.load(scripts::DEPART).await?,
+        };
         // Subscribed before the heartbeat registers this node, so that a peer that finds it alive can reach it.
         link.subscribe(&[self.node_channel(&self.settings.node), self.all_channel.clone()]).await?;
         if !self.liveness.seen.is_empty() || !self.liveness.heard.is_empty() {
             self.liveness.quiet_until = Some(tokio::time::Instant::now() + self.settings.lease());
         }
-        Ok((link, Shas { heartbeat, claim, release, join, leave, resync, depart }))
+        Ok((link, shas))
     }
 
     fn write_heartbeat(&self, link: &mut Link, shas: &Shas) {
@@ -728,27 +730,27 @@ impl Task {
 
     /// The clean-shutdown commands: tell every node, then drop this node's keys.
     fn write_departure(&self, link: &mut Link, shas: &Shas) {
-        let messages = [Message::Sync { users: Vec::new(), reply: false }];
-        let node = &self.settings.node;
-        resp::publish(&mut link.output, &mut link.scratch, self.all_channel.as_bytes(), |out| {
-            self.encodings.encode_into(node, None, &messages, out);
+        self.write_publish(link, None, &[Message::Sync { users: Vec::new(), reply: false }]);
+        resp::command(&mut link.output, &["EVALSHA", &shas.depart, "0", PREFIX, self.settings.node.as_str()]);
+    }
+
+    /// Appends `PUBLISH` of `messages` as one envelope, to node `to` or (`None`) to every node.
+    fn write_publish(&self, link: &mut Link, to: Option<&NodeId>, messages: &[Message]) {
+        let channel = match to {
+            Some(node) => self.node_channel(node),
+            None => self.all_channel.clone(),
+        };
+        resp::publish(&mut link.output, &mut link.scratch, channel.as_bytes(), |out| {
+            self.encodings.encode_into(&self.settings.node, to, messages, out);
         });
-        resp::command(&mut link.output, &["EVALSHA", &shas.depart, "0", PREFIX, node.as_str()]);
     }
 
     /// Appends the commands of one pipeline entry to the connection's output.
     fn write_entry(&self, link: &mut Link, shas: &Shas, entry: &Entry) {
         let node = self.settings.node.as_str();
-        let me = &self.settings.node;
         let flag = |on: bool| if on { "1" } else { "0" };
         let command = match entry {
-            Entry::Bundle { node: to, messages } => {
-                let channel = self.node_channel(to);
-                resp::publish(&mut link.output, &mut link.scratch, channel.as_bytes(), |out| {
-                    self.encodings.encode_into(me, Some(to), messages, out);
-                });
-                return;
-            }
+            Entry::Bundle { node: to, messages } => return self.write_publish(link, Some(to), messages),
             Entry::Command(command) => command,
         };
         let out = &mut link.output;
@@ -796,17 +798,8 @@ impl Task {
                 resp::command(out, &args);
             }
             // `bundle_sends` folds every Send into a bundle; this arm is the same thing for one message.
-            Command::Send { node: to, message } => {
-                let channel = self.node_channel(to);
-                resp::publish(out, &mut link.scratch, channel.as_bytes(), |buf| {
-                    self.encodings.encode_into(me, Some(to), std::slice::from_ref(message), buf);
-                });
-            }
-            Command::Broadcast { message } => {
-                resp::publish(out, &mut link.scratch, self.all_channel.as_bytes(), |buf| {
-                    self.encodings.encode_into(me, None, std::slice::from_ref(message), buf);
-                });
-            }
+            Command::Send { node: to, message } => self.write_publish(link, Some(to), std::slice::from_ref(message)),
+            Command::Broadcast { message } => self.write_publish(link, None, std::slice::from_ref(message)),
         }
     }
 }

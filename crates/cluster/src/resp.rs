@@ -87,11 +87,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Frame, usize)>, RespError> {
 /// The common case, a published message (`>3`, "message", channel, payload), found without building values.
 fn message(buf: &[u8]) -> Result<Option<(Frame, usize)>, RespError> {
     const HEAD: &[u8] = b">3\r\n$7\r\nmessage\r\n";
-    if buf.len() < HEAD.len() {
-        // A prefix of HEAD is left for the general parser, which also reports it incomplete.
-        return Ok(None);
-    }
-    // Anything else, a channel that is not a bulk string included, is left to the general parser.
+    // Anything else (a prefix of HEAD, or a channel that is not a bulk string) is left to the general parser.
     if !buf.starts_with(HEAD) || buf.get(HEAD.len()) != Some(&b'$') {
         return Ok(None);
     }
@@ -108,12 +104,16 @@ fn blob(buf: &[u8], at: usize) -> Result<Option<(Range<usize>, usize)>, RespErro
         Some(&other) => return Err(RespError::UnknownType(other)),
     }
     let Some((length, start)) = line(buf, at + 1)? else { return Ok(None) };
-    let length = string_length(length)?;
-    string_at(buf, start, length).map(|found| found.map(|end| (start..start + length, end)))
+    string_body(buf, length, start)
 }
 
-/// Checks that a string of `length` bytes at `start` is whole and ends in CRLF; returns where the next frame starts.
-fn string_at(buf: &[u8], start: usize, length: usize) -> Result<Option<usize>, RespError> {
+/// The bytes of a string whose header line said `length` and whose bytes start at `start`: where they are, and
+/// where the next frame starts (after their CRLF).
+fn string_body(buf: &[u8], length: &[u8], start: usize) -> Result<Option<(Range<usize>, usize)>, RespError> {
+    let length = usize::try_from(number(length)?).map_err(|_| RespError::BadNumber)?;
+    if length > MAX_STRING {
+        return Err(RespError::TooLarge);
+    }
     let end = start + length;
     if buf.len() < end + 2 {
         return Ok(None);
@@ -121,15 +121,7 @@ fn string_at(buf: &[u8], start: usize, length: usize) -> Result<Option<usize>, R
     if &buf[end..end + 2] != b"\r\n" {
         return Err(RespError::MissingCrlf);
     }
-    Ok(Some(end + 2))
-}
-
-fn string_length(length: &[u8]) -> Result<usize, RespError> {
-    let length = usize::try_from(number(length)?).map_err(|_| RespError::BadNumber)?;
-    if length > MAX_STRING {
-        return Err(RespError::TooLarge);
-    }
-    Ok(length)
+    Ok(Some((start..end, end + 2)))
 }
 
 /// The line starting at `at` (without its CRLF) and where the next one starts.
@@ -183,9 +175,8 @@ fn value(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Value, usize)>, 
             if header == b"-1" {
                 return Ok(Some((Value::Nil, next)));
             }
-            let length = string_length(header)?;
-            let Some(end) = string_at(buf, next, length)? else { return Ok(None) };
-            let mut bytes = &buf[next..next + length];
+            let Some((range, end)) = string_body(buf, header, next)? else { return Ok(None) };
+            let mut bytes = &buf[range];
             if kind == b'=' {
                 // A verbatim string starts with its format, as in `txt:`.
                 bytes = bytes.get(4..).unwrap_or_default();
@@ -242,19 +233,8 @@ pub fn publish(out: &mut Vec<u8>, scratch: &mut Vec<u8>, channel: &[u8], fill: i
 
 fn header(out: &mut Vec<u8>, kind: u8, count: usize) {
     out.push(kind);
-    // Digits by hand: this runs for every argument of every command, and `to_string` would allocate each time.
-    let mut digits = [0u8; 20];
-    let mut rest = count;
-    let mut first = digits.len();
-    loop {
-        first -= 1;
-        digits[first] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[first..]);
+    // Runs for every argument of every command: `itoa` formats on the stack, where `to_string` would allocate.
+    out.extend_from_slice(itoa::Buffer::new().format(count).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
