@@ -5,9 +5,13 @@
 #
 #   scripts/bench-compare.sh [PAIRS [WINDOW [SECONDS [ROUNDS]]]]      defaults: 100 16 10 1
 #
+# Beside them runs the floor: `switchboard-bench forwarder`, a minimal forwarder (matchbox dialect, no validation, no
+# presence, no call state, the same I/O design as Switchboard), which tells what this machine's kernel and runtime
+# alone cost per message in this very run.
+#
 # Environment: WARMUP (seconds, default 2); BENCH_COMPARE_DIR (where the comparison servers are installed and results
-# kept; default a temporary directory removed at the end); SKIP_MATCHBOX=1, SKIP_PEERJS=1; MATCHBOX_PORT (18101) and
-# PEERJS_PORT (18102).
+# kept; default a temporary directory removed at the end); SKIP_MATCHBOX=1, SKIP_PEERJS=1, SKIP_FORWARDER=1;
+# SKIP_TUTORIAL=1 (only Switchboard's v1 dialect); MATCHBOX_PORT (18101), PEERJS_PORT (18102), FORWARDER_PORT (18103).
 #
 # The comparison servers come from their registries into that directory, never into the repository: matchbox_server
 # with `cargo install --root` (crates.io), PeerJS server with `npm install --prefix` (npm package `peer`). Every run
@@ -26,6 +30,7 @@ matchbox_version=0.15.0
 peer_version=1.0.2
 matchbox_port=${MATCHBOX_PORT:-18101}
 peerjs_port=${PEERJS_PORT:-18102}
+forwarder_port=${FORWARDER_PORT:-18103}
 
 if [ -n "${BENCH_COMPARE_DIR:-}" ]; then
   work=$BENCH_COMPARE_DIR
@@ -108,6 +113,14 @@ matchbox() {
   stop_server
 }
 
+forwarder() {
+  "$bin/switchboard-bench" forwarder --listen "127.0.0.1:$forwarder_port" >"$work/forwarder.log" 2>&1 &
+  server_pid=$!
+  wait_port "$forwarder_port"
+  run forwarder matchbox "ws://127.0.0.1:$forwarder_port/"
+  stop_server
+}
+
 peerjs() {
   node "$work/peerjs/node_modules/peer/dist/bin/peerjs.js" --host 127.0.0.1 --port "$peerjs_port" \
     >"$work/peerjs.log" 2>&1 &
@@ -117,7 +130,9 @@ peerjs() {
   stop_server
 }
 
-servers=("switchboard v1 /ws" "switchboard tutorial /")
+servers=("switchboard v1 /ws")
+[ -z "${SKIP_TUTORIAL:-}" ] && servers+=("switchboard tutorial /")
+[ -z "${SKIP_FORWARDER:-}" ] && servers+=("forwarder")
 [ -z "${SKIP_MATCHBOX:-}" ] && servers+=("matchbox")
 [ -z "${SKIP_PEERJS:-}" ] && servers+=("peerjs")
 for round in $(seq "$rounds"); do
@@ -137,14 +152,15 @@ if command -v node >/dev/null; then
 const lines = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean);
 const pad = (s, n) => String(s).padStart(n);
 console.log(["server".padEnd(22), pad("msg/s", 9), pad("MB/s", 7), pad("p50 ms", 8), pad("p99 ms", 8),
-  pad("p99.9 ms", 9), pad("max ms", 8), pad("srv us/msg", 11), pad("srv RSS MiB", 12), pad("bench cores", 12),
+  pad("p99.9 ms", 9), pad("max ms", 8), pad("srv us/msg", 11), pad("kernel", 7), pad("srv RSS MiB", 12), pad("bench cores", 12),
   pad("lost", 6)].join(" "));
 for (const line of lines) {
   const { server, result: r } = JSON.parse(line);
   const ms = (us) => (us / 1000).toFixed(2);
   console.log([server.padEnd(22), pad(r.messages_per_second.toFixed(0), 9), pad((r.bytes_per_second / 1e6).toFixed(2), 7),
     pad(ms(r.latency.p50_us), 8), pad(ms(r.latency.p99_us), 8), pad(ms(r.latency.p999_us), 9), pad(ms(r.latency.max_us), 8),
-    pad(r.server_cpu_us_per_unit == null ? "-" : r.server_cpu_us_per_unit.toFixed(1), 11),
+    pad(r.server_cpu_us_per_unit == null ? "-" : r.server_cpu_us_per_unit.toFixed(2), 11),
+    pad(r.server_kernel_us_per_unit == null ? "-" : r.server_kernel_us_per_unit.toFixed(2), 7),
     pad(r.server_rss_bytes == null ? "-" : (r.server_rss_bytes / 1048576).toFixed(1), 12),
     pad(r.bench_cores.toFixed(2), 12), pad(r.lost, 6)].join(" "));
 }'

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod capacity;
+mod forwarder;
 mod proc_stats;
 mod soak;
 mod turn;
@@ -66,6 +67,9 @@ enum Scenario {
     /// Pairs of clients log in, call, relay and log out in a loop; checks no message is lost and the server's memory
     /// does not grow.
     Soak(soak::Args),
+    /// Not a scenario: a deliberately minimal WebSocket forwarder (matchbox dialect, no validation, no state), run
+    /// beside the servers to measure the floor of the relay scenario on this machine.
+    Forwarder(forwarder::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Storm(args) => runtime()?.block_on(storm::run(args)),
         Scenario::Calls(args) => runtime()?.block_on(calls::run(args)),
         Scenario::Soak(args) => runtime()?.block_on(soak::run(args)),
+        Scenario::Forwarder(args) => forwarder::run(args),
     }
 }
 

@@ -9,6 +9,8 @@ pub struct ProcStats {
     pub rss_bytes: u64,
     /// User plus system CPU time.
     pub cpu: Duration,
+    /// The system (kernel) part of `cpu`: on loopback, mostly TCP, and the part a server's own code does not decide.
+    pub system: Duration,
 }
 
 /// Reads `/proc/PID/status` and `/proc/PID/stat`.
@@ -25,9 +27,14 @@ pub fn read(pid: u32) -> anyhow::Result<ProcStats> {
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = [11usize, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    let field = |i: usize| fields.get(i).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0);
+    let (user_ticks, system_ticks) = (field(11), field(12));
     // Linux reports in USER_HZ, which is 100 on every mainstream configuration.
-    Ok(ProcStats { rss_bytes: rss_kib * 1024, cpu: Duration::from_millis(ticks * 10) })
+    Ok(ProcStats {
+        rss_bytes: rss_kib * 1024,
+        cpu: Duration::from_millis((user_ticks + system_ticks) * 10),
+        system: Duration::from_millis(system_ticks * 10),
+    })
 }
 
 /// The sum of several processes' readings (the nodes of a cluster and its Redis); `None` for no process.
@@ -35,9 +42,10 @@ pub fn read_all(pids: &[u32]) -> anyhow::Result<Option<ProcStats>> {
     let mut total: Option<ProcStats> = None;
     for &pid in pids {
         let one = read(pid)?;
-        let sum = total.get_or_insert(ProcStats { rss_bytes: 0, cpu: Duration::ZERO });
+        let sum = total.get_or_insert(ProcStats { rss_bytes: 0, cpu: Duration::ZERO, system: Duration::ZERO });
         sum.rss_bytes += one.rss_bytes;
         sum.cpu += one.cpu;
+        sum.system += one.system;
     }
     Ok(total)
 }

@@ -126,6 +126,8 @@ pub struct Usage {
 #[derive(Debug, Clone, Copy)]
 pub struct UsageDelta {
     pub server_cpu: Option<Duration>,
+    /// The kernel's part of `server_cpu`.
+    pub server_system: Option<Duration>,
     pub server_rss_bytes: Option<u64>,
     pub own_cpu: Duration,
     pub wall: Duration,
@@ -142,6 +144,7 @@ impl Usage {
         let own_after = proc_stats::own()?;
         Ok(UsageDelta {
             server_cpu: self.server_before.zip(server_after).map(|(b, a)| a.cpu.saturating_sub(b.cpu)),
+            server_system: self.server_before.zip(server_after).map(|(b, a)| a.system.saturating_sub(b.system)),
             server_rss_bytes: server_after.map(|a| a.rss_bytes),
             own_cpu: own_after.cpu.saturating_sub(self.own_before.cpu),
             wall,
@@ -153,6 +156,11 @@ impl UsageDelta {
     /// Server CPU microseconds per unit of work (message, login, flow).
     pub fn server_us_per(&self, units: u64) -> Option<f64> {
         self.server_cpu.filter(|_| units > 0).map(|cpu| cpu.as_secs_f64() * 1e6 / units as f64)
+    }
+
+    /// The kernel's part of [`Self::server_us_per`].
+    pub fn server_kernel_us_per(&self, units: u64) -> Option<f64> {
+        self.server_system.filter(|_| units > 0).map(|cpu| cpu.as_secs_f64() * 1e6 / units as f64)
     }
 
     /// Cores this tool kept busy on average (1.0 = one core saturated).
@@ -169,8 +177,8 @@ impl UsageDelta {
         if let (Some(cpu), Some(cores)) = (self.server_cpu, self.server_cores()) {
             table.row("server CPU", format!("{:.2} s ({cores:.2} cores)", cpu.as_secs_f64()));
         }
-        if let Some(per) = self.server_us_per(units) {
-            table.row(format!("server CPU per {unit}"), format!("{per:.1} us"));
+        if let (Some(per), Some(kernel)) = (self.server_us_per(units), self.server_kernel_us_per(units)) {
+            table.row(format!("server CPU per {unit}"), format!("{per:.1} us (kernel {kernel:.1} us)"));
         }
         if let Some(rss) = self.server_rss_bytes {
             table.row("server RSS", format!("{:.1} MiB", rss as f64 / 1_048_576.0));
@@ -193,6 +201,7 @@ impl UsageDelta {
         json!({
             "server_cpu_seconds": self.server_cpu.map(|c| c.as_secs_f64()),
             "server_cpu_us_per_unit": self.server_us_per(units),
+            "server_kernel_us_per_unit": self.server_kernel_us_per(units),
             "server_rss_bytes": self.server_rss_bytes,
             "bench_cpu_seconds": self.own_cpu.as_secs_f64(),
             "bench_cores": self.own_cores(),

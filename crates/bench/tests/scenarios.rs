@@ -82,6 +82,52 @@ async fn relay_v1_delivers_everything_in_order() {
     server.shutdown().await;
 }
 
+/// The floor of the relay scenario (`forwarder`, see docs/benchmarks.md) must relay as cleanly as a server: a floor
+/// that lost or misrouted messages would flatter every comparison made against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_through_the_minimal_forwarder_is_clean_and_splits_kernel_time() {
+    use tokio::io::AsyncBufReadExt;
+    let mut forwarder = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
+        .args(["forwarder", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(forwarder.stdout.take().unwrap()).lines();
+    let banner = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let url = banner.strip_prefix("forwarder listening on ").unwrap_or_else(|| panic!("banner: {banner}")).to_string();
+    let pid = forwarder.id().unwrap().to_string();
+    let (ok, stdout, stderr) = bench(
+        &[
+            "relay",
+            "--url",
+            &format!("{url}/bench"),
+            "--dialect",
+            "matchbox",
+            "--pairs",
+            "4",
+            "--window",
+            "8",
+            "--warmup",
+            "0.2",
+            "--duration",
+            "1",
+            "--json",
+            "--server-pid",
+            &pid,
+        ]
+        .map(String::from),
+    )
+    .await;
+    assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_clean_relay(&result, 4);
+    let (total, kernel) =
+        (result["server_cpu_us_per_unit"].as_f64().unwrap(), result["server_kernel_us_per_unit"].as_f64().unwrap());
+    assert!((0.0..=total).contains(&kernel), "{result}");
+    forwarder.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_tutorial_delivers_everything_in_order() {
     let server = start_server().await;
