@@ -11,7 +11,9 @@
 #
 # Environment: WARMUP (seconds, default 2); BENCH_COMPARE_DIR (where the comparison servers are installed and results
 # kept; default a temporary directory removed at the end); SKIP_MATCHBOX=1, SKIP_PEERJS=1, SKIP_FORWARDER=1;
-# SKIP_TUTORIAL=1 (only Switchboard's v1 dialect); MATCHBOX_PORT (18101), PEERJS_PORT (18102), FORWARDER_PORT (18103).
+# SKIP_TUTORIAL=1 (only Switchboard's v1 dialect); MATCHBOX_PORT (18101), PEERJS_PORT (18102);
+# RATE (messages/s over all pairs, default 0: as fast as the windows allow; a fixed rate compares CPU per message
+# at equal load).
 #
 # The comparison servers come from their registries into that directory, never into the repository: matchbox_server
 # with `cargo install --root` (crates.io), PeerJS server with `npm install --prefix` (npm package `peer`). Every run
@@ -30,7 +32,7 @@ matchbox_version=0.15.0
 peer_version=1.0.2
 matchbox_port=${MATCHBOX_PORT:-18101}
 peerjs_port=${PEERJS_PORT:-18102}
-forwarder_port=${FORWARDER_PORT:-18103}
+rate=${RATE:-0}
 
 if [ -n "${BENCH_COMPARE_DIR:-}" ]; then
   work=$BENCH_COMPARE_DIR
@@ -80,7 +82,7 @@ failures=0
 run() {
   local name=$1 dialect=$2 url=$3 out
   echo "--- $name: $pairs pairs x window $window, ${warmup}s warm-up + ${seconds}s"
-  if out=$("$bin/switchboard-bench" relay --url "$url" --dialect "$dialect" --pairs "$pairs" --window "$window" \
+  if out=$("$bin/switchboard-bench" relay --url "$url" --dialect "$dialect" --pairs "$pairs" --window "$window" --rate "$rate" \
     --warmup "$warmup" --duration "$seconds" --server-pid "$server_pid" --timeout $((seconds * 3 + 60)) --json); then
     :
   else
@@ -114,10 +116,21 @@ matchbox() {
 }
 
 forwarder() {
-  "$bin/switchboard-bench" forwarder --listen "127.0.0.1:$forwarder_port" >"$work/forwarder.log" 2>&1 &
+  local log="$work/forwarder.log" addr=
+  "$bin/switchboard-bench" forwarder --listen 127.0.0.1:0 >"$log" 2>&1 &
   server_pid=$!
-  wait_port "$forwarder_port"
-  run forwarder matchbox "ws://127.0.0.1:$forwarder_port/"
+  # Its banner names the port the kernel chose, so a stale listener can never stand in for it.
+  for _ in $(seq 100); do
+    addr=$(grep -o 'ws://127[.0-9]*:[0-9]*' "$log" | head -n1 || true)
+    if [ -n "$addr" ]; then break; fi
+    sleep 0.1
+  done
+  if [ -z "$addr" ]; then
+    echo "the forwarder did not start; its log:" >&2
+    cat "$log" >&2
+    exit 1
+  fi
+  run forwarder matchbox "$addr/"
   stop_server
 }
 

@@ -3,16 +3,20 @@
 //!
 //! The issue's relay target is stated against "a minimal forwarder without JSON validation, presence or call state"
 //! measured on the machine where the targets were set. CPU per message moves with the machine and with the hour
-//! (a second of CPU buys about 1.7 times fewer messages on some hosts of this workplace than on others), so the
-//! comparison is only meaningful when that floor is measured here, in the same run as the servers.
+//! (the same binary needed 1.2-2 times the CPU per relayed message on one host of this workplace as on another),
+//! so the comparison is only meaningful when that floor is measured here, in the same run as the servers.
 //!
 //! What it does, and nothing more: it speaks the matchbox dialect the load generator already has (join a room by
 //! path, `IdAssigned`, `NewPeer`, `Signal` with a `receiver`), finds `"receiver":"…"` in each text frame by a byte
 //! search, and appends the frame, unmasked and otherwise unchanged, to the receiver's output buffer. It validates
 //! nothing, rewrites nothing, keeps no presence and no call state. What it shares with a good server is its I/O: one
-//! thread, one task per connection driven by readiness, reads of up to 64 KiB, every frame a turn produced for a
-//! connection written with one `send`, and `TCP_NODELAY`. It is a measuring instrument, not a server: it trusts its
-//! clients (loopback only, a load generator), though it still bounds what it buffers.
+//! task per connection driven by readiness, reads of up to 64 KiB, the frames queued for a connection written
+//! together (one `send` per turn as a rule), and `TCP_NODELAY`. Where it differs: a current-thread runtime with
+//! `Rc`/`RefCell` state, where Switchboard runs one multi-thread worker with a locked hub (Switchboard itself measured
+//! worse on a current-thread runtime, see docs/benchmarks.md), and a read buffer per connection.
+//!
+//! It is a measuring instrument, not a server: it trusts its clients (loopback only, a load generator), though it
+//! still bounds what it buffers.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -161,7 +165,7 @@ async fn relay(stream: &mut TcpStream, state: &RefCell<State>, me: &Peer, input:
     let mut write: Vec<u8> = Vec::new();
     let mut written = 0;
     if input.filled > 0 && !forward_frames(input, state, me)? {
-        return Ok(());
+        return finish(stream, &[], me).await;
     }
     loop {
         if written == write.len() {
@@ -179,7 +183,7 @@ async fn relay(stream: &mut TcpStream, state: &RefCell<State>, me: &Peer, input:
                         match read_some(stream, input)? {
                             Read::Data => {
                                 if !forward_frames(input, state, me)? {
-                                    return Ok(());
+                                    return finish(stream, &write[written..], me).await;
                                 }
                             }
                             Read::Drained => break,
@@ -200,6 +204,17 @@ async fn relay(stream: &mut TcpStream, state: &RefCell<State>, me: &Peer, input:
             written += write_some(stream, &write)?;
         }
     }
+}
+
+/// After the client's close frame: sends what is still queued, the close echo last, for at most a second.
+async fn finish(stream: &mut TcpStream, unsent: &[u8], me: &Peer) -> anyhow::Result<()> {
+    let queued = std::mem::take(&mut *me.output.borrow_mut());
+    let send = async {
+        stream.write_all(unsent).await?;
+        stream.write_all(&queued).await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), send).await;
+    Ok(())
 }
 
 enum Read {
@@ -276,7 +291,7 @@ fn forward_frames(buffer: &mut Input, state: &RefCell<State>, me: &Peer) -> anyh
     let mut open = true;
     while let Some((header, length, mask)) = parse_header(&input[at..])? {
         let payload = &mut input[at + header..at + header + length];
-        unmask(payload, mask);
+        crate::ws::apply_mask(payload, mask);
         match opcode_of(input[at]) {
             0x1 => forward(payload_of(input, at, header, length), state),
             0x8 => {
@@ -327,19 +342,6 @@ fn parse_header(bytes: &[u8]) -> anyhow::Result<Option<(usize, usize, [u8; 4])>>
     let mask = [bytes[header], bytes[header + 1], bytes[header + 2], bytes[header + 3]];
     header += 4;
     Ok(Some((header, length, mask)))
-}
-
-fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    let wide = u64::from(u32::from_ne_bytes(mask)) | (u64::from(u32::from_ne_bytes(mask)) << 32);
-    let mut chunks = payload.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
-    }
-    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
-        *byte ^= mask[i % 4];
-    }
 }
 
 /// Appends the text frame to its receiver's output, found by a byte search for `"receiver":"`.

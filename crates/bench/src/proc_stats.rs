@@ -9,7 +9,8 @@ pub struct ProcStats {
     pub rss_bytes: u64,
     /// User plus system CPU time.
     pub cpu: Duration,
-    /// The system (kernel) part of `cpu`: on loopback, mostly TCP, and the part a server's own code does not decide.
+    /// The system (kernel) part of `cpu`: on loopback mostly TCP, which a server's code decides only through how many
+    /// system calls it makes and how much it sends.
     pub system: Duration,
 }
 

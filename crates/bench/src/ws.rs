@@ -621,7 +621,7 @@ fn header(buf: &[u8]) -> anyhow::Result<Option<(usize, usize)>> {
 }
 
 /// XORs `payload` with the 4-byte `mask`, eight bytes at a time.
-fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
+pub(crate) fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
     let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
     let mut chunks = payload.chunks_exact_mut(8);
     for chunk in &mut chunks {
