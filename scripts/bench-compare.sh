@@ -6,8 +6,8 @@
 #   scripts/bench-compare.sh [PAIRS [WINDOW [SECONDS [ROUNDS]]]]      defaults: 100 16 10 1
 #
 # Beside them runs the floor: `switchboard-bench forwarder`, a minimal forwarder (matchbox dialect, no validation, no
-# presence, no call state, the same I/O design as Switchboard), which tells what this machine's kernel and runtime
-# alone cost per message in this very run.
+# presence, no call state, I/O built like Switchboard's), which tells what this machine's kernel and runtime alone
+# cost per message in this very run.
 #
 # Environment: WARMUP (seconds, default 2); BENCH_COMPARE_DIR (where the comparison servers are installed and results
 # kept; default a temporary directory removed at the end); SKIP_MATCHBOX=1, SKIP_PEERJS=1, SKIP_FORWARDER=1;
