@@ -29,6 +29,10 @@ use crate::{codec, scripts, Backend, Command, Event, Message, NodeId, COMMAND_QU
 /// Key and channel prefix.
 pub const PREFIX: &str = "sb:";
 
+/// After [`PREFIX`]: the channel every node reads, and the start of each node's own channel (its id follows).
+const ALL_CHANNEL: &str = "all";
+const NODE_CHANNEL: &str = "to:";
+
 /// Most published messages held back while the connection comes up (between subscribing and the first heartbeat
 /// result, one round trip); beyond, the node reconnects and resynchronises.
 const EARLY_EVENTS: usize = 65_536;
@@ -137,7 +141,6 @@ impl RedisBackend {
             ready: ready.clone(),
             liveness: Liveness::default(),
             encodings: codec::Encodings::default(),
-            all_channel: format!("{PREFIX}all"),
         };
         let handle = tokio::spawn(task.run(rx));
         Ok((Self { commands, ready }, handle))
@@ -374,8 +377,6 @@ struct Task {
     liveness: Liveness,
     /// Which encoding each other node reads.
     encodings: codec::Encodings,
-    /// The channel every node reads.
-    all_channel: String,
 }
 
 /// Why serving a connection ended.
@@ -407,7 +408,7 @@ struct Shas {
 
 impl Task {
     fn node_channel(&self, node: &NodeId) -> String {
-        format!("{PREFIX}to:{node}")
+        format!("{PREFIX}{NODE_CHANNEL}{node}")
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
@@ -500,7 +501,7 @@ impl Task {
             depart: link.load(scripts::DEPART).await?,
         };
         // Subscribed before the heartbeat registers this node, so that a peer that finds it alive can reach it.
-        link.subscribe(&[self.node_channel(&self.settings.node), self.all_channel.clone()]).await?;
+        link.subscribe(&[self.node_channel(&self.settings.node), format!("{PREFIX}{ALL_CHANNEL}")]).await?;
         if !self.liveness.seen.is_empty() || !self.liveness.heard.is_empty() {
             self.liveness.quiet_until = Some(tokio::time::Instant::now() + self.settings.lease());
         }
@@ -736,11 +737,13 @@ impl Task {
 
     /// Appends `PUBLISH` of `messages` as one envelope, to node `to` or (`None`) to every node.
     fn write_publish(&self, link: &mut Link, to: Option<&NodeId>, messages: &[Message]) {
-        let channel = match to {
-            Some(node) => self.node_channel(node),
-            None => self.all_channel.clone(),
+        // The channel's name goes out in pieces: one envelope per relayed burst must not allocate it each time.
+        let (channel, node): (&str, &str) = match to {
+            Some(node) => (NODE_CHANNEL, node.as_str()),
+            None => (ALL_CHANNEL, ""),
         };
-        resp::publish(&mut link.output, &mut link.scratch, channel.as_bytes(), |out| {
+        let channel = [PREFIX.as_bytes(), channel.as_bytes(), node.as_bytes()];
+        resp::publish(&mut link.output, &mut link.scratch, &channel, |out| {
             self.encodings.encode_into(&self.settings.node, to, messages, out);
         });
     }

@@ -220,14 +220,19 @@ pub fn command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
     }
 }
 
-/// Appends `PUBLISH channel payload`, the payload written by `fill` straight into `scratch` and then copied once
-/// into `out` (RESP wants its length first, and `fill` learns the length only by writing).
-pub fn publish(out: &mut Vec<u8>, scratch: &mut Vec<u8>, channel: &[u8], fill: impl FnOnce(&mut Vec<u8>)) {
+/// Appends `PUBLISH channel payload`, the channel's name given as pieces to join, the payload written by `fill`
+/// straight into `scratch` and then copied once into `out` (RESP wants its length first, and `fill` learns the
+/// length only by writing).
+pub fn publish(out: &mut Vec<u8>, scratch: &mut Vec<u8>, channel: &[&[u8]], fill: impl FnOnce(&mut Vec<u8>)) {
     scratch.clear();
     fill(scratch);
     header(out, b'*', 3);
     bulk(out, b"PUBLISH");
-    bulk(out, channel);
+    header(out, b'$', channel.iter().map(|piece| piece.len()).sum());
+    for piece in channel {
+        out.extend_from_slice(piece);
+    }
+    out.extend_from_slice(b"\r\n");
     bulk(out, scratch);
 }
 
@@ -265,7 +270,7 @@ mod tests {
         assert_eq!(out, b"*4\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n0\r\n$0\r\n\r\n");
         out.clear();
         let mut scratch = vec![9; 3];
-        publish(&mut out, &mut scratch, b"sb:to:n1", |s| s.extend_from_slice(b"\0SB\x02x"));
+        publish(&mut out, &mut scratch, &[b"sb:", b"to:", b"n1"], |s| s.extend_from_slice(b"\0SB\x02x"));
         assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$8\r\nsb:to:n1\r\n$5\r\n\0SB\x02x\r\n");
     }
 
