@@ -116,21 +116,12 @@ matchbox() {
 }
 
 forwarder() {
-  local log="$work/forwarder.log" addr=
+  local log="$work/forwarder.log" addr
   "$bin/switchboard-bench" forwarder --listen 127.0.0.1:0 >"$log" 2>&1 &
   server_pid=$!
   # Its banner names the port the kernel chose, so a stale listener can never stand in for it.
-  for _ in $(seq 100); do
-    addr=$(grep -o 'ws://127[.0-9]*:[0-9]*' "$log" | head -n1 || true)
-    if [ -n "$addr" ]; then break; fi
-    sleep 0.1
-  done
-  if [ -z "$addr" ]; then
-    echo "the forwarder did not start; its log:" >&2
-    cat "$log" >&2
-    exit 1
-  fi
-  run forwarder matchbox "$addr/"
+  addr=$(logged_address "$log" ws forwarder) || exit 1
+  run forwarder matchbox "ws://$addr/"
   stop_server
 }
 

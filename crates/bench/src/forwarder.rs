@@ -30,6 +30,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+use crate::ws;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where to listen (loopback only: this is a measuring instrument).
@@ -102,13 +104,14 @@ async fn connection(mut stream: TcpStream, state: Rc<RefCell<State>>) -> anyhow:
         let number = state.next_id.get() + 1;
         state.next_id.set(number);
         let id: Box<str> = format!("f{number}").into();
-        push_text(&me, format!("{{\"IdAssigned\":\"{id}\"}}").as_bytes());
+        push_frame(&me, OP_TEXT, format!("{{\"IdAssigned\":\"{id}\"}}").as_bytes());
         let announce = format!("{{\"NewPeer\":\"{id}\"}}");
         let members = state.rooms.entry(room.clone()).or_default();
         for member in members.iter() {
             if let Some(peer) = state.peers.get(member) {
-                push_text(peer, announce.as_bytes());
-                peer.wake.notify_one();
+                if push_frame(peer, OP_TEXT, announce.as_bytes()) {
+                    peer.wake.notify_one();
+                }
             }
         }
         members.push(id.clone());
@@ -291,7 +294,7 @@ fn forward_frames(buffer: &mut Input, state: &RefCell<State>, me: &Peer) -> anyh
     let mut open = true;
     while let Some((header, length, mask)) = parse_header(&input[at..])? {
         let payload = &mut input[at + header..at + header + length];
-        crate::ws::apply_mask(payload, mask);
+        ws::apply_mask(payload, mask);
         match opcode_of(input[at]) {
             0x1 => forward(payload_of(input, at, header, length), state),
             0x8 => {
@@ -300,7 +303,9 @@ fn forward_frames(buffer: &mut Input, state: &RefCell<State>, me: &Peer) -> anyh
                 at += header + length;
                 break;
             }
-            0x9 => push_frame(me, 0x8A, payload_of(input, at, header, length)),
+            0x9 => {
+                push_frame(me, 0x8A, payload_of(input, at, header, length));
+            }
             0xA => {}
             opcode => anyhow::bail!("opcode {opcode:#x} is not handled by the forwarder"),
         }
@@ -320,28 +325,17 @@ fn payload_of(input: &[u8], at: usize, header: usize, length: usize) -> &[u8] {
 
 /// A complete masked frame at the start of `bytes`: its header length, payload length and mask.
 fn parse_header(bytes: &[u8]) -> anyhow::Result<Option<(usize, usize, [u8; 4])>> {
-    if bytes.len() < 2 {
+    let [first, second, ..] = *bytes else { return Ok(None) };
+    anyhow::ensure!(first & 0x80 != 0, "fragmented frames are not handled by the forwarder");
+    anyhow::ensure!(second & ws::MASKED != 0, "client frames must be masked");
+    let Some((length, at)) = ws::length_field(bytes) else { return Ok(None) };
+    anyhow::ensure!(length <= MAX_FRAME as u64, "frame of {length} bytes");
+    let length = length as usize;
+    let Some(mask) = bytes.get(at..at + 4) else { return Ok(None) };
+    if bytes.len() < at + 4 + length {
         return Ok(None);
     }
-    anyhow::ensure!(bytes[0] & 0x80 != 0, "fragmented frames are not handled by the forwarder");
-    anyhow::ensure!(bytes[1] & 0x80 != 0, "client frames must be masked");
-    let (length, mut header) = match bytes[1] & 0x7F {
-        126 if bytes.len() >= 4 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
-        127 if bytes.len() >= 10 => {
-            let mut wide = [0u8; 8];
-            wide.copy_from_slice(&bytes[2..10]);
-            (usize::try_from(u64::from_be_bytes(wide)).unwrap_or(usize::MAX), 10)
-        }
-        126 | 127 => return Ok(None),
-        short => (usize::from(short), 2),
-    };
-    anyhow::ensure!(length <= MAX_FRAME, "frame of {length} bytes");
-    if bytes.len() < header + 4 + length {
-        return Ok(None);
-    }
-    let mask = [bytes[header], bytes[header + 1], bytes[header + 2], bytes[header + 3]];
-    header += 4;
-    Ok(Some((header, length, mask)))
+    Ok(Some((at + 4, length, [mask[0], mask[1], mask[2], mask[3]])))
 }
 
 /// Appends the text frame to its receiver's output, found by a byte search for `"receiver":"`.
@@ -351,34 +345,25 @@ fn forward(payload: &[u8], state: &RefCell<State>) {
     let Some(length) = memchr::memchr(b'"', &payload[start..]) else { return };
     let Ok(receiver) = std::str::from_utf8(&payload[start..start + length]) else { return };
     let Some(peer) = state.peers.get(receiver) else { return };
-    // A receiver that stopped reading loses further frames rather than growing this buffer without bound; the load
-    // generator counts them as lost.
-    if peer.output.borrow().len() > MAX_PENDING {
-        return;
+    if push_frame(peer, OP_TEXT, payload) {
+        peer.wake.notify_one();
     }
-    push_text(peer, payload);
-    peer.wake.notify_one();
 }
 
-fn push_text(peer: &Peer, payload: &[u8]) {
-    push_frame(peer, 0x81, payload);
-}
+/// A final text frame's first byte.
+const OP_TEXT: u8 = 0x81;
 
-fn push_frame(peer: &Peer, first: u8, payload: &[u8]) {
+/// Appends a frame (`first`: FIN and opcode) to `peer`'s output; false when it is dropped instead. A connection that
+/// stopped reading loses further frames, whoever they come from (a peer's signals, its own pongs), rather than growing
+/// its buffer without bound; the load generator counts lost signals.
+fn push_frame(peer: &Peer, first: u8, payload: &[u8]) -> bool {
     let mut output = peer.output.borrow_mut();
-    output.push(first);
-    match payload.len() {
-        short @ 0..=125 => output.push(short as u8),
-        medium @ 126..=0xFFFF => {
-            output.push(126);
-            output.extend_from_slice(&(medium as u16).to_be_bytes());
-        }
-        long => {
-            output.push(127);
-            output.extend_from_slice(&(long as u64).to_be_bytes());
-        }
+    if output.len() > MAX_PENDING {
+        return false;
     }
+    ws::put_header(&mut output, first, 0, payload.len());
     output.extend_from_slice(payload);
+    true
 }
 
 #[cfg(test)]
@@ -386,14 +371,8 @@ mod tests {
     use super::*;
 
     fn masked_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-        let mut frame = vec![0x80 | opcode];
-        match payload.len() {
-            n @ 0..=125 => frame.push(0x80 | n as u8),
-            n => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
+        let mut frame = Vec::new();
+        ws::put_header(&mut frame, 0x80 | opcode, ws::MASKED, payload.len());
         frame.extend_from_slice(&mask);
         frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         frame
