@@ -51,8 +51,8 @@ pub struct Config {
     pub login_timeout: Duration,
     /// Presence changes are collected for at least this long and sent as one event.
     pub presence_interval: Duration,
-    /// Upper bound on presence frames per second: with N sessions online a tick lasts at least N / this, so that a
-    /// login storm on a full server costs a bounded number of frames (0 turns the bound off).
+    /// Upper bound on presence frames per second: with N sessions online a tick comes at least N / this after the
+    /// previous one, so that a login storm on a full server costs a bounded number of frames (0 turns the bound off).
     pub presence_frames_per_second: u32,
     /// The transport's ping interval; the core only reports it to clients.
     pub heartbeat: Duration,

@@ -208,6 +208,9 @@ pub struct Signaling {
     /// Which online users presence shows (bounded by `max_presence_users`).
     lobby: Lobby,
     flush_scheduled: bool,
+    /// When presence was last flushed: the frame budget spaces flushes from here, so that a lone change after a
+    /// quiet spell goes out after one `presence_interval` while a storm still gets at most the budgeted frames.
+    last_presence_flush: Option<Instant>,
     pub(crate) timers: Timers,
     pub(crate) out: VecDeque<Output>,
     /// An instant and the Unix time (seconds) at that instant, to mint TURN credentials and check token expiry
@@ -254,6 +257,7 @@ impl Signaling {
             snapshot: Snapshot::default(),
             lobby,
             flush_scheduled: false,
+            last_presence_flush: None,
             timers: Timers::default(),
             out: VecDeque::new(),
             wall_clock: (None, 0),
@@ -386,7 +390,7 @@ impl Signaling {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((deadline, timer)) = self.timers.pop_due(now) {
             match timer {
-                Timer::PresenceFlush => self.flush_presence(),
+                Timer::PresenceFlush => self.flush_presence(now),
                 Timer::Grace(session) => {
                     let expired = self
                         .sessions
@@ -1035,23 +1039,32 @@ impl Signaling {
     pub(crate) fn schedule_flush(&mut self, now: Instant) {
         if !self.flush_scheduled {
             self.flush_scheduled = true;
-            let mut interval = self.config.presence_interval;
-            if self.config.presence_frames_per_second > 0 {
-                let per_frame = std::time::Duration::from_secs(1) / self.config.presence_frames_per_second;
-                interval =
-                    interval.max(per_frame.saturating_mul(u32::try_from(self.sessions.len()).unwrap_or(u32::MAX)));
-            }
-            self.timers.at(now + interval, Timer::PresenceFlush);
+            self.timers.at(self.next_presence_flush(now), Timer::PresenceFlush);
         }
     }
 
-    fn flush_presence(&mut self) {
+    /// Changes are collected for at least `presence_interval`, and flushes are at least N / budget apart (N: the
+    /// sessions online, each of which gets a frame per flush). The spacing counts from the previous flush, not from
+    /// the first change: the budget bounds frames per second either way, and a change on a quiet server is not held
+    /// back for a whole budgeted tick.
+    fn next_presence_flush(&self, now: Instant) -> Instant {
+        let collected = now + self.config.presence_interval;
+        let (Some(last), budget @ 1..) = (self.last_presence_flush, self.config.presence_frames_per_second) else {
+            return collected;
+        };
+        let per_frame = std::time::Duration::from_secs(1) / budget;
+        let spacing = per_frame.saturating_mul(u32::try_from(self.sessions.len()).unwrap_or(u32::MAX));
+        collected.max(last + spacing)
+    }
+
+    fn flush_presence(&mut self, now: Instant) {
         self.flush_scheduled = false;
         self.broadcast_local_presence();
         let (frames, membership_changed) = self.presence.take();
         if frames.is_none() && !membership_changed {
             return;
         }
+        self.last_presence_flush = Some(now);
         // Local users beyond `max_presence_users` wait unlisted (see `Lobby`).
         let lobby = &self.lobby;
         let local =

@@ -572,6 +572,37 @@ fn a_hundred_logins_in_one_tick_give_one_presence_frame_per_observer() {
 }
 
 #[test]
+fn the_frame_budget_spaces_flushes_but_a_change_after_a_quiet_spell_goes_out_after_one_interval() {
+    // 10 ms per frame: with 20 sessions online, flushes are at least 200 ms apart.
+    let mut sim = Sim::new(Config { presence_frames_per_second: 100, ..Config::default() });
+    let interval = sim.config().presence_interval;
+    assert_eq!(interval, Duration::from_millis(50));
+    let observer = sim.login("observer");
+    for i in 0..19 {
+        sim.login(&format!("user{i:02}"));
+    }
+    sim.advance(Duration::from_secs(1));
+    for inbox in sim.inboxes.values_mut() {
+        inbox.clear();
+    }
+
+    // A lone login a second after the last flush waits one interval, not 20 x 10 ms.
+    sim.login("late");
+    sim.advance(interval - Duration::from_millis(1));
+    sim.assert_silent(observer);
+    sim.advance_ms(1);
+    assert_eq!(names(&sim.one(observer), "joined"), set(&["late"]));
+
+    // The next change comes right after that flush: it waits until 22 sessions (its own included) x 10 ms after it.
+    sim.advance_ms(1);
+    sim.login("later");
+    sim.advance_ms(218);
+    sim.assert_silent(observer);
+    sim.advance_ms(1);
+    assert_eq!(names(&sim.one(observer), "joined"), set(&["later"]));
+}
+
+#[test]
 fn presence_reports_leaves_and_status_changes() {
     let mut sim = Sim::default_config();
     let observer = sim.login("observer");

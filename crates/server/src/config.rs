@@ -350,7 +350,7 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_PRESENCE_INTERVAL", value_name = "DURATION")]
     pub presence_interval: Option<HumanDuration>,
 
-    /// Most presence frames per second in total; ticks lengthen with the number of users online [default: 20000].
+    /// Most presence frames per second in total; ticks are spaced by the number of users online [default: 20000].
     #[arg(long, env = "SWITCHBOARD_PRESENCE_FRAMES_PER_SECOND", value_name = "N")]
     pub presence_frames_per_second: Option<u32>,
 
