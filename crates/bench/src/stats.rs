@@ -24,7 +24,7 @@ impl SharedHistogram {
         Arc::new(Self(Mutex::new(new_histogram())))
     }
 
-    fn add(&self, samples: &[u64]) {
+    pub fn add(&self, samples: &[u64]) {
         let mut h = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         for &us in samples {
             h.saturating_record(us.max(1));

@@ -23,11 +23,10 @@ const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
-/// Initial size of the read buffer; it grows for larger frames (a `welcome` listing 10,000 users is ~400 KB).
+/// A full-sized read buffer; it grows for larger frames (a `welcome` listing 10,000 users is ~400 KB uncompressed).
 const READ_CHUNK: usize = 64 * 1024;
-/// The read buffer a connection starts with, and returns to after a large frame. Small, because thousands of idle
-/// storm clients each holding 64 KiB touched 640 MB of fresh pages; a connection that fills it with messages moves
-/// to [`READ_CHUNK`].
+/// The smallest read buffer a connection takes when bytes arrive (it holds none while it has nothing undecoded): any
+/// spare from this size to [`READ_CHUNK`] will do, and a connection that fills a small one moves to a full-sized one.
 const FIRST_READ_BUFFER: usize = 16 * 1024;
 // The handshake reads the response head into the first buffer.
 const _: () = assert!(FIRST_READ_BUFFER >= MAX_HEAD);
@@ -98,8 +97,16 @@ struct SpareBuffers {
 const MAX_SPARES: usize = 64;
 
 impl SpareBuffers {
-    /// A buffer of `len` to `at_most` bytes: the smallest spare in that range, or a new one of `len`.
+    /// A buffer of `len` to `at_most` bytes: the spare given back last if it fits, else the smallest that does, or
+    /// a new one of `len`.
     fn take(&mut self, len: usize, at_most: usize) -> Vec<u8> {
+        // The one given back last, if it fits: connections that return their buffer whenever they have read
+        // everything take one per read, and a scan of every spare each time would cost more than the read.
+        if self.buffers.last().is_some_and(|b| (len..=at_most).contains(&b.len())) {
+            if let Some(buffer) = self.buffers.pop() {
+                return buffer;
+            }
+        }
         let fitting = self
             .buffers
             .iter()
@@ -180,7 +187,9 @@ impl WsConn {
             read: spares_take(FIRST_READ_BUFFER, READ_CHUNK),
             start: 0,
             end: 0,
-            write: Vec::with_capacity(READ_CHUNK),
+            // Grown on demand: most clients write a login and little else, and 10,000 write buffers of 64 KiB each
+            // cost a freshly faulted page apiece.
+            write: Vec::new(),
             fragments: Vec::new(),
             fragmented: false,
             // Masking keys need not be secret here (the peer is our own loopback server), only varied.
@@ -291,16 +300,19 @@ impl WsConn {
         Ok(())
     }
 
-    /// Waits for more bytes from the server. Cancel-safe: it is one `read`, so it can race in a `select!`.
+    /// Waits for more bytes from the server. Cancel-safe: it waits for readiness, then reads without waiting, so it
+    /// can race in a `select!`.
+    ///
+    /// A connection with nothing undecoded gives its read buffer back to this thread's spares before it waits, and
+    /// takes one when bytes arrive: 10,000 idle storm clients then hold no buffers at all, where holding 16 KiB each
+    /// touched 160 MB of fresh pages (a tenth of the tool's CPU went to page faults), and the spares a thread reuses
+    /// stay warm.
     pub async fn fill(&mut self) -> anyhow::Result<()> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if self.read.len() > READ_CHUNK {
-                // Done with a large frame: its buffer goes back to this thread's spares. Thousands of storm clients
-                // each holding a buffer grown for a `welcome` cost gigabytes of freshly faulted, zeroed pages; spares
-                // are warm and need no zeroing.
-                self.switch_buffer(FIRST_READ_BUFFER, READ_CHUNK);
+            if !self.read.is_empty() {
+                spares_put(std::mem::take(&mut self.read));
             }
         } else if self.end == self.read.len() {
             if self.start > 0 && self.read.len() < READ_CHUNK {
@@ -319,11 +331,26 @@ impl WsConn {
                 self.switch_buffer(grown, grown.saturating_mul(2));
             }
         }
-        let n = self.stream.read(&mut self.read[self.end..]).await.context("read from the server")?;
-        anyhow::ensure!(n > 0, "the server closed the connection");
-        self.end += n;
-        self.bytes_read += n as u64;
-        Ok(())
+        loop {
+            self.stream.readable().await.context("read from the server")?;
+            if self.read.is_empty() {
+                self.read = spares_take(FIRST_READ_BUFFER, READ_CHUNK);
+            }
+            match self.stream.try_read(&mut self.read[self.end..]) {
+                Ok(0) => anyhow::bail!("the server closed the connection"),
+                Ok(n) => {
+                    self.end += n;
+                    self.bytes_read += n as u64;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.end == 0 {
+                        spares_put(std::mem::take(&mut self.read));
+                    }
+                }
+                Err(e) => return Err(e).context("read from the server"),
+            }
+        }
     }
 
     /// Moves the undecoded bytes to the front of a spare buffer of `len` to `at_most` bytes and gives the current
@@ -726,9 +753,12 @@ mod tests {
         assert!(largest >= 1_000_010, "grown to the largest frame");
         let _server = server.await.unwrap();
         assert!(conn.next().unwrap().is_none());
-        // All read: the next fill starts over with a small buffer (and here waits for bytes that never come).
+        // All read: the next fill gives the buffer back to the thread's spares while it waits for bytes (here bytes
+        // that never come), and the spares keep it.
+        let spares_before = SPARE_BUFFERS.with_borrow(|spares| spares.buffers.len());
         let _ = tokio::time::timeout(std::time::Duration::from_millis(10), conn.fill()).await;
-        assert!(conn.read.len() <= READ_CHUNK, "given back: {}", conn.read.len());
+        assert!(conn.read.is_empty(), "given back: {}", conn.read.len());
+        assert_eq!(SPARE_BUFFERS.with_borrow(|spares| spares.buffers.len()), spares_before + 1);
     }
 
     /// Spares full of buffers grown for large frames still hand out small buffers: the largest spare is the one let
@@ -744,7 +774,14 @@ mod tests {
         assert_eq!(spares.buffers.len(), MAX_SPARES);
         assert!(spares.buffers.iter().all(|b| b.len() < 200_000 + MAX_SPARES - 1), "the largest was let go");
         assert_eq!(spares.take(FIRST_READ_BUFFER, READ_CHUNK).len(), FIRST_READ_BUFFER);
-        assert_eq!(spares.take(150_000, 300_000).len(), 200_000, "the smallest that fits");
+        spares.put(vec![0; 1_000]);
+        assert_eq!(
+            spares.take(150_000, 300_000).len(),
+            200_000,
+            "the last given back does not fit: the smallest that does"
+        );
+        spares.put(vec![0; 250_000]);
+        assert_eq!(spares.take(150_000, 300_000).len(), 250_000, "the last given back fits: that one");
         while spares.buffers.len() < MAX_SPARES {
             spares.put(vec![0; 1_000]);
         }
