@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use anyhow::Context;
 use base64::Engine as _;
+use futures_util::FutureExt as _;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,13 +24,12 @@ const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
-/// A full-sized read buffer; it grows for larger frames (a `welcome` listing 10,000 users is ~400 KB uncompressed).
+/// The read buffer a connection takes when bytes arrive (it holds none while it has nothing undecoded); it grows for
+/// larger frames (a `welcome` listing 10,000 users is ~400 KB uncompressed). One size for all: buffers are shared
+/// through the thread's spares, and a smaller first size had busy connections hop between sizes, copying.
 const READ_CHUNK: usize = 64 * 1024;
-/// The smallest read buffer a connection takes when bytes arrive (it holds none while it has nothing undecoded): any
-/// spare from this size to [`READ_CHUNK`] will do, and a connection that fills a small one moves to a full-sized one.
-const FIRST_READ_BUFFER: usize = 16 * 1024;
 // The handshake reads the response head into the first buffer.
-const _: () = assert!(FIRST_READ_BUFFER >= MAX_HEAD);
+const _: () = assert!(READ_CHUNK >= MAX_HEAD);
 /// Largest message accepted from a server.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Largest HTTP response head accepted during the handshake.
@@ -184,7 +184,7 @@ impl WsConn {
         let stream = net::connect(target.addr, i).await?;
         let mut conn = Self {
             stream,
-            read: spares_take(FIRST_READ_BUFFER, READ_CHUNK),
+            read: spares_take(READ_CHUNK, READ_CHUNK),
             start: 0,
             end: 0,
             // Grown on demand: most clients write a login and little else, and 10,000 write buffers of 64 KiB each
@@ -315,10 +315,7 @@ impl WsConn {
                 spares_put(std::mem::take(&mut self.read));
             }
         } else if self.end == self.read.len() {
-            if self.start > 0 && self.read.len() < READ_CHUNK {
-                // A busy connection: move to a full-sized buffer, so that one read takes many messages.
-                self.switch_buffer(READ_CHUNK, READ_CHUNK);
-            } else if self.start > 0 {
+            if self.start > 0 {
                 self.read.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
@@ -332,23 +329,29 @@ impl WsConn {
             }
         }
         loop {
-            self.stream.readable().await.context("read from the server")?;
+            // `poll_read_ready`, not `readable()`: it keeps one waker per stream where `readable()` queues a waiter
+            // under a lock each time, and a relay client races two of these per message.
+            std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)).await.context("read from the server")?;
             if self.read.is_empty() {
-                self.read = spares_take(FIRST_READ_BUFFER, READ_CHUNK);
+                self.read = spares_take(READ_CHUNK, READ_CHUNK);
             }
-            match self.stream.try_read(&mut self.read[self.end..]) {
-                Ok(0) => anyhow::bail!("the server closed the connection"),
-                Ok(n) => {
+            // `read` polled once rather than `try_read`: Tokio's `read` takes a short read as proof that the socket is
+            // drained and clears readiness, where `try_read` leaves it set and the next fill pays a `recv` that finds
+            // nothing (twice the `recv` calls per relayed message).
+            match self.stream.read(&mut self.read[self.end..]).now_or_never() {
+                Some(Ok(0)) => anyhow::bail!("the server closed the connection"),
+                Some(Ok(n)) => {
                     self.end += n;
                     self.bytes_read += n as u64;
                     return Ok(());
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Some(Err(e)) => return Err(e).context("read from the server"),
+                // The readiness was stale: wait for the next.
+                None => {
                     if self.end == 0 {
                         spares_put(std::mem::take(&mut self.read));
                     }
                 }
-                Err(e) => return Err(e).context("read from the server"),
             }
         }
     }
@@ -769,11 +772,11 @@ mod tests {
         for i in 0..MAX_SPARES {
             spares.put(vec![0; 200_000 + i]);
         }
-        assert_eq!(spares.take(FIRST_READ_BUFFER, READ_CHUNK).len(), FIRST_READ_BUFFER, "no spare fits: a new one");
-        spares.put(vec![0; FIRST_READ_BUFFER]);
+        assert_eq!(spares.take(READ_CHUNK, READ_CHUNK).len(), READ_CHUNK, "no spare fits: a new one");
+        spares.put(vec![0; READ_CHUNK]);
         assert_eq!(spares.buffers.len(), MAX_SPARES);
         assert!(spares.buffers.iter().all(|b| b.len() < 200_000 + MAX_SPARES - 1), "the largest was let go");
-        assert_eq!(spares.take(FIRST_READ_BUFFER, READ_CHUNK).len(), FIRST_READ_BUFFER);
+        assert_eq!(spares.take(READ_CHUNK, READ_CHUNK).len(), READ_CHUNK);
         spares.put(vec![0; 1_000]);
         assert_eq!(
             spares.take(150_000, 300_000).len(),
