@@ -14,8 +14,8 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-/// A histogram many tasks record into. Each task batches its samples locally ([`Recorder`]) so the lock is taken
-/// once per few hundred samples, not per message.
+/// A histogram many tasks record into. Tasks that record per message batch their samples locally ([`Recorder`]) so
+/// the lock is taken once per few hundred samples; a task with one sample to give (a storm client) adds it directly.
 #[derive(Debug)]
 pub struct SharedHistogram(Mutex<Histogram<u64>>);
 

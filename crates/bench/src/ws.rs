@@ -2,17 +2,17 @@
 //! server, permessage-deflate, see `inflate.rs`, but sends its own uncompressed).
 //!
 //! The load generator shares the machine's cores with the server it measures, so every cycle it spends is taken from
-//! the server. This client keeps one read buffer and one write buffer per connection for its whole life: frames are
-//! decoded in place and handed out as slices, outgoing frames are rendered (and masked) straight into the write
-//! buffer, and many frames go out in one `write` call. No allocation per message once the buffers have grown.
+//! the server. This client decodes frames in place in its read buffer and hands them out as slices, renders (and masks) outgoing
+//! frames straight into its write buffer, and sends many frames in one `write` call. A connection holds a read buffer
+//! only while it has bytes to decode; between reads the buffer waits, warm, in its thread's spares, so thousands of
+//! idle clients cost no buffer memory. No allocation per message once the buffers have grown.
 
 use std::ops::Range;
 
 use anyhow::Context;
 use base64::Engine as _;
-use futures_util::FutureExt as _;
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead as _, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::net::{self, Target};
@@ -88,7 +88,7 @@ pub trait Transport {
     }
 }
 
-/// Read buffers not in use, kept per thread: a few large ones (grown for large frames) and small ones.
+/// Read buffers not in use, kept per thread: full-sized ones, and a few grown for large frames.
 struct SpareBuffers {
     buffers: Vec<Vec<u8>>,
 }
@@ -102,10 +102,8 @@ impl SpareBuffers {
     fn take(&mut self, len: usize, at_most: usize) -> Vec<u8> {
         // The one given back last, if it fits: connections that return their buffer whenever they have read
         // everything take one per read, and a scan of every spare each time would cost more than the read.
-        if self.buffers.last().is_some_and(|b| (len..=at_most).contains(&b.len())) {
-            if let Some(buffer) = self.buffers.pop() {
-                return buffer;
-            }
+        if let Some(buffer) = self.buffers.pop_if(|b| (len..=at_most).contains(&b.len())) {
+            return buffer;
         }
         let fitting = self
             .buffers
@@ -305,8 +303,8 @@ impl WsConn {
     ///
     /// A connection with nothing undecoded gives its read buffer back to this thread's spares before it waits, and
     /// takes one when bytes arrive: 10,000 idle storm clients then hold no buffers at all, where holding 16 KiB each
-    /// touched 160 MB of fresh pages (a tenth of the tool's CPU went to page faults), and the spares a thread reuses
-    /// stay warm.
+    /// touched 160 MB of fresh pages (a third of the tool's page faults, which took about a tenth of its CPU), and
+    /// the spares a thread reuses stay warm. A [`Payload`] from [`WsConn::next`] is invalid after a fill.
     pub async fn fill(&mut self) -> anyhow::Result<()> {
         if self.start == self.end {
             self.start = 0;
@@ -328,32 +326,34 @@ impl WsConn {
                 self.switch_buffer(grown, grown.saturating_mul(2));
             }
         }
-        loop {
-            // `poll_read_ready`, not `readable()`: it keeps one waker per stream where `readable()` queues a waiter
-            // under a lock each time, and a relay client races two of these per message.
-            std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)).await.context("read from the server")?;
+        // One poll function, always with this task's waker: wait for readiness (`poll_read_ready`, which keeps one
+        // waker per stream, where `readable()` queues a waiter under a lock, and a relay client races two fills per
+        // message), take a buffer, read. Tokio's `poll_read` takes a short read as proof that the socket is drained
+        // and clears readiness; `try_read` would leave it set, and the next fill would pay a `recv` that finds nothing
+        // (twice the `recv` calls per relayed message).
+        let n = std::future::poll_fn(|cx| {
+            std::task::ready!(self.stream.poll_read_ready(cx))?;
             if self.read.is_empty() {
                 self.read = spares_take(READ_CHUNK, READ_CHUNK);
             }
-            // `read` polled once rather than `try_read`: Tokio's `read` takes a short read as proof that the socket is
-            // drained and clears readiness, where `try_read` leaves it set and the next fill pays a `recv` that finds
-            // nothing (twice the `recv` calls per relayed message).
-            match self.stream.read(&mut self.read[self.end..]).now_or_never() {
-                Some(Ok(0)) => anyhow::bail!("the server closed the connection"),
-                Some(Ok(n)) => {
-                    self.end += n;
-                    self.bytes_read += n as u64;
-                    return Ok(());
-                }
-                Some(Err(e)) => return Err(e).context("read from the server"),
-                // The readiness was stale: wait for the next.
-                None => {
+            let mut unfilled = tokio::io::ReadBuf::new(&mut self.read[self.end..]);
+            match std::pin::Pin::new(&mut self.stream).poll_read(cx, &mut unfilled) {
+                std::task::Poll::Ready(result) => std::task::Poll::Ready(result.map(|()| unfilled.filled().len())),
+                std::task::Poll::Pending => {
+                    // Stale readiness (or this task's budget spent): nothing read, so no buffer held while waiting.
                     if self.end == 0 {
                         spares_put(std::mem::take(&mut self.read));
                     }
+                    std::task::Poll::Pending
                 }
             }
-        }
+        })
+        .await
+        .context("read from the server")?;
+        anyhow::ensure!(n > 0, "the server closed the connection");
+        self.end += n;
+        self.bytes_read += n as u64;
+        Ok(())
     }
 
     /// Moves the undecoded bytes to the front of a spare buffer of `len` to `at_most` bytes and gives the current
@@ -445,7 +445,8 @@ impl WsConn {
         }
     }
 
-    /// The bytes of a message returned by the last [`WsConn::next`].
+    /// The bytes of a message returned by the last [`WsConn::next`] (not valid after a [`WsConn::fill`], which may
+    /// give the buffer back).
     pub fn payload(&self, payload: &Payload) -> &[u8] {
         if payload.reassembled {
             &self.fragments[payload.range.clone()]
@@ -702,9 +703,9 @@ mod tests {
     }
 
     /// Frames larger than the read buffer, written in pieces, arrive whole and in order; the buffer grown for a large
-    /// frame is given back once it is read.
+    /// frame, like any, goes back to the thread's spares once everything in it is read.
     #[tokio::test]
-    async fn large_frames_in_pieces_arrive_whole_and_the_buffer_shrinks_after() {
+    async fn large_frames_in_pieces_arrive_whole_and_the_buffer_is_given_back_after() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = crate::net::Target::parse(&format!("ws://{}/ws", listener.local_addr().unwrap())).unwrap();

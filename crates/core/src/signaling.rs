@@ -1062,6 +1062,8 @@ impl Signaling {
         self.broadcast_local_presence();
         let (frames, membership_changed) = self.presence.take();
         if frames.is_none() && !membership_changed {
+            // No frame for any client: the budget's spacing still counts from the last flush that sent some. (What
+            // went to the cluster above is one message per flush, not one per user.)
             return;
         }
         self.last_presence_flush = Some(now);

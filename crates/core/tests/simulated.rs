@@ -603,6 +603,37 @@ fn the_frame_budget_spaces_flushes_but_a_change_after_a_quiet_spell_goes_out_aft
 }
 
 #[test]
+fn a_flush_with_nothing_to_send_does_not_restart_the_frame_budget_spacing() {
+    // 10 ms per frame, 20 users listed: a 21st logs in unlisted, which schedules a flush that has nothing to send.
+    let mut sim = Sim::new(Config { presence_frames_per_second: 100, max_presence_users: 20, ..Config::default() });
+    let interval = sim.config().presence_interval;
+    let observer = sim.login("observer");
+    let leaver = sim.login("leaver");
+    for i in 0..18 {
+        sim.login(&format!("user{i:02}"));
+    }
+    sim.advance(Duration::from_secs(1));
+    for inbox in sim.inboxes.values_mut() {
+        inbox.clear();
+    }
+    sim.login("unlisted");
+    assert!(sim.core.poll_timeout().is_some_and(|due| due <= sim.now() + interval), "a flush is scheduled");
+    sim.advance(interval);
+    sim.assert_silent(observer);
+
+    // The last flush that sent anything was a second ago: the leave goes out one interval later, not 21 x 10 ms
+    // after the empty flush.
+    sim.advance_ms(1);
+    sim.send_json(leaver, &json!({"type":"logout"}));
+    sim.advance(interval - Duration::from_millis(1));
+    sim.assert_silent(observer);
+    sim.advance_ms(1);
+    let presence = sim.one(observer);
+    assert_eq!(names(&presence, "left"), set(&["leaver"]), "{presence}");
+    assert_eq!(names(&presence, "joined"), set(&["unlisted"]), "the unlisted user takes the place: {presence}");
+}
+
+#[test]
 fn presence_reports_leaves_and_status_changes() {
     let mut sim = Sim::default_config();
     let observer = sim.login("observer");
