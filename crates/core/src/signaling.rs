@@ -1049,15 +1049,25 @@ impl Signaling {
     /// back for a whole budgeted tick.
     fn next_presence_flush(&self, now: Instant) -> Instant {
         let collected = now + self.config.presence_interval;
+        self.budget_allows_flush_at().map_or(collected, |spaced| collected.max(spaced))
+    }
+
+    /// The earliest flush the frame budget allows with the sessions online now, if it bounds anything.
+    fn budget_allows_flush_at(&self) -> Option<Instant> {
         let (Some(last), budget @ 1..) = (self.last_presence_flush, self.config.presence_frames_per_second) else {
-            return collected;
+            return None;
         };
         let per_frame = std::time::Duration::from_secs(1) / budget;
-        let spacing = per_frame.saturating_mul(u32::try_from(self.sessions.len()).unwrap_or(u32::MAX));
-        collected.max(last + spacing)
+        Some(last + per_frame.saturating_mul(u32::try_from(self.sessions.len()).unwrap_or(u32::MAX)))
     }
 
     fn flush_presence(&mut self, now: Instant) {
+        // The deadline was set with the sessions online then; in a login storm many more are online by now, and a
+        // frame each for them all would overrun the budget (by a quarter at 5,000 logins a second): wait the rest.
+        if let Some(allowed) = self.budget_allows_flush_at().filter(|&allowed| allowed > now) {
+            self.timers.at(allowed, Timer::PresenceFlush);
+            return;
+        }
         self.flush_scheduled = false;
         self.broadcast_local_presence();
         let (frames, membership_changed) = self.presence.take();

@@ -634,6 +634,37 @@ fn a_flush_with_nothing_to_send_does_not_restart_the_frame_budget_spacing() {
 }
 
 #[test]
+fn sessions_that_come_after_a_flush_is_scheduled_push_it_back_within_the_budget() {
+    // 10 ms per frame. A flush right after the previous one is due 21 x 10 ms after it; ten more logins before it
+    // fires mean 31 frames, due 310 ms after the previous flush.
+    let mut sim = Sim::new(Config { presence_frames_per_second: 100, ..Config::default() });
+    let observer = sim.login("observer");
+    for i in 0..19 {
+        sim.login(&format!("user{i:02}"));
+    }
+    sim.advance(Duration::from_secs(1));
+    for inbox in sim.inboxes.values_mut() {
+        inbox.clear();
+    }
+    sim.login("first");
+    sim.advance(sim.config().presence_interval);
+    assert_eq!(names(&sim.one(observer), "joined"), set(&["first"]));
+    for inbox in sim.inboxes.values_mut() {
+        inbox.clear();
+    }
+    let expected: BTreeSet<String> = (0..10).map(|i| format!("late{i}")).collect();
+    for name in &expected {
+        sim.advance_ms(1);
+        sim.login(name);
+    }
+    // 10 ms after the last flush now; it allows the next at 310 ms.
+    sim.advance_ms(299);
+    sim.assert_silent(observer);
+    sim.advance_ms(1);
+    assert_eq!(names(&sim.one(observer), "joined"), expected);
+}
+
+#[test]
 fn presence_reports_leaves_and_status_changes() {
     let mut sim = Sim::default_config();
     let observer = sim.login("observer");
