@@ -69,6 +69,11 @@ grep -q '"lost":0,' <<<"$turn_report" || { echo "TURN scenario lost packets"; ex
 # Cross-node relay against single-node: two nodes and a redis-server of the script's own, one short round.
 PROFILE=debug WARMUP=0.5 RATE=500 scripts/cluster-bench.sh 4 4 1 1
 echo "load generator smoke: ok"
+# The smoke's server is done: it need not sit through the fuzzing and the browser tests.
+kill "$server" 2>/dev/null || true
+wait "$server" 2>/dev/null || true
+rm -f "$log"
+trap - EXIT
 
 step "fuzzing (45 s per target: STUN decoder, v1 and tutorial message decoders, WebSocket frames, cluster envelopes, RESP3 frames)"
 command -v cargo-fuzz >/dev/null || cargo install --locked --quiet cargo-fuzz
