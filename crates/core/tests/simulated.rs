@@ -128,6 +128,10 @@ impl Sim {
     /// A tick, then every inbox emptied.
     fn settle(&mut self) {
         self.tick();
+        self.clear_inboxes();
+    }
+
+    fn clear_inboxes(&mut self) {
         for inbox in self.inboxes.values_mut() {
             inbox.clear();
         }
@@ -571,22 +575,27 @@ fn a_hundred_logins_in_one_tick_give_one_presence_frame_per_observer() {
     sim.assert_silent(second);
 }
 
-#[test]
-fn the_frame_budget_spaces_flushes_but_a_change_after_a_quiet_spell_goes_out_after_one_interval() {
-    // 10 ms per frame: with 20 sessions online, flushes are at least 200 ms apart.
-    let mut sim = Sim::new(Config { presence_frames_per_second: 100, ..Config::default() });
-    let interval = sim.config().presence_interval;
-    assert_eq!(interval, Duration::from_millis(50));
+/// Twenty users online (`observer`, `leaver` and 18 more) under a frame budget of 100 per second (10 ms a frame,
+/// so flushes at least 200 ms apart), a second after their logins went out, every inbox empty.
+fn budgeted_lobby(config: Config) -> (Sim, ConnId, ConnId) {
+    let mut sim = Sim::new(Config { presence_frames_per_second: 100, ..config });
+    assert_eq!(sim.config().presence_interval, Duration::from_millis(50));
     let observer = sim.login("observer");
-    for i in 0..19 {
+    let leaver = sim.login("leaver");
+    for i in 0..18 {
         sim.login(&format!("user{i:02}"));
     }
     sim.advance(Duration::from_secs(1));
-    for inbox in sim.inboxes.values_mut() {
-        inbox.clear();
-    }
+    sim.clear_inboxes();
+    (sim, observer, leaver)
+}
 
-    // A lone login a second after the last flush waits one interval, not 20 x 10 ms.
+#[test]
+fn the_frame_budget_spaces_flushes_but_a_change_after_a_quiet_spell_goes_out_after_one_interval() {
+    let (mut sim, observer, _) = budgeted_lobby(Config::default());
+    let interval = sim.config().presence_interval;
+
+    // A lone login a second after the last flush waits one interval, not 21 x 10 ms.
     sim.login("late");
     sim.advance(interval - Duration::from_millis(1));
     sim.assert_silent(observer);
@@ -604,18 +613,9 @@ fn the_frame_budget_spaces_flushes_but_a_change_after_a_quiet_spell_goes_out_aft
 
 #[test]
 fn a_flush_with_nothing_to_send_does_not_restart_the_frame_budget_spacing() {
-    // 10 ms per frame, 20 users listed: a 21st logs in unlisted, which schedules a flush that has nothing to send.
-    let mut sim = Sim::new(Config { presence_frames_per_second: 100, max_presence_users: 20, ..Config::default() });
+    // 20 users listed: a 21st logs in unlisted, which schedules a flush that has nothing to send.
+    let (mut sim, observer, leaver) = budgeted_lobby(Config { max_presence_users: 20, ..Config::default() });
     let interval = sim.config().presence_interval;
-    let observer = sim.login("observer");
-    let leaver = sim.login("leaver");
-    for i in 0..18 {
-        sim.login(&format!("user{i:02}"));
-    }
-    sim.advance(Duration::from_secs(1));
-    for inbox in sim.inboxes.values_mut() {
-        inbox.clear();
-    }
     sim.login("unlisted");
     assert!(sim.core.poll_timeout().is_some_and(|due| due <= sim.now() + interval), "a flush is scheduled");
     sim.advance(interval);
@@ -635,23 +635,13 @@ fn a_flush_with_nothing_to_send_does_not_restart_the_frame_budget_spacing() {
 
 #[test]
 fn sessions_that_come_after_a_flush_is_scheduled_push_it_back_within_the_budget() {
-    // 10 ms per frame. A flush right after the previous one is due 21 x 10 ms after it; ten more logins before it
-    // fires mean 31 frames, due 310 ms after the previous flush.
-    let mut sim = Sim::new(Config { presence_frames_per_second: 100, ..Config::default() });
-    let observer = sim.login("observer");
-    for i in 0..19 {
-        sim.login(&format!("user{i:02}"));
-    }
-    sim.advance(Duration::from_secs(1));
-    for inbox in sim.inboxes.values_mut() {
-        inbox.clear();
-    }
+    // A flush right after the previous one is due 21 x 10 ms after it; ten more logins before it fires mean 31
+    // frames, due 310 ms after the previous flush.
+    let (mut sim, observer, _) = budgeted_lobby(Config::default());
     sim.login("first");
     sim.advance(sim.config().presence_interval);
     assert_eq!(names(&sim.one(observer), "joined"), set(&["first"]));
-    for inbox in sim.inboxes.values_mut() {
-        inbox.clear();
-    }
+    sim.clear_inboxes();
     let expected: BTreeSet<String> = (0..10).map(|i| format!("late{i}")).collect();
     for name in &expected {
         sim.advance_ms(1);
