@@ -82,8 +82,9 @@ failures=0
 run() {
   local name=$1 dialect=$2 url=$3 out
   echo "--- $name: $pairs pairs x window $window, ${warmup}s warm-up + ${seconds}s"
-  if out=$("$bin/switchboard-bench" relay --url "$url" --dialect "$dialect" --pairs "$pairs" --window "$window" --rate "$rate" \
-    --warmup "$warmup" --duration "$seconds" --server-pid "$server_pid" --timeout $((seconds * 3 + 60)) --json); then
+  if out=$("$bin/switchboard-bench" relay --url "$url" --dialect "$dialect" --pairs "$pairs" --window "$window" \
+    --rate "$rate" --warmup "$warmup" --duration "$seconds" --server-pid "$server_pid" \
+    --timeout $((seconds * 3 + 60)) --json); then
     :
   else
     echo "$name: the run reported faults or failed" >&2
@@ -156,8 +157,8 @@ if command -v node >/dev/null; then
 const lines = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean);
 const pad = (s, n) => String(s).padStart(n);
 console.log(["server".padEnd(22), pad("msg/s", 9), pad("MB/s", 7), pad("p50 ms", 8), pad("p99 ms", 8),
-  pad("p99.9 ms", 9), pad("max ms", 8), pad("srv us/msg", 11), pad("kernel", 7), pad("srv RSS MiB", 12), pad("bench cores", 12),
-  pad("lost", 6)].join(" "));
+  pad("p99.9 ms", 9), pad("max ms", 8), pad("srv us/msg", 11), pad("kernel", 7), pad("srv RSS MiB", 12),
+  pad("bench cores", 12), pad("lost", 6)].join(" "));
 for (const line of lines) {
   const { server, result: r } = JSON.parse(line);
   const ms = (us) => (us / 1000).toFixed(2);

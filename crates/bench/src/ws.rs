@@ -2,10 +2,10 @@
 //! server, permessage-deflate, see `inflate.rs`, but sends its own uncompressed).
 //!
 //! The load generator shares the machine's cores with the server it measures, so every cycle it spends is taken from
-//! the server. This client decodes frames in place in its read buffer and hands them out as slices, renders (and masks) outgoing
-//! frames straight into its write buffer, and sends many frames in one `write` call. A connection holds a read buffer
-//! only while it has bytes to decode; between reads the buffer waits, warm, in its thread's spares, so thousands of
-//! idle clients cost no buffer memory. No allocation per message once the buffers have grown.
+//! the server. This client decodes frames in place in its read buffer and hands them out as slices, renders (and
+//! masks) outgoing frames straight into its write buffer, and sends many frames in one `write` call. A connection
+//! holds a read buffer only while it has bytes to decode; between reads the buffer waits, warm, in its thread's
+//! spares, so thousands of idle clients cost no buffer memory. No allocation per message once the buffers have grown.
 
 use std::ops::Range;
 
