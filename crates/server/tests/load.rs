@@ -31,14 +31,16 @@ async fn a_thousand_concurrent_clients() {
     let server = TestServer::start().await;
     let url = server.url();
     let logged_in = Arc::new(Barrier::new(CLIENTS));
+    let presence_done = Arc::new(Barrier::new(CLIENTS));
     let relayed = Arc::new(Barrier::new(CLIENTS));
-    // How many clients got past each phase: connected, logged in, users checked, presence checked, relayed.
+    // How many clients got past each phase: connected, logged in, presence checked, users checked, relayed.
     let progress: Arc<[AtomicUsize; 5]> = Arc::new(Default::default());
 
     let mut tasks = Vec::with_capacity(CLIENTS);
     for i in 0..CLIENTS {
         let url = url.clone();
         let logged_in = logged_in.clone();
+        let presence_done = presence_done.clone();
         let relayed = relayed.clone();
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
@@ -51,12 +53,6 @@ async fn a_thousand_concurrent_clients() {
             assert!(welcome.users.iter().any(|u| u.name == name(i)));
             progress[1].fetch_add(1, Ordering::Relaxed);
             logged_in.wait().await;
-
-            // Everyone is in: the `users` reply is complete for every client.
-            let users = client.users().await.unwrap_or_else(|e| panic!("client {i}: users: {e}"));
-            assert_eq!(users.len(), CLIENTS, "client {i} sees {} users", users.len());
-            assert!(users.iter().all(|u| u.status == UserStatus::Idle));
-            progress[2].fetch_add(1, Ordering::Relaxed);
 
             // Watchers' presence views converge on the full lobby.
             if i < WATCHERS {
@@ -72,7 +68,14 @@ async fn a_thousand_concurrent_clients() {
                 // Coalesced: far fewer presence frames than logins.
                 assert!(client.presence_frames() < CLIENTS / 4, "{what}: {} presence frames", client.presence_frames());
             }
+            progress[2].fetch_add(1, Ordering::Relaxed);
+            presence_done.wait().await;
 
+            // The tick that completed the watchers' views also renewed the list that `users` replies with (it is
+            // as of the last tick): now it is complete for every client.
+            let users = client.users().await.unwrap_or_else(|e| panic!("client {i}: users: {e}"));
+            assert_eq!(users.len(), CLIENTS, "client {i} sees {} users", users.len());
+            assert!(users.iter().all(|u| u.status == UserStatus::Idle));
             progress[3].fetch_add(1, Ordering::Relaxed);
 
             // Some relay: i -> i + N/2 with an ack, and the target checks what it got.
@@ -106,7 +109,7 @@ async fn a_thousand_concurrent_clients() {
             .unwrap_or_else(|_| {
                 let phases: Vec<usize> = progress.iter().map(|p| p.load(Ordering::Relaxed)).collect();
                 panic!(
-                    "client {i} did not finish within {BUDGET:?}; clients past connect, login, users, presence, \
+                    "client {i} did not finish within {BUDGET:?}; clients past connect, login, presence, users, \
                      relay: {phases:?}"
                 )
             })
