@@ -51,8 +51,9 @@ pub struct Config {
     pub login_timeout: Duration,
     /// Presence changes are collected for at least this long and sent as one event.
     pub presence_interval: Duration,
-    /// Upper bound on presence frames per second: with N sessions online a tick comes at least N / this after the
-    /// previous one, so that a login storm on a full server costs a bounded number of frames (0 turns the bound off).
+    /// Budget of presence frames per second: with N sessions online, ticks while changes keep coming are N / this
+    /// apart, so that a login storm on a full server costs a bounded number of frames; the tick after the changes
+    /// stop goes out at once unless presence is more than a tick ahead of the budget (0 turns the budget off).
     pub presence_frames_per_second: u32,
     /// The transport's ping interval; the core only reports it to clients.
     pub heartbeat: Duration,
@@ -102,7 +103,7 @@ impl Default for Config {
             ring_timeout: Duration::from_secs(30),
             login_timeout: Duration::from_secs(20),
             presence_interval: Duration::from_millis(50),
-            presence_frames_per_second: 20_000,
+            presence_frames_per_second: 10_000,
             heartbeat: Duration::from_secs(20),
             max_message_bytes: 64 * 1024,
             max_sdp_bytes: 48 * 1024,

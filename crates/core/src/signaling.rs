@@ -208,9 +208,11 @@ pub struct Signaling {
     /// Which online users presence shows (bounded by `max_presence_users`).
     lobby: Lobby,
     flush_scheduled: bool,
-    /// When presence was last flushed: the frame budget spaces flushes from here, so that a lone change after a
-    /// quiet spell goes out after one `presence_interval` while a storm still gets at most the budgeted frames.
-    last_presence_flush: Option<Instant>,
+    /// The frame budget's clock: flushes so far are paid for at `presence_frames_per_second` up to this instant
+    /// (None: nothing sent yet). See [`Signaling::presence_flush_allowed_at`].
+    presence_paid_until: Option<Instant>,
+    /// The latest presence change, to tell a flush while changes keep coming from the one after they stop.
+    last_presence_change: Option<Instant>,
     pub(crate) timers: Timers,
     pub(crate) out: VecDeque<Output>,
     /// An instant and the Unix time (seconds) at that instant, to mint TURN credentials and check token expiry
@@ -257,7 +259,8 @@ impl Signaling {
             snapshot: Snapshot::default(),
             lobby,
             flush_scheduled: false,
-            last_presence_flush: None,
+            presence_paid_until: None,
+            last_presence_change: None,
             timers: Timers::default(),
             out: VecDeque::new(),
             wall_clock: (None, 0),
@@ -1037,46 +1040,69 @@ impl Signaling {
     }
 
     pub(crate) fn schedule_flush(&mut self, now: Instant) {
+        self.last_presence_change = Some(now);
         if !self.flush_scheduled {
             self.flush_scheduled = true;
-            self.timers.at(self.next_presence_flush(now), Timer::PresenceFlush);
+            // The budget is checked when the timer fires, with the sessions online then.
+            self.timers.at(now + self.config.presence_interval, Timer::PresenceFlush);
         }
     }
 
-    /// Changes are collected for at least `presence_interval`, and flushes are at least N / budget apart (N: the
-    /// sessions online, each of which gets a frame per flush). The spacing counts from the previous flush, not from
-    /// the first change: the budget bounds frames per second either way, and a change on a quiet server is not held
-    /// back for a whole budgeted tick.
-    fn next_presence_flush(&self, now: Instant) -> Instant {
-        let collected = now + self.config.presence_interval;
-        self.budget_allows_flush_at().map_or(collected, |spaced| collected.max(spaced))
-    }
-
-    /// The earliest flush the frame budget allows with the sessions online now, if it bounds anything.
-    fn budget_allows_flush_at(&self) -> Option<Instant> {
-        let (Some(last), budget @ 1..) = (self.last_presence_flush, self.config.presence_frames_per_second) else {
+    /// The frame budget. A flush sends a frame to each of the N sessions online and costs N / budget of time: the
+    /// budget's clock, `presence_paid_until`, moves on by that much at every flush (and never lags behind the
+    /// flush). Changes are collected for `presence_interval` in any case; then
+    /// - while changes keep coming (the latest less than an interval ago), a flush is paid for in advance: it waits
+    ///   until the clock plus its own cost, so that a login storm gets a flush every N / budget and no more;
+    /// - once they stop, a flush may run into debt: it goes out when the clock is at most its own cost ahead of now,
+    ///   and the flushes after it wait for the debt. The last changes of a burst (the end of a login storm, or a
+    ///   pause in it that looked like one) are then not held back for a whole spacing.
+    ///
+    /// Over any stretch of time, presence sends at most the budget's frames plus those of three flushes (the one
+    /// that opens the stretch, and a debt of at most two).
+    ///
+    /// Returns None if the flush may go out at `now`, else when to look again.
+    fn presence_flush_allowed_at(&self, now: Instant) -> Option<Instant> {
+        let (Some(paid_until), budget @ 1..) = (self.presence_paid_until, self.config.presence_frames_per_second)
+        else {
             return None;
         };
+        let cost = self.presence_flush_cost(budget);
+        let quiet_at = self.last_presence_change.map_or(now, |last| last + self.config.presence_interval);
+        let in_debt_by_one_at = paid_until.checked_sub(cost).unwrap_or(now);
+        let allowed_at = if quiet_at <= now {
+            in_debt_by_one_at
+        } else {
+            // Whichever comes first: paid for in advance, or a quiet spell with the debt low enough.
+            (paid_until + cost).min(quiet_at.max(in_debt_by_one_at))
+        };
+        (allowed_at > now).then_some(allowed_at)
+    }
+
+    /// How long the frame budget takes to pay for a flush to every session online now.
+    fn presence_flush_cost(&self, budget: u32) -> std::time::Duration {
         let per_frame = std::time::Duration::from_secs(1) / budget;
-        Some(last + per_frame.saturating_mul(u32::try_from(self.sessions.len()).unwrap_or(u32::MAX)))
+        per_frame.saturating_mul(u32::try_from(self.sessions.len()).unwrap_or(u32::MAX))
     }
 
     fn flush_presence(&mut self, now: Instant) {
-        // The deadline was set with the sessions online then; in a login storm many more are online by now, and a
-        // frame each for them all would overrun the budget (by a quarter at 5,000 logins a second): wait the rest.
-        if let Some(allowed) = self.budget_allows_flush_at().filter(|&allowed| allowed > now) {
-            self.timers.at(allowed, Timer::PresenceFlush);
+        if let Some(later) = self.presence_flush_allowed_at(now) {
+            self.timers.at(later, Timer::PresenceFlush);
             return;
         }
         self.flush_scheduled = false;
         self.broadcast_local_presence();
         let (frames, membership_changed) = self.presence.take();
         if frames.is_none() && !membership_changed {
-            // No frame for any client: the budget's spacing still counts from the last flush that sent some. (What
-            // went to the cluster above is one message per flush, not one per user.)
+            // No frame for any client, so nothing to pay for. (What went to the cluster above is one message per
+            // flush, not one per user.)
             return;
         }
-        self.last_presence_flush = Some(now);
+        let budget = self.config.presence_frames_per_second;
+        let paid_until = match self.presence_paid_until {
+            Some(paid_until) if budget > 0 => now.max(paid_until + self.presence_flush_cost(budget)),
+            _ => now,
+        };
+        self.presence_paid_until = Some(paid_until);
         // Local users beyond `max_presence_users` wait unlisted (see `Lobby`).
         let lobby = &self.lobby;
         let local =

@@ -575,8 +575,8 @@ fn a_hundred_logins_in_one_tick_give_one_presence_frame_per_observer() {
     sim.assert_silent(second);
 }
 
-/// Twenty users online (`observer`, `leaver` and 18 more) under a frame budget of 100 per second (10 ms a frame,
-/// so flushes at least 200 ms apart), a second after their logins went out, every inbox empty.
+/// Twenty users online (`observer`, `leaver` and 18 more) under a frame budget of 100 per second (10 ms a frame, so
+/// a flush to 20 sessions costs 200 ms of budget), a second after their logins went out, every inbox empty.
 fn budgeted_lobby(config: Config) -> (Sim, ConnId, ConnId) {
     let mut sim = Sim::new(Config { presence_frames_per_second: 100, ..config });
     assert_eq!(sim.config().presence_interval, Duration::from_millis(50));
@@ -591,28 +591,88 @@ fn budgeted_lobby(config: Config) -> (Sim, ConnId, ConnId) {
 }
 
 #[test]
-fn the_frame_budget_spaces_flushes_but_a_change_after_a_quiet_spell_goes_out_after_one_interval() {
+fn changes_after_a_quiet_spell_go_out_after_one_interval_until_presence_is_a_tick_ahead_of_the_budget() {
     let (mut sim, observer, _) = budgeted_lobby(Config::default());
     let interval = sim.config().presence_interval;
 
-    // A lone login a second after the last flush waits one interval, not 21 x 10 ms.
+    // A lone login a second after the last flush waits one interval, not 21 x 10 ms. That flush is paid for.
     sim.login("late");
     sim.advance(interval - Duration::from_millis(1));
     sim.assert_silent(observer);
     sim.advance_ms(1);
     assert_eq!(names(&sim.one(observer), "joined"), set(&["late"]));
 
-    // The next change comes right after that flush: it waits until 22 sessions (its own included) x 10 ms after it.
+    // 1 ms after it, another: once quiet it goes out too, ahead of the budget (which has paid up to the last flush)
+    // by its 22 x 10 ms.
     sim.advance_ms(1);
     sim.login("later");
-    sim.advance_ms(218);
+    sim.advance(interval - Duration::from_millis(1));
     sim.assert_silent(observer);
     sim.advance_ms(1);
     assert_eq!(names(&sim.one(observer), "joined"), set(&["later"]));
+
+    // A third: presence is 220 - 51 = 169 ms ahead, less than this flush's 230 ms, so it goes out as well; that puts
+    // presence 220 + 230 - 102 = 348 ms ahead.
+    sim.advance_ms(1);
+    sim.login("latest");
+    sim.advance(interval);
+    assert_eq!(names(&sim.one(observer), "joined"), set(&["latest"]));
+
+    // A fourth has to wait until presence is only its own 240 ms ahead: 450 - 240 = 210 ms after the first flush.
+    sim.advance_ms(1);
+    sim.login("last");
+    sim.advance_ms(209 - 103);
+    sim.assert_silent(observer);
+    sim.advance_ms(1);
+    assert_eq!(names(&sim.one(observer), "joined"), set(&["last"]));
 }
 
 #[test]
-fn a_flush_with_nothing_to_send_does_not_restart_the_frame_budget_spacing() {
+fn while_changes_keep_coming_flushes_wait_for_the_budget_and_the_last_goes_out_one_interval_after_them() {
+    let (mut sim, observer, _) = budgeted_lobby(Config::default());
+    let interval = sim.config().presence_interval;
+    // A login every 20 ms for 1.5 s: never quiet for an interval until the last one. Each flush then costs 10 ms per
+    // session online, and sessions grow by one per 20 ms, so flushes come further and further apart.
+    let start = sim.now();
+    let mut arrivals: Vec<(Duration, usize, BTreeSet<String>)> = Vec::new();
+    let mut sessions = 20;
+    let mut expected = BTreeSet::new();
+    let mut last_login = start;
+    for ms in 0..1_600u64 {
+        if ms % 20 == 0 && ms < 1_500 {
+            let name = format!("storm{ms:04}");
+            sim.login(&name);
+            expected.insert(name);
+            sessions += 1;
+            last_login = sim.now();
+        }
+        sim.advance_ms(1);
+        for frame in std::mem::take(sim.inboxes.entry(observer).or_default()) {
+            arrivals.push((sim.now() - start, sessions, names(&frame.value, "joined")));
+        }
+    }
+    let times: Vec<Duration> = arrivals.iter().map(|(at, _, _)| *at).collect();
+    assert!(arrivals.len() >= 3, "a flush at the start, at least one paid for in advance, the last: {times:?}");
+    // Every flush while the logins went on came at least 10 ms x the sessions online then after the one before.
+    for pair in arrivals.windows(2).filter(|pair| start + pair[1].0 <= last_login) {
+        let (previous, (at, sessions, _)) = (pair[0].0, &pair[1]);
+        let cost = Duration::from_millis(10 * *sessions as u64);
+        assert!(
+            *at - previous >= cost,
+            "flush at {at:?}, {:?} after the one before, cost {cost:?}: {times:?}",
+            *at - previous
+        );
+    }
+    // The last one came one interval after the last login, far sooner than its cost (95 x 10 ms) after the one
+    // before, and with it everyone was reported.
+    let (last_at, _, _) = arrivals[arrivals.len() - 1];
+    assert_eq!(start + last_at, last_login + interval, "{times:?}");
+    let reported: BTreeSet<String> = arrivals.iter().flat_map(|(_, _, joined)| joined.iter().cloned()).collect();
+    assert_eq!(reported, expected);
+}
+
+#[test]
+fn a_flush_with_nothing_to_send_is_not_charged_to_the_frame_budget() {
     // 20 users listed: a 21st logs in unlisted, which schedules a flush that has nothing to send.
     let (mut sim, observer, leaver) = budgeted_lobby(Config { max_presence_users: 20, ..Config::default() });
     let interval = sim.config().presence_interval;
@@ -621,37 +681,19 @@ fn a_flush_with_nothing_to_send_does_not_restart_the_frame_budget_spacing() {
     sim.advance(interval);
     sim.assert_silent(observer);
 
-    // The last flush that sent anything was a second ago: the leave goes out one interval later, not 21 x 10 ms
-    // after the empty flush.
+    // Then a leave, and more unlisted logins every 10 ms, so that the next flush must be paid for in advance. The
+    // budget has paid for everything up to a second ago, so it goes out one interval after the leave; had the empty
+    // flush been charged, it would wait until 22 x 10 ms after that one.
     sim.advance_ms(1);
     sim.send_json(leaver, &json!({"type":"logout"}));
-    sim.advance(interval - Duration::from_millis(1));
-    sim.assert_silent(observer);
-    sim.advance_ms(1);
+    for i in 0..10 {
+        sim.advance_ms(10);
+        sim.login(&format!("extra{i}"));
+    }
+    // 101 ms after the leave now: its flush fired at 50 ms, while logins kept coming.
     let presence = sim.one(observer);
     assert_eq!(names(&presence, "left"), set(&["leaver"]), "{presence}");
     assert_eq!(names(&presence, "joined"), set(&["unlisted"]), "the unlisted user takes the place: {presence}");
-}
-
-#[test]
-fn sessions_that_come_after_a_flush_is_scheduled_push_it_back_within_the_budget() {
-    // A flush right after the previous one is due 21 x 10 ms after it; ten more logins before it fires mean 31
-    // frames, due 310 ms after the previous flush.
-    let (mut sim, observer, _) = budgeted_lobby(Config::default());
-    sim.login("first");
-    sim.advance(sim.config().presence_interval);
-    assert_eq!(names(&sim.one(observer), "joined"), set(&["first"]));
-    sim.clear_inboxes();
-    let expected: BTreeSet<String> = (0..10).map(|i| format!("late{i}")).collect();
-    for name in &expected {
-        sim.advance_ms(1);
-        sim.login(name);
-    }
-    // 10 ms after the last flush now; it allows the next at 310 ms.
-    sim.advance_ms(299);
-    sim.assert_silent(observer);
-    sim.advance_ms(1);
-    assert_eq!(names(&sim.one(observer), "joined"), expected);
 }
 
 #[test]

@@ -350,7 +350,8 @@ pub struct Options {
     #[arg(long, env = "SWITCHBOARD_PRESENCE_INTERVAL", value_name = "DURATION")]
     pub presence_interval: Option<HumanDuration>,
 
-    /// Most presence frames per second in total; ticks are spaced by the number of users online [default: 20000].
+    /// Presence frames per second in total, over time; ticks are spaced by the number of users online while changes
+    /// keep coming [default: 10000].
     #[arg(long, env = "SWITCHBOARD_PRESENCE_FRAMES_PER_SECOND", value_name = "N")]
     pub presence_frames_per_second: Option<u32>,
 
