@@ -1052,7 +1052,9 @@ impl Signaling {
     /// budget's clock, `presence_paid_until`, moves on by that much at every flush (and never lags behind the
     /// flush). Changes are collected for `presence_interval` in any case; then
     /// - while changes keep coming (the latest less than an interval ago), a flush is paid for in advance: it waits
-    ///   until the clock plus its own cost, so that a login storm gets a flush every N / budget and no more;
+    ///   until the clock plus its own cost, so that a login storm gets a flush every N / budget and no more (while
+    ///   sessions grow faster than the budget pays, it waits for them, at most until the clock plus all the sessions
+    ///   the server allows / budget);
     /// - once they stop, a flush may run into debt: it goes out when the clock is at most its own cost ahead of now,
     ///   and the flushes after it wait for the debt. The last changes of a burst (the end of a login storm, or a
     ///   pause in it that looked like one) are then not held back for a whole spacing.

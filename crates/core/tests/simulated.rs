@@ -611,8 +611,8 @@ fn changes_after_a_quiet_spell_go_out_after_one_interval_until_presence_is_a_tic
     sim.advance_ms(1);
     assert_eq!(names(&sim.one(observer), "joined"), set(&["later"]));
 
-    // A third: presence is 220 - 51 = 169 ms ahead, less than this flush's 230 ms, so it goes out as well; that puts
-    // presence 220 + 230 - 102 = 348 ms ahead.
+    // A third, once quiet: presence is 220 - 102 = 118 ms ahead, less than this flush's 230 ms, so it goes out as
+    // well; that puts presence 220 + 230 - 102 = 348 ms ahead.
     sim.advance_ms(1);
     sim.login("latest");
     sim.advance(interval);
@@ -683,14 +683,14 @@ fn a_flush_with_nothing_to_send_is_not_charged_to_the_frame_budget() {
 
     // Then a leave, and more unlisted logins every 10 ms, so that the next flush must be paid for in advance. The
     // budget has paid for everything up to a second ago, so it goes out one interval after the leave; had the empty
-    // flush been charged, it would wait until 22 x 10 ms after that one.
+    // flush been charged, it would have to wait until the logins stop (one interval after the last).
     sim.advance_ms(1);
     sim.send_json(leaver, &json!({"type":"logout"}));
     for i in 0..10 {
         sim.advance_ms(10);
         sim.login(&format!("extra{i}"));
     }
-    // 101 ms after the leave now: its flush fired at 50 ms, while logins kept coming.
+    // 100 ms after the leave now: its flush fired at 50 ms, while logins kept coming.
     let presence = sim.one(observer);
     assert_eq!(names(&presence, "left"), set(&["leaver"]), "{presence}");
     assert_eq!(names(&presence, "joined"), set(&["unlisted"]), "the unlisted user takes the place: {presence}");
