@@ -102,10 +102,12 @@ impl MessageInflater {
         let Some(inflater) = self.inflater.as_mut() else { return Ok(()) };
         let before = out.len();
         inflate_into(inflater, compressed, last, out, limit)?;
-        // Shortcuts resume only after a frame shown to end a block (by `consider`, which remembers it).
+        // Shortcuts resume only after a frame shown to end a block (by `consider`, which remembers it). A message's
+        // last frame is remembered too, for the next message that brings the same bytes: the tutorial dialect's user
+        // list is a message of one frame, the same for every client.
         self.boundary = MEMO.with_borrow_mut(|memo| {
             memo.inflated += (out.len() - before) as u64;
-            self.share && !last && memo.consider(compressed, last, &out[before..])
+            self.share && memo.consider(compressed, last, &out[before..]) && !last
         });
         Ok(())
     }
@@ -396,6 +398,19 @@ mod tests {
             assert_eq!(&ordinary[2000..2008], &[0x00, 0x00, 0xff, 0xff, 0x00, 0x01, 0x07, 0xfe]);
             assert_eq!(inflate_message(&message, true).unwrap(), ordinary);
         }
+    }
+
+    #[test]
+    fn a_message_of_one_compressed_frame_is_inflated_once_per_thread() {
+        let message = as_message(frames_on_their_own(&[&list("user", 3000)]));
+        assert_eq!(message.len(), 1);
+        let text = inflate_message(&message, false).unwrap();
+        take_counts();
+        for _client in 0..3 {
+            assert_eq!(inflate_message(&message, true).unwrap(), text);
+        }
+        let (reused, inflated) = take_counts();
+        assert_eq!((reused, inflated), (2 * text.len() as u64, text.len() as u64));
     }
 
     #[test]

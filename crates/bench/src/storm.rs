@@ -178,7 +178,7 @@ pub fn apply(view: &mut View, prefix: &str, message: &[u8], memo: &mut ListMemo)
     if !(list || proto::has_type(message, "welcome") || proto::has_type(message, "presence")) {
         return Ok(false);
     }
-    if !list && apply_compact(view, prefix.as_bytes(), message, memo) {
+    if apply_compact(view, prefix.as_bytes(), message, memo, list) {
         return Ok(true);
     }
     let parsed: PresenceMessage<'_> = serde_json::from_slice(message).context("a presence message")?;
@@ -210,20 +210,24 @@ pub fn apply(view: &mut View, prefix: &str, message: &[u8], memo: &mut ListMemo)
 }
 
 /// The compact-format fast path: a frame with no full-format list, whose `left`, `idle` and `inCall` arrays hold
-/// only strings without escapes, is applied straight from its bytes. Returns false, having changed nothing, for
-/// anything else (the caller then parses the whole frame with serde).
+/// only strings without escapes, is applied straight from its bytes; so is the tutorial's `RenderUserList`
+/// (`tutorial_list`), whose `userlist` replaces the view and is the same kind of array. Returns false, having changed
+/// nothing, for anything else (the caller then parses the whole frame with serde).
 ///
 /// Why by hand: every one of N clients must read all N names, so a 10,000-client storm is 100 million names to
 /// parse, and serde_json (UTF-8 checks, a `Vec` per array, a `String` per escaped name) was the load generator's
 /// largest cost. One `memmem` pass finds every key (`":`): a quote inside a JSON string is always escaped, so an
 /// unescaped `":` ends a key.
-fn apply_compact(view: &mut View, prefix: &[u8], message: &[u8], memo: &mut ListMemo) -> bool {
+fn apply_compact(view: &mut View, prefix: &[u8], message: &[u8], memo: &mut ListMemo, tutorial_list: bool) -> bool {
     // Changes are applied as they are read; a frame that turns out not to qualify puts the view back as it was.
     let mut saved = std::mem::take(&mut view.saved);
     saved.clear();
     saved.extend_from_slice(&view.bits);
     let count = view.count;
-    let applied = apply_compact_lists(view, prefix, message, memo);
+    if tutorial_list {
+        view.clear();
+    }
+    let applied = apply_compact_lists(view, prefix, message, memo, tutorial_list);
     if !applied {
         view.bits.copy_from_slice(&saved);
         view.count = count;
@@ -232,7 +236,13 @@ fn apply_compact(view: &mut View, prefix: &[u8], message: &[u8], memo: &mut List
     applied
 }
 
-fn apply_compact_lists(view: &mut View, prefix: &[u8], message: &[u8], memo: &mut ListMemo) -> bool {
+fn apply_compact_lists(
+    view: &mut View,
+    prefix: &[u8],
+    message: &[u8],
+    memo: &mut ListMemo,
+    tutorial_list: bool,
+) -> bool {
     let names = NamePattern::new(prefix, view.clients);
     let mut joined_seen = false;
     let mut search_from = 0;
@@ -246,8 +256,9 @@ fn apply_compact_lists(view: &mut View, prefix: &[u8], message: &[u8], memo: &mu
         let online = match &message[key_start + 1..quote] {
             // Switchboard writes `left` before the lists of who is online, so applying in frame order is applying
             // `left` first; a frame in another order goes to serde, which does.
-            b"left" if !joined_seen => false,
-            b"idle" | b"inCall" => true,
+            b"left" if !joined_seen && !tutorial_list => false,
+            b"idle" | b"inCall" if !tutorial_list => true,
+            b"userlist" if tutorial_list => true,
             b"left" | b"users" | b"joined" | b"changed" | b"userlist" => return false,
             _ => {
                 search_from = quote + 2;
@@ -764,7 +775,7 @@ mod tests {
     fn compact_frames_build_the_view_without_serde() {
         let mut view = View::new(4);
         let welcome = br#"{"type":"welcome","id":1,"name":"p0","resumeToken":"x","resumed":false,"idle":["p0","alice"],"inCall":["p3"],"limits":{"maxRoomSize":16},"iceServers":[]}"#;
-        assert!(apply_compact(&mut view, b"p", welcome, &mut ListMemo::new(0)));
+        assert!(apply_compact(&mut view, b"p", welcome, &mut ListMemo::new(0), false));
         assert_eq!(view.count(), 2);
         let delta = br#"{"type":"presence","left":["p0"],"idle":["p1","p2"],"inCall":[]}"#;
         assert!(apply(&mut view, "p", delta, &mut ListMemo::new(0)).unwrap());
@@ -777,16 +788,16 @@ mod tests {
         // Other array-valued keys are skipped; names may hold commas.
         let mut view = View::new(3);
         let frame = br#"{"type":"welcome","iceServers":[{"urls":["stun:x"]}],"left":["p0","p1"],"idle":["p0","p,9"],"inCall":["p2"]}"#;
-        assert!(apply_compact(&mut view, b"p", frame, &mut ListMemo::new(0)));
+        assert!(apply_compact(&mut view, b"p", frame, &mut ListMemo::new(0), false));
         assert_eq!(view.count(), 2);
         // `left` after a list of who is online must still apply first: serde's job, and the view is as before.
         let frame = br#"{"type":"presence","idle":["p1"],"left":["p1","p2"]}"#;
-        assert!(!apply_compact(&mut view, b"p", frame, &mut ListMemo::new(0)));
+        assert!(!apply_compact(&mut view, b"p", frame, &mut ListMemo::new(0), false));
         assert_eq!(view.count(), 2);
         assert!(apply(&mut view, "p", frame, &mut ListMemo::new(0)).unwrap());
         assert_eq!(view.count(), 2, "p1 left then came back, p2 left");
         assert!(
-            !apply_compact(&mut view, b"p", br#"{"type":"presence","idle":["p1""#, &mut ListMemo::new(0)),
+            !apply_compact(&mut view, b"p", br#"{"type":"presence","idle":["p1""#, &mut ListMemo::new(0), false),
             "unterminated"
         );
     }
@@ -801,7 +812,7 @@ mod tests {
         ] {
             let mut view = View::new(2);
             assert!(
-                !apply_compact(&mut view, b"p", frame, &mut ListMemo::new(0)),
+                !apply_compact(&mut view, b"p", frame, &mut ListMemo::new(0), false),
                 "{}",
                 String::from_utf8_lossy(frame)
             );
@@ -961,6 +972,20 @@ mod tests {
             apply(&mut view, "t", br#"{"type":"RenderUserList","userlist":["t1"]}"#, &mut ListMemo::new(0)).unwrap()
         );
         assert_eq!(view.count(), 1);
+        // An escaped name is not for the fast path: serde reads the list, from the view as it was.
+        let escaped = br#"{"type":"RenderUserList","userlist":["t0","t\u0031"]}"#;
+        assert!(apply(&mut view, "t", escaped, &mut ListMemo::new(0)).unwrap());
+        assert!(view.complete());
+        // Lists of many names are shared between the clients of a thread, as v1's are.
+        let long: Vec<String> = (0..300).map(|i| format!("\"u{i}\"")).collect();
+        let message = format!(r#"{{"type":"RenderUserList","userlist":[{}]}}"#, long.join(","));
+        let mut memo = ListMemo::new(4);
+        let mut views = vec![View::new(300); 3];
+        for view in &mut views {
+            assert!(apply(view, "u", message.as_bytes(), &mut memo).unwrap());
+            assert!(view.complete());
+        }
+        assert!(memo.reused_items >= 600, "{}", memo.reused_items);
     }
 
     #[test]
