@@ -1064,11 +1064,9 @@ impl Signaling {
     ///
     /// Returns None if the flush may go out at `now`, else when to look again.
     fn presence_flush_allowed_at(&self, now: Instant) -> Option<Instant> {
-        let (Some(paid_until), budget @ 1..) = (self.presence_paid_until, self.config.presence_frames_per_second)
-        else {
+        let (Some(paid_until), Some(cost)) = (self.presence_paid_until, self.presence_flush_cost()) else {
             return None;
         };
-        let cost = self.presence_flush_cost(budget);
         let quiet_at = self.last_presence_change.map_or(now, |last| last + self.config.presence_interval);
         let in_debt_by_one_at = paid_until.checked_sub(cost).unwrap_or(now);
         let allowed_at = if quiet_at <= now {
@@ -1080,10 +1078,10 @@ impl Signaling {
         (allowed_at > now).then_some(allowed_at)
     }
 
-    /// How long the frame budget takes to pay for a flush to every session online now.
-    fn presence_flush_cost(&self, budget: u32) -> std::time::Duration {
-        let per_frame = std::time::Duration::from_secs(1) / budget;
-        per_frame.saturating_mul(u32::try_from(self.sessions.len()).unwrap_or(u32::MAX))
+    /// How long the frame budget takes to pay for a flush to every session online now (None: no budget).
+    fn presence_flush_cost(&self) -> Option<std::time::Duration> {
+        let per_frame = std::time::Duration::from_secs(1).checked_div(self.config.presence_frames_per_second)?;
+        Some(per_frame.saturating_mul(u32::try_from(self.sessions.len()).unwrap_or(u32::MAX)))
     }
 
     fn flush_presence(&mut self, now: Instant) {
@@ -1099,12 +1097,10 @@ impl Signaling {
             // flush, not one per user.)
             return;
         }
-        let budget = self.config.presence_frames_per_second;
-        let paid_until = match self.presence_paid_until {
-            Some(paid_until) if budget > 0 => now.max(paid_until + self.presence_flush_cost(budget)),
+        self.presence_paid_until = Some(match (self.presence_paid_until, self.presence_flush_cost()) {
+            (Some(paid_until), Some(cost)) => now.max(paid_until + cost),
             _ => now,
-        };
-        self.presence_paid_until = Some(paid_until);
+        });
         // Local users beyond `max_presence_users` wait unlisted (see `Lobby`).
         let lobby = &self.lobby;
         let local =
