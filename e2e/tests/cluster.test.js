@@ -9,6 +9,8 @@ import {
 } from '../lib/harness.js';
 
 const env = { redis: null, nodes: [], browser: null };
+// Each hook and test gets less than the runner's 180 s per file, so that a hang is reported as the step it is in.
+const STEP_TIMEOUT_MS = 60000;
 
 before(async () => {
   env.redis = await startRedis();
@@ -18,7 +20,7 @@ before(async () => {
   env.nodes.push(await startServer(args));
   env.nodes.push(await startServer(args));
   env.browser = await launchBrowser();
-});
+}, { timeout: STEP_TIMEOUT_MS });
 
 after(async () => {
   try {
@@ -27,9 +29,9 @@ after(async () => {
     for (const node of env.nodes) await node.stop();
     await env.redis?.stop();
   }
-});
+}, { timeout: STEP_TIMEOUT_MS });
 
-test('two pages on two nodes see each other and call with video both ways', async () => {
+test('two pages on two nodes see each other and call with video both ways', { timeout: STEP_TIMEOUT_MS }, async () => {
   const [nodeA, nodeB] = env.nodes;
   assert.notEqual(nodeA.url, nodeB.url);
   const alice = await openClient(env.browser.context, nodeA, 'alice');
@@ -67,7 +69,7 @@ test('two pages on two nodes see each other and call with video both ways', asyn
   await alice.close();
 });
 
-test('a tutorial page on one node calls the web client on the other', async () => {
+test('a tutorial page on one node calls the web client on the other', { timeout: STEP_TIMEOUT_MS }, async () => {
   const [nodeA, nodeB] = env.nodes;
   const tutor = await openTutorial(env.browser.context, nodeA, 'tutor');
   const wendy = await openClient(env.browser.context, nodeB, 'wendy');
