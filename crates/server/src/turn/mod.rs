@@ -7,6 +7,9 @@ pub mod udp;
 
 pub use udp::{start, RunningTurn, TurnListener};
 
+/// Receive buffer asked for each relay socket, in bytes.
+const RELAY_RECV_BUFFER: usize = 1 << 20;
+
 /// Binds a relay socket on `relay_ip` for an allocation of the given family, on an even port if asked (the kernel
 /// picks the port; for EVEN-PORT, a few tries until it picks an even one).
 pub(crate) fn bind_relay(
@@ -19,8 +22,18 @@ pub(crate) fn bind_relay(
         return Err(RelayError::Family);
     }
     for _ in 0..if even_port { 16 } else { 1 } {
-        let socket =
-            std::net::UdpSocket::bind(std::net::SocketAddr::new(relay_ip, 0)).map_err(|_| RelayError::Exhausted)?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(std::net::SocketAddr::new(relay_ip, 0)),
+            socket2::Type::DGRAM,
+            None,
+        )
+        .map_err(|_| RelayError::Exhausted)?;
+        // The default buffer (208 KiB on Linux) holds ~200 datagrams: a video keyframe from the peer, or a worker
+        // busy for 20 ms at 10,000 packets/s, overflows it and the kernel drops. A buffer is a limit, not memory
+        // taken up front; the kernel caps it at `net.core.rmem_max`.
+        let _ = socket.set_recv_buffer_size(RELAY_RECV_BUFFER);
+        socket.bind(&std::net::SocketAddr::new(relay_ip, 0).into()).map_err(|_| RelayError::Exhausted)?;
+        let socket: std::net::UdpSocket = socket.into();
         let local = socket.local_addr().map_err(|_| RelayError::Exhausted)?;
         if even_port && local.port() % 2 == 1 {
             continue;
@@ -34,4 +47,37 @@ pub(crate) fn bind_relay(
 /// Seconds since the Unix epoch, which date nonces and REST credentials.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the kernel grants for a requested receive buffer: capped at `rmem_max`, then doubled for bookkeeping.
+    fn granted(requested: usize) -> usize {
+        let rmem_max = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .unwrap_or(requested);
+        2 * requested.min(rmem_max)
+    }
+
+    #[test]
+    fn relay_sockets_ask_for_a_receive_buffer_larger_than_the_default() {
+        for even_port in [false, true] {
+            let (socket, local) = bind_relay("127.0.0.1".parse().unwrap(), false, even_port).unwrap();
+            assert!(local.ip().is_loopback());
+            assert!(!even_port || local.port() % 2 == 0);
+            let buffer = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+            assert_eq!(buffer, granted(RELAY_RECV_BUFFER), "even port: {even_port}");
+        }
+    }
+
+    #[test]
+    fn a_relay_of_the_other_family_is_refused() {
+        assert!(matches!(
+            bind_relay("127.0.0.1".parse().unwrap(), true, false),
+            Err(switchboard_turn::server::RelayError::Family)
+        ));
+    }
 }
