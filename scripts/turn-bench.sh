@@ -3,7 +3,8 @@
 # loopback with equivalent settings (one static user, loopback peers allowed, no TLS, one worker per core), under the
 # same fixed load from coturn's own client, turnutils_uclient, with turnutils_peer echoing. Runs alternate, so that
 # machine noise hits both. Reports per run: relayed packets, loss, round trip, and server CPU seconds per 100,000
-# relayed packets (user+system time of the server process, from /proc).
+# relayed packets (user+system time of the server process, from /proc), and the datagrams the kernel dropped at the
+# server's and the echo peer's full sockets (the rest of any loss is the load generator's own).
 #
 # Then the same servers under Switchboard's own TURN scenario (`switchboard-bench turn`: pairs of allocations sending
 # each other ChannelData at a fixed rate with batched system calls), which reaches rates uclient cannot produce.
@@ -34,11 +35,20 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# Datagrams the kernel dropped at full receive buffers of the UDP sockets process $1 holds (the last column of
+# /proc/net/udp): tells the server's loss from the load generator's and the echo peer's.
+udp_drops() {
+  local inodes
+  inodes=$(find "/proc/$1/fd" -lname 'socket:*' -printf '%l\n' 2>/dev/null | tr -dc '0-9\n' | paste -sd' ')
+  awk -v inodes="$inodes" 'BEGIN { n = split(inodes, list, " "); for (i = 1; i <= n; i++) mine[list[i]] = 1 }
+    FNR > 1 && ($10 in mine) { drops += $NF } END { print drops + 0 }' /proc/net/udp /proc/net/udp6 2>/dev/null
+}
 hz=$(getconf CLK_TCK)
 
 peer_port=$(free_port)
 turnutils_peer -p "$peer_port" -L 127.0.0.1 >/dev/null 2>&1 &
-pids+=($!)
+peer_pid=$!
+pids+=($peer_pid)
 
 sb_port=$(free_port)
 ./target/release/switchboard --http 127.0.0.1:0 --turn "127.0.0.1:$sb_port" --turn-user tool:pass \
@@ -75,9 +85,12 @@ run() {
   local name=$1 pid=$2 port=$3
   local before after out sent received lost rtt cpu
   before=$(cpu_ticks "$pid")
+  drops_before=$(udp_drops "$pid"); peer_drops_before=$(udp_drops "$peer_pid")
   out=$(timeout 120 turnutils_uclient -c -u tool -w pass -e 127.0.0.1 -r "$peer_port" -m "$clients" -n "$messages" \
     -l "$length" -z "$interval" -p "$port" 127.0.0.1 2>&1 || true)
   after=$(cpu_ticks "$pid")
+  # Relay sockets stay open after uclient exits (until their allocations expire), so their counts are still there.
+  drops=$(( $(udp_drops "$pid") - drops_before )); peer_drops=$(( $(udp_drops "$peer_pid") - peer_drops_before ))
   sent=$(grep -o 'tot_send_msgs=[0-9]*' <<<"$out" | tail -n1 | cut -d= -f2 || true)
   received=$(grep -o 'tot_recv_msgs=[0-9]*' <<<"$out" | tail -n1 | cut -d= -f2 || true)
   lost=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' <<<"$out" | tail -n1 || true)
@@ -88,8 +101,8 @@ run() {
   per=$(awk -v t=$((after - before)) -v hz="$hz" -v r="$relayed" 'BEGIN {if (r > 0) printf "%.3f", (t / hz) / r * 100000; else print "n/a"}')
   total_ticks[$name]=$(( total_ticks[$name] + after - before ))
   total_relayed[$name]=$(( total_relayed[$name] + relayed ))
-  printf '%-12s relayed %8s  %-36s rtt %6s ms  server cpu %6s s  cpu per 100k relayed %7s s\n' \
-    "$name" "$relayed" "$lost" "${rtt:-?}" "$cpu" "$per"
+  printf '%-12s relayed %8s  %-36s rtt %6s ms  server cpu %6s s  cpu per 100k relayed %7s s  dropped: server %s, peer %s\n' \
+    "$name" "$relayed" "$lost" "${rtt:-?}" "$cpu" "$per" "$drops" "$peer_drops"
 }
 
 for interval in $intervals; do
@@ -113,7 +126,7 @@ name, r = sys.argv[1], json.loads(sys.argv[2])
 print(f"{name:<12} relayed {r['relayed_packets_per_second']:>9.0f}/s  lost {r['lost']:>6}  "
       f"p50 {r['latency_us_p50']:>6} us  p99 {r['latency_us_p99']:>7} us  "
       f"server cpu {r['server_cpu_percent']:>4.0f}%  cpu per 100k relayed {r['server_cpu_s_per_100k_relayed']:.3f} s  "
-      f"bench cpu {r['own_cpu_percent']:.0f}%")
+      f"bench cpu {r['own_cpu_percent']:.0f}%  dropped: server {r['server_socket_drops']}, bench {r['own_socket_drops']}")
 # For the summary: CPU ticks and relayed packets of the measured window.
 relayed = r['relayed_packets_per_second'] * float(sys.argv[3])
 print(round(r['server_cpu_s_per_100k_relayed'] * relayed / 100000 * int(sys.argv[4])), round(relayed))

@@ -80,6 +80,10 @@ pub struct Report {
     pub server_cpu_s_per_100k_relayed: Option<f64>,
     pub server_cpu_percent: Option<f64>,
     pub own_cpu_percent: f64,
+    /// Datagrams the kernel dropped at the server's full UDP sockets during the run (with `--server-pid`).
+    pub server_socket_drops: Option<u64>,
+    /// Datagrams dropped at this tool's own full sockets: loss the load generator, not the server, caused.
+    pub own_socket_drops: u64,
 }
 
 /// Which messages of one pair arrived: one bit per sequence number (bounded by what was sent).
@@ -143,6 +147,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         receivers.push(b);
     }
 
+    // Counted from here, so that a server's earlier runs do not count (their sockets may have closed since: saturating).
+    let server_drops_before = args.server_pid.map(proc_stats::udp_drops).transpose()?;
     let start = Instant::now();
     let warmup = Duration::from_secs_f64(args.warmup);
     let measure = Duration::from_secs_f64(args.duration);
@@ -183,6 +189,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     stop_receiving.store(true, Ordering::Release);
     let outcome = receiver.join().map_err(|_| anyhow::anyhow!("the receiver thread panicked"))??;
+    let server_drops_after = args.server_pid.map(proc_stats::udp_drops).transpose()?;
+    let own_socket_drops = proc_stats::own_udp_drops()?;
 
     let sent: u64 = per_pair_sent.iter().sum();
     let unique = outcome.received - outcome.duplicates;
@@ -206,6 +214,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map(|cpu| cpu / relayed_in_window as f64 * 100_000.0),
         server_cpu_percent: server_cpu.map(|cpu| cpu / window * 100.0),
         own_cpu_percent: (own_after.cpu - own_before.cpu).as_secs_f64() / window * 100.0,
+        server_socket_drops: server_drops_before
+            .zip(server_drops_after)
+            .map(|(before, after)| after.saturating_sub(before)),
+        own_socket_drops,
     };
     for client in senders.iter_mut().chain(receivers.iter_mut()) {
         // Free the allocations now rather than at their expiry; a failure here changes no result.
@@ -229,6 +241,8 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
     println!("relayed                     {:.0} packets/s", report.relayed_packets_per_second);
     println!("sent / received             {} / {}", report.sent, report.received);
     println!("lost / dup / reordered      {} / {} / {}", report.lost, report.duplicates, report.reordered);
+    let server_drops = report.server_socket_drops.map_or_else(|| "?".to_string(), |drops| drops.to_string());
+    println!("dropped at full sockets     server {server_drops}, load generator {}", report.own_socket_drops);
     println!(
         "latency us p50/p99/p99.9/max {} / {} / {} / {}",
         report.latency_us_p50, report.latency_us_p99, report.latency_us_p999, report.latency_us_max
