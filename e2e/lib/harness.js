@@ -18,6 +18,9 @@ export const artifactsDir = path.join(repoRoot, 'test-artifacts');
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SERVER = process.env.SWITCHBOARD_BIN || path.join(repoRoot, 'target', 'debug', 'switchboard');
+const STOP_TIMEOUT_MS = 20000;
+/** Each hook stays under the runner's 180 s per test, so that a hang is reported as the step it is in. */
+export const HOOK_TIMEOUT_MS = 60000;
 
 /** Starts `switchboard` on an ephemeral loopback port; resolves with { url, wsUrl, stop, output }. */
 export async function startServer(extraArgs = []) {
@@ -41,9 +44,15 @@ export async function startServer(extraArgs = []) {
     url,
     wsUrl: `${url.replace('http:', 'ws:')}/ws`,
     output: () => output,
-    stop: () => new Promise((resolve) => {
+    // The server drains for at most its --shutdown-timeout (10 s): one still running after twice that is a bug to
+    // report, not a hang to wait out until the runner's timeout hides which step it was.
+    stop: () => new Promise((resolve, reject) => {
       if (child.exitCode !== null) return resolve();
-      child.once('exit', resolve);
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`server did not exit within ${STOP_TIMEOUT_MS} ms of SIGTERM:\n${output.slice(-4000)}`));
+      }, STOP_TIMEOUT_MS);
+      child.once('exit', () => { clearTimeout(timer); resolve(); });
       child.kill('SIGTERM');
     }),
   };
@@ -224,10 +233,13 @@ export function useServerAndBrowser(args = []) {
   before(async () => {
     env.server = await startServer(args);
     env.browser = await launchBrowser();
-  });
+  }, { timeout: HOOK_TIMEOUT_MS });
   after(async () => {
-    await env.browser?.close();
-    await env.server?.stop();
-  });
+    try {
+      await env.browser?.close();
+    } finally {
+      await env.server?.stop();
+    }
+  }, { timeout: HOOK_TIMEOUT_MS });
   return env;
 }

@@ -5,12 +5,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startRedis, startServer, launchBrowser, openClient, openTutorial, waitForUser, callUser, waitForVideoFrom,
-  waitForTutorialVideo, screenshot,
+  waitForTutorialVideo, screenshot, HOOK_TIMEOUT_MS,
 } from '../lib/harness.js';
 
 const env = { redis: null, nodes: [], browser: null };
-// Each hook and test gets less than the runner's 180 s per file, so that a hang is reported as the step it is in.
-const STEP_TIMEOUT_MS = 60000;
+// Each hook and test gets less than the runner's 180 s, so that a hang is reported as the step it is in.
+const STEP_TIMEOUT_MS = HOOK_TIMEOUT_MS;
 
 before(async () => {
   env.redis = await startRedis();
