@@ -202,9 +202,39 @@ async fn calls_complete_whole_flows() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_logs_in_every_client_in_both_dialects_and_idles_them() {
+    let server = start_server().await;
+    for (dialect, path, login) in [("v1", "ws", true), ("tutorial", "", true), ("v1", "ws", false)] {
+        let url = format!("ws://{}/{path}", server.http_addr());
+        let prefix = format!("cap{dialect}{login}");
+        let mut args = vec!["capacity", "--url", &url, "--dialect", dialect, "--clients", "40", "--settle", "1"];
+        args.extend(["--concurrency", "8", "--prefix", &prefix]);
+        if !login {
+            args.push("--no-login");
+        }
+        let result = bench_json(&args).await;
+        assert_eq!(result["scenario"], "capacity");
+        assert_eq!(result["clients"], 40);
+        let connect = result["connect_seconds"].as_f64().unwrap();
+        assert!(connect > 0.0 && connect < 30.0, "{result}");
+        assert!(result["server_rss_per_connection_bytes"].is_f64(), "{result}");
+        assert!(result["server_rss_after_bytes"].as_u64().unwrap() > 0, "{result}");
+        // Logged-in clients hear of the logins after theirs (presence, or the tutorial's whole list each time);
+        // clients that never log in hear nothing.
+        let frames = result["frames_received"].as_u64().unwrap();
+        if login {
+            assert!(frames > 0, "{result}");
+        } else {
+            assert_eq!(frames, 0, "{result}");
+        }
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn non_loopback_targets_are_refused() {
-    for scenario in ["relay", "storm", "calls"] {
+    for scenario in ["relay", "storm", "calls", "capacity"] {
         let args: Vec<String> = [scenario, "--url", "ws://192.0.2.1:80/ws", "--timeout", "5"].map(String::from).into();
         let (ok, _, stderr) = bench(&args).await;
         assert!(!ok, "{scenario} accepted a remote target");
