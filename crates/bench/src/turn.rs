@@ -129,12 +129,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut receivers = Vec::with_capacity(args.pairs);
     for pair in 0..args.pairs {
         let bind = |i: usize| -> anyhow::Result<TurnClient> {
-            let address = SocketAddr::new(source_address(i), 0);
-            let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::DGRAM, None)?;
-            // Drops in the tool's own sockets would count as the server's loss; the kernel caps this at rmem_max.
-            let _ = socket.set_recv_buffer_size(4 << 20);
-            socket.bind(&address.into())?;
-            let socket: UdpSocket = socket.into();
+            // Drops in the tool's own sockets would count as the server's loss.
+            let socket = switchboard_udp::bind_with_recv_buffer(SocketAddr::new(source_address(i), 0), 4 << 20)?;
             Ok(TurnClient::new(socket, args.server, user, password))
         };
         let mut a = bind(2 * pair)?;

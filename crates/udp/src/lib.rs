@@ -21,6 +21,17 @@ pub const BATCH: usize = 32;
 /// no datagram reaches are never touched, so they cost no memory).
 pub const SLOT: usize = 65_536;
 
+/// Binds a UDP socket to `addr` with a receive buffer of `recv_buffer` bytes asked for before binding, so that no
+/// datagram arrives while the socket still has the default (208 KiB on Linux, about 200 small datagrams: a burst, or
+/// a reader busy for a few milliseconds, overflows it and the kernel drops). The kernel caps the size at
+/// `net.core.rmem_max`; a smaller buffer than asked is not an error. The socket is left blocking.
+pub fn bind_with_recv_buffer(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+    let _ = socket.set_recv_buffer_size(recv_buffer);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// One received datagram of a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct Received {

@@ -22,18 +22,10 @@ pub(crate) fn bind_relay(
         return Err(RelayError::Family);
     }
     for _ in 0..if even_port { 16 } else { 1 } {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(std::net::SocketAddr::new(relay_ip, 0)),
-            socket2::Type::DGRAM,
-            None,
-        )
-        .map_err(|_| RelayError::Exhausted)?;
-        // The default buffer (208 KiB on Linux) holds ~200 datagrams: a video keyframe from the peer, or a worker
-        // busy for 20 ms at 10,000 packets/s, overflows it and the kernel drops. A buffer is a limit, not memory
-        // taken up front; the kernel caps it at `net.core.rmem_max`.
-        let _ = socket.set_recv_buffer_size(RELAY_RECV_BUFFER);
-        socket.bind(&std::net::SocketAddr::new(relay_ip, 0).into()).map_err(|_| RelayError::Exhausted)?;
-        let socket: std::net::UdpSocket = socket.into();
+        // A peer's burst (a video keyframe) must not overflow the default buffer while the worker is busy. A buffer is
+        // a limit, not memory taken up front.
+        let socket = switchboard_udp::bind_with_recv_buffer(std::net::SocketAddr::new(relay_ip, 0), RELAY_RECV_BUFFER)
+            .map_err(|_| RelayError::Exhausted)?;
         let local = socket.local_addr().map_err(|_| RelayError::Exhausted)?;
         if even_port && local.port() % 2 == 1 {
             continue;
