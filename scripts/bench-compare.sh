@@ -13,7 +13,8 @@
 # kept; default a temporary directory removed at the end); SKIP_MATCHBOX=1, SKIP_PEERJS=1, SKIP_FORWARDER=1;
 # SKIP_TUTORIAL=1 (only Switchboard's v1 dialect); MATCHBOX_PORT (18101), PEERJS_PORT (18102);
 # RATE (messages/s over all pairs, default 0: as fast as the windows allow; a fixed rate compares CPU per message
-# at equal load).
+# at equal load); TURNS (which end of a pair sends when a window slot frees: `answer`, the default, or `alternate`, or
+# both, "answer alternate", each run against the same server start).
 #
 # The comparison servers come from their registries into that directory, never into the repository: matchbox_server
 # with `cargo install --root` (crates.io), PeerJS server with `npm install --prefix` (npm package `peer`). Every run
@@ -33,6 +34,7 @@ peer_version=1.0.2
 matchbox_port=${MATCHBOX_PORT:-18101}
 peerjs_port=${PEERJS_PORT:-18102}
 rate=${RATE:-0}
+turns=${TURNS:-answer}
 
 if [ -n "${BENCH_COMPARE_DIR:-}" ]; then
   work=$BENCH_COMPARE_DIR
@@ -78,19 +80,22 @@ results="$work/results.jsonl"
 : >"$results"
 failures=0
 
-# run NAME DIALECT URL: relay against the server whose PID is $server_pid, result appended to $results.
+# run NAME DIALECT URL: relay against the server whose PID is $server_pid, once per turn order, results appended to
+# $results.
 run() {
-  local name=$1 dialect=$2 url=$3 out
-  echo "--- $name: $pairs pairs x window $window, ${warmup}s warm-up + ${seconds}s"
-  if out=$("$bin/switchboard-bench" relay --url "$url" --dialect "$dialect" --pairs "$pairs" --window "$window" \
-    --rate "$rate" --warmup "$warmup" --duration "$seconds" --server-pid "$server_pid" \
-    --timeout $((seconds * 3 + 60)) --json); then
-    :
-  else
-    echo "$name: the run reported faults or failed" >&2
-    failures=$((failures + 1))
-  fi
-  if [ -n "$out" ]; then echo "{\"server\":\"$name\",\"result\":$out}" >>"$results"; fi
+  local name=$1 dialect=$2 url=$3 out order
+  for order in $turns; do
+    echo "--- $name: $pairs pairs x window $window ($order turns), ${warmup}s warm-up + ${seconds}s"
+    if out=$("$bin/switchboard-bench" relay --url "$url" --dialect "$dialect" --pairs "$pairs" --window "$window" \
+      --turns "$order" --rate "$rate" --warmup "$warmup" --duration "$seconds" --server-pid "$server_pid" \
+      --timeout $((seconds * 3 + 60)) --json); then
+      :
+    else
+      echo "$name: the run reported faults or failed" >&2
+      failures=$((failures + 1))
+    fi
+    if [ -n "$out" ]; then echo "{\"server\":\"$name\",\"result\":$out}" >>"$results"; fi
+  done
 }
 
 stop_server() {
@@ -156,13 +161,13 @@ if command -v node >/dev/null; then
   summary='
 const lines = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean);
 const pad = (s, n) => String(s).padStart(n);
-console.log(["server".padEnd(22), pad("msg/s", 9), pad("MB/s", 7), pad("p50 ms", 8), pad("p99 ms", 8),
+console.log(["server".padEnd(22), "turns".padEnd(9), pad("msg/s", 9), pad("MB/s", 7), pad("p50 ms", 8), pad("p99 ms", 8),
   pad("p99.9 ms", 9), pad("max ms", 8), pad("srv us/msg", 11), pad("kernel", 7), pad("srv RSS MiB", 12),
   pad("bench cores", 12), pad("lost", 6)].join(" "));
 for (const line of lines) {
   const { server, result: r } = JSON.parse(line);
   const ms = (us) => (us / 1000).toFixed(2);
-  console.log([server.padEnd(22), pad(r.messages_per_second.toFixed(0), 9), pad((r.bytes_per_second / 1e6).toFixed(2), 7),
+  console.log([server.padEnd(22), (r.turns || "alternate").padEnd(9), pad(r.messages_per_second.toFixed(0), 9), pad((r.bytes_per_second / 1e6).toFixed(2), 7),
     pad(ms(r.latency.p50_us), 8), pad(ms(r.latency.p99_us), 8), pad(ms(r.latency.p999_us), 9), pad(ms(r.latency.max_us), 8),
     pad(r.server_cpu_us_per_unit == null ? "-" : r.server_cpu_us_per_unit.toFixed(2), 11),
     pad(r.server_kernel_us_per_unit == null ? "-" : r.server_kernel_us_per_unit.toFixed(2), 7),

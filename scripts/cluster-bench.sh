@@ -7,7 +7,8 @@
 #
 #   scripts/cluster-bench.sh [PAIRS [WINDOW [SECONDS [ROUNDS]]]]      defaults: 100 16 10 3
 #
-# Environment: RATE (messages/s of the fixed-rate runs, default 10000), WARMUP (seconds, default 2), PROFILE (release
+# Environment: RATE (messages/s of the fixed-rate runs, default 10000), WARMUP (seconds, default 2), TURNS (the relay
+# scenario's turn order, `answer` or `alternate`, default answer), PROFILE (release
 # or debug, default release; scripts/test.sh smoke-runs it in debug with a tiny load). Servers and Redis listen on
 # loopback ports chosen by the kernel; CPU and RSS are the sum of every server process of the setup (both nodes and
 # Redis for cross-node).
@@ -22,6 +23,7 @@ seconds=${3:-10}
 rounds=${4:-3}
 rate=${RATE:-10000}
 warmup=${WARMUP:-2}
+turns=${TURNS:-answer}
 profile=${PROFILE:-release}
 
 work=$(mktemp -d)
@@ -75,8 +77,8 @@ measure() {
   local label=$1 out
   shift
   echo "--- $label"
-  if out=$("$bin/switchboard-bench" "$@" --pairs "$pairs" --window "$window" --warmup "$warmup" \
-    --duration "$seconds" --timeout $((${seconds%.*} * 3 + 60)) --json); then
+  if out=$("$bin/switchboard-bench" "$@" --pairs "$pairs" --window "$window" --turns "$turns" \
+    --warmup "$warmup" --duration "$seconds" --timeout $((${seconds%.*} * 3 + 60)) --json); then
     :
   else
     echo "$label: the run reported faults or failed" >&2

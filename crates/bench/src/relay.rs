@@ -2,8 +2,9 @@
 //! a window of unacknowledged messages allows, and the tool reports throughput, latency and delivery faults.
 //!
 //! Both ends of a pair are driven by one task, so the receiver's receipt is the sender's acknowledgement without any
-//! extra message on the wire: a pair keeps `window` messages in flight, alternating directions (caller sends offers,
-//! callee answers, both send candidates; one SDP per `candidates_per_sdp` candidates in each direction).
+//! extra message on the wire: a pair keeps `window` messages in flight, and the end that receives a message answers it
+//! (caller sends offers, callee answers, both send candidates; one SDP per `candidates_per_sdp` candidates in each
+//! direction).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,26 @@ pub enum Client {
     Tungstenite,
 }
 
+/// Which end of a pair sends when a window slot frees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TurnOrder {
+    /// The end that received a message answers it, as in a real exchange: a burst of offer and candidates is
+    /// answered by a burst of answer and candidates.
+    Answer,
+    /// Strictly alternating ends, message by message, whoever freed the slot: a batch of arrivals at one end is
+    /// answered half from each end (the tool's only order until 2026-11-28).
+    Alternate,
+}
+
+impl TurnOrder {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Answer => "answer",
+            Self::Alternate => "alternate",
+        }
+    }
+}
+
 /// Options of `relay`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -69,6 +90,9 @@ pub struct Args {
     /// Messages in flight per pair (sent, not yet received by the other side).
     #[arg(long, default_value_t = 16)]
     pub window: usize,
+    /// Which end sends when a slot of the window frees.
+    #[arg(long, value_enum, default_value = "answer")]
+    pub turns: TurnOrder,
     /// Messages per second over all pairs, spread evenly (each pair sends every pairs/rate seconds while its window
     /// allows); 0 sends as fast as the window allows. A fixed rate is how latency is compared between setups.
     #[arg(long, default_value_t = 0.0, value_name = "MESSAGES")]
@@ -291,6 +315,7 @@ struct Pair {
     index: usize,
     names: [String; 2],
     window: usize,
+    turns: TurnOrder,
     /// Time between two sends of this pair at a fixed `--rate`.
     pace: Option<Duration>,
     period: u64,
@@ -309,6 +334,7 @@ impl Pair {
             index,
             names: [format!("{prefix}{index}a"), format!("{prefix}{index}b")],
             window: args.window,
+            turns: args.turns,
             pace: (args.rate > 0.0).then(|| secs(args.pairs as f64 / args.rate)),
             period: args.candidates_per_sdp + 1,
             sdp_bytes: args.sdp_bytes,
@@ -442,8 +468,7 @@ impl Pair {
     ) -> anyhow::Result<()> {
         let finder = Stamp::finder();
         let streams = [(self.index * 2) as u32, (self.index * 2 + 1) as u32];
-        let mut in_flight = 0usize;
-        let mut next_direction = 0usize;
+        let mut turns = Turns::new(self.window, self.turns);
         let mut sending = true;
         // Pairs start their paced sends spread over one interval, not all at the epoch.
         let mut next_send = schedule.epoch + self.pace.map_or(Duration::ZERO, |pace| pace.mul_f64(self.stagger()));
@@ -455,34 +480,32 @@ impl Pair {
                 sending = false;
                 deadline.as_mut().reset(schedule.drain_end);
             }
-            if !sending && (in_flight == 0 || now >= schedule.drain_end) {
+            if !sending && (turns.in_flight() == 0 || now >= schedule.drain_end) {
                 return Ok(());
             }
-            if sending && in_flight < self.window && now >= next_send {
+            if sending && turns.may_send() && now >= next_send {
                 // Stamped when sent. At a fixed rate the due time would also count a window held back by the
                 // server, but it counts the timer's own lateness too (Tokio's timers have 1 ms resolution), which at
                 // 10,000 messages/s swamps the sub-millisecond latencies being compared.
                 let sent_us = micros(now - schedule.epoch);
-                while in_flight < self.window && now >= next_send {
+                while now >= next_send {
+                    let Some(d) = turns.take() else { break };
                     if let Some(pace) = self.pace {
                         next_send += pace;
                     }
-                    let d = next_direction;
-                    next_direction ^= 1;
                     let seq = result.sent[d];
                     result.sent[d] += 1;
                     let template =
                         if seq.is_multiple_of(self.period) { &templates[d].sdp } else { &templates[d].candidate };
                     let stamp = Stamp { stream: streams[d], seq, sent_us };
                     conns[d].queue_text_with(template.len(), |out| template.render_into(out, stamp));
-                    in_flight += 1;
                 }
             }
             for conn in conns.iter_mut() {
                 conn.flush().await?;
             }
             let [a, b] = &mut *conns;
-            let paced_wait = sending && in_flight < self.window && self.pace.is_some();
+            let paced_wait = sending && turns.may_send() && self.pace.is_some();
             tokio::select! {
                 r = a.fill() => r?,
                 r = b.fill() => r?,
@@ -495,9 +518,8 @@ impl Pair {
                 measured: now >= schedule.warm_end && now < schedule.measure_end,
             };
             // Direction 0 arrives at b, direction 1 at a.
-            let freed = receive(b, 0, streams[0], &finder, arrival, recorder, result)?
-                + receive(a, 1, streams[1], &finder, arrival, recorder, result)?;
-            in_flight = in_flight.saturating_sub(freed);
+            turns.delivered(0, receive(b, 0, streams[0], &finder, arrival, recorder, result)?);
+            turns.delivered(1, receive(a, 1, streams[1], &finder, arrival, recorder, result)?);
         }
     }
 
@@ -561,6 +583,60 @@ fn relay_messages(
                        "payload": {"candidate": candidate, "type": "media", "connectionId": connection}}),
             )
         }
+    }
+}
+
+/// Whose turn it is to send, in a pair with a window of messages in flight. In [`TurnOrder::Answer`] the end that
+/// receives a message answers it (an offer with an answer, a candidate with a candidate), as the two ends of a real
+/// call do: a batch of arrivals at one end is answered in one write from that end. [`TurnOrder::Alternate`] splits
+/// it between both ends, which costs a write per end, and the server a read per end. With a window of 1 both play
+/// ping-pong.
+#[derive(Debug)]
+struct Turns {
+    order: TurnOrder,
+    /// Messages each direction may send now; direction 0 is sent by the caller (conns[0]).
+    owed: [usize; 2],
+    in_flight: usize,
+    /// Which direction goes first when both may send, so that a paced pair alternates.
+    next: usize,
+}
+
+impl Turns {
+    /// The window starts split between the two ends, the caller taking the odd one.
+    fn new(window: usize, order: TurnOrder) -> Self {
+        Self { order, owed: [window.div_ceil(2), window / 2], in_flight: 0, next: 0 }
+    }
+
+    fn may_send(&self) -> bool {
+        self.owed[0] + self.owed[1] > 0
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Takes one send: the direction it goes in, if the window allows one.
+    fn take(&mut self) -> Option<usize> {
+        let d = if self.owed[self.next] > 0 { self.next } else { self.next ^ 1 };
+        if self.owed[d] == 0 {
+            return None;
+        }
+        // Alternating ends share the free slots; which end freed one does not matter.
+        self.owed[d] -= 1;
+        self.in_flight += 1;
+        let sent = match self.order {
+            TurnOrder::Answer => d,
+            TurnOrder::Alternate => self.next,
+        };
+        self.next = sent ^ 1;
+        Some(sent)
+    }
+
+    /// `count` messages of `direction` arrived: their receiver may answer as many.
+    fn delivered(&mut self, direction: usize, count: usize) {
+        let count = count.min(self.in_flight);
+        self.in_flight -= count;
+        self.owed[direction ^ 1] += count;
     }
 }
 
@@ -652,6 +728,7 @@ impl Outcome {
                 "dialect": args.dialect.name(),
                 "pairs": args.pairs,
                 "window": args.window,
+                "turns": args.turns.name(),
                 "rate": args.rate,
                 "warmup_seconds": args.warmup,
                 "measured_seconds": seconds,
@@ -680,7 +757,7 @@ impl Outcome {
         if let Some(callee_url) = &args.callee_url {
             table.row("nodes", format!("callers on {}, callees on {callee_url}", args.url));
         }
-        table.row("pairs x window", format!("{} x {}", args.pairs, args.window));
+        table.row("pairs x window", format!("{} x {} ({} turns)", args.pairs, args.window, args.turns.name()));
         if args.rate > 0.0 {
             table.row("offered rate", format!("{:.0} messages/s", args.rate));
         }
@@ -774,6 +851,58 @@ mod tests {
             out.push(serde_json::from_slice::<Value>(&bytes).unwrap());
         }
         (out.remove(0), out.remove(0))
+    }
+
+    fn take_all(turns: &mut Turns) -> Vec<usize> {
+        std::iter::from_fn(|| turns.take()).collect()
+    }
+
+    #[test]
+    fn a_window_starts_split_between_the_ends_and_is_never_exceeded() {
+        let mut turns = Turns::new(5, TurnOrder::Answer);
+        assert_eq!(take_all(&mut turns), [0, 1, 0, 1, 0]);
+        assert_eq!(turns.in_flight(), 5);
+        assert!(!turns.may_send());
+        // More arrivals than were sent (duplicates) must not widen the window.
+        turns.delivered(0, 9);
+        assert_eq!(turns.in_flight(), 0);
+        assert_eq!(take_all(&mut turns).len(), 5);
+    }
+
+    #[test]
+    fn the_end_that_receives_answers() {
+        let mut turns = Turns::new(16, TurnOrder::Answer);
+        assert_eq!(take_all(&mut turns).len(), 16);
+        // Six of the caller's messages reach the callee: the callee sends the next six, in one write.
+        turns.delivered(0, 6);
+        assert_eq!(take_all(&mut turns), [1; 6]);
+        turns.delivered(1, 2);
+        assert_eq!(take_all(&mut turns), [0; 2]);
+        assert_eq!(turns.in_flight(), 16);
+    }
+
+    #[test]
+    fn alternating_ends_split_a_batch_of_arrivals() {
+        let mut turns = Turns::new(16, TurnOrder::Alternate);
+        assert_eq!(take_all(&mut turns).len(), 16);
+        turns.delivered(0, 6);
+        assert_eq!(take_all(&mut turns), [0, 1, 0, 1, 0, 1]);
+        assert_eq!(turns.in_flight(), 16);
+    }
+
+    #[test]
+    fn a_window_of_one_plays_ping_pong_in_both_orders() {
+        for order in [TurnOrder::Answer, TurnOrder::Alternate] {
+            let mut turns = Turns::new(1, order);
+            let mut sent = Vec::new();
+            for _ in 0..4 {
+                let d = turns.take().unwrap();
+                assert_eq!(turns.take(), None);
+                sent.push(d);
+                turns.delivered(d, 1);
+            }
+            assert_eq!(sent, [0, 1, 0, 1], "{order:?}");
+        }
     }
 
     #[test]

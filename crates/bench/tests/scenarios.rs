@@ -71,14 +71,29 @@ fn assert_clean_relay(result: &Value, pairs: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_v1_delivers_everything_in_order() {
+async fn relay_v1_delivers_everything_in_order_in_both_turn_orders() {
     let server = start_server().await;
     let url = format!("ws://{}/ws", server.http_addr());
-    let result =
-        bench_json(&["relay", "--url", &url, "--pairs", "4", "--window", "8", "--warmup", "0.2", "--duration", "1"])
-            .await;
-    assert_clean_relay(&result, 4);
-    assert_eq!(result["dialect"], "v1");
+    for turns in ["answer", "alternate"] {
+        let result = bench_json(&[
+            "relay",
+            "--url",
+            &url,
+            "--pairs",
+            "4",
+            "--window",
+            "8",
+            "--turns",
+            turns,
+            "--warmup",
+            "0.2",
+            "--duration",
+            "1",
+        ])
+        .await;
+        assert_clean_relay(&result, 4);
+        assert_eq!((result["dialect"].as_str(), result["turns"].as_str()), (Some("v1"), Some(turns)));
+    }
     server.shutdown().await;
 }
 
