@@ -96,6 +96,15 @@ pub fn tutorial_relay_frame(kind: RelayKind, name: &str, target: &str, payload: 
 
 /// A JSON string, escaped exactly as serde_json escapes it.
 fn write_string(out: &mut Vec<u8>, value: &str) {
+    // Names (the usual value) need no escapes: copied between quotes, where serde_json's escaping writer took about
+    // 100 instructions per relayed message (callgrind).
+    if !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.reserve(value.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing into a Vec cannot fail; an error would leave a partial string, which the caller's tests would catch.
     let _ = serde_json::to_writer(&mut *out, value);
 }
