@@ -638,6 +638,7 @@ impl Signaling {
                 status: transfer.status,
                 allowed_rooms,
                 since: now,
+                last_peer: None,
             },
         );
         self.names.insert(key.clone(), session);

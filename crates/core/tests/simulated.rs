@@ -872,6 +872,44 @@ fn relay_preserves_order_between_one_sender_and_one_target() {
     assert_eq!(got, want);
 }
 
+/// A sender's messages follow a name to whichever session holds it now: after the peer logs out, after it logs in
+/// again, after a replace, and whatever case the sender writes the name in.
+#[test]
+fn relays_follow_a_name_to_the_session_that_holds_it_now() {
+    let mut sim = Sim::new(Config { name_policy: NamePolicy::Replace, ..Config::default() });
+    let alice = sim.login("alice");
+    let bob = sim.login("bob");
+    let carol = sim.login("carol");
+    sim.settle();
+    let candidate = |to: &str, n: u32| json!({"type":"candidate","to":to,"candidate":{"candidate":format!("c{n}")}});
+    let got = |frames: Vec<Value>| -> Vec<String> {
+        of_type(&frames, "candidate").iter().map(|f| f["candidate"]["candidate"].as_str().unwrap().to_owned()).collect()
+    };
+    sim.send_json(alice, &candidate("bob", 1));
+    sim.send_json(alice, &candidate("carol", 2));
+    sim.send_json(alice, &candidate("BOB", 3));
+    assert_eq!(got(sim.take(bob)), ["c1", "c3"]);
+    assert_eq!(got(sim.take(carol)), ["c2"]);
+
+    assert!(sim.request(bob, &json!({"type":"logout"})).iter().all(|f| f["type"] != "error"));
+    sim.settle();
+    single_error(&sim.request(alice, &candidate("bob", 4)), "unknown-peer");
+
+    let bob_again = sim.login("Bob");
+    sim.settle();
+    sim.clear_inboxes();
+    sim.send_json(alice, &candidate("bob", 5));
+    assert_eq!(got(sim.take(bob_again)), ["c5"]);
+
+    let bob_replaced = sim.login("bob");
+    sim.settle();
+    sim.clear_inboxes();
+    sim.send_json(alice, &candidate("bob", 6));
+    assert_eq!(got(sim.take(bob_replaced)), ["c6"]);
+    assert!(sim.take(bob_again).is_empty());
+    assert!(sim.take(bob).is_empty());
+}
+
 #[test]
 fn request_ids_are_echoed_numbers_and_strings() {
     let mut sim = Sim::default_config();
