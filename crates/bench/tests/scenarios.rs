@@ -70,28 +70,21 @@ fn assert_clean_relay(result: &Value, pairs: u64) {
     assert!(result["bench_cpu_seconds"].as_f64().unwrap() >= 0.0);
 }
 
+/// A one-second relay of 4 pairs against `url` with `extra` flags, checked clean.
+async fn short_relay(url: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["relay", "--url", url, "--pairs", "4", "--warmup", "0.2", "--duration", "1"];
+    args.extend_from_slice(extra);
+    let result = bench_json(&args).await;
+    assert_clean_relay(&result, 4);
+    result
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_v1_delivers_everything_in_order_in_both_turn_orders() {
     let server = start_server().await;
     let url = format!("ws://{}/ws", server.http_addr());
     for turns in ["answer", "alternate"] {
-        let result = bench_json(&[
-            "relay",
-            "--url",
-            &url,
-            "--pairs",
-            "4",
-            "--window",
-            "8",
-            "--turns",
-            turns,
-            "--warmup",
-            "0.2",
-            "--duration",
-            "1",
-        ])
-        .await;
-        assert_clean_relay(&result, 4);
+        let result = short_relay(&url, &["--window", "8", "--turns", turns]).await;
         assert_eq!((result["dialect"].as_str(), result["turns"].as_str()), (Some("v1"), Some(turns)));
     }
     server.shutdown().await;
@@ -147,21 +140,7 @@ async fn relay_through_the_minimal_forwarder_is_clean_and_splits_kernel_time() {
 async fn relay_tutorial_delivers_everything_in_order() {
     let server = start_server().await;
     let url = format!("ws://{}/", server.http_addr());
-    let result = bench_json(&[
-        "relay",
-        "--url",
-        &url,
-        "--dialect",
-        "tutorial",
-        "--pairs",
-        "4",
-        "--warmup",
-        "0.2",
-        "--duration",
-        "1",
-    ])
-    .await;
-    assert_clean_relay(&result, 4);
+    let result = short_relay(&url, &["--dialect", "tutorial"]).await;
     assert_eq!(result["dialect"], "tutorial");
     server.shutdown().await;
 }
