@@ -112,7 +112,7 @@ fn plain_string(text: &str, at: usize) -> Option<(&str, usize)> {
 
 /// Index of the first byte at or after `at` that a JSON string scan must stop at: a quote, a backslash or a control
 /// character.
-fn find_special(bytes: &[u8], mut at: usize) -> Option<usize> {
+pub(crate) fn find_special(bytes: &[u8], mut at: usize) -> Option<usize> {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     while let Some(chunk) = bytes.get(at..at + 16).and_then(|chunk| <&[u8; 16]>::try_from(chunk).ok()) {
         // SAFETY: `special_mask_16` only needs SSE2, which every x86_64 CPU has and which this build targets (the
