@@ -594,9 +594,10 @@ fn relay_messages(
 #[derive(Debug)]
 struct Turns {
     order: TurnOrder,
-    /// Messages each direction may send now; direction 0 is sent by the caller (conns[0]).
+    window: usize,
+    /// Messages each direction may send now; direction 0 is sent by the caller (conns[0]). The rest of the window is
+    /// in flight.
     owed: [usize; 2],
-    in_flight: usize,
     /// Which direction goes first when both may send, so that a paced pair alternates.
     next: usize,
 }
@@ -604,7 +605,7 @@ struct Turns {
 impl Turns {
     /// The window starts split between the two ends, the caller taking the odd one.
     fn new(window: usize, order: TurnOrder) -> Self {
-        Self { order, owed: [window.div_ceil(2), window / 2], in_flight: 0, next: 0 }
+        Self { order, window, owed: [window.div_ceil(2), window / 2], next: 0 }
     }
 
     fn may_send(&self) -> bool {
@@ -612,7 +613,7 @@ impl Turns {
     }
 
     fn in_flight(&self) -> usize {
-        self.in_flight
+        self.window - self.owed[0] - self.owed[1]
     }
 
     /// Takes one send: the direction it goes in, if the window allows one.
@@ -623,7 +624,6 @@ impl Turns {
         }
         // Alternating ends share the free slots; which end freed one does not matter.
         self.owed[d] -= 1;
-        self.in_flight += 1;
         let sent = match self.order {
             TurnOrder::Answer => d,
             TurnOrder::Alternate => self.next,
@@ -634,9 +634,7 @@ impl Turns {
 
     /// `count` messages of `direction` arrived: their receiver may answer as many.
     fn delivered(&mut self, direction: usize, count: usize) {
-        let count = count.min(self.in_flight);
-        self.in_flight -= count;
-        self.owed[direction ^ 1] += count;
+        self.owed[direction ^ 1] += count.min(self.in_flight());
     }
 }
 
