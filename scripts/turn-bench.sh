@@ -83,7 +83,7 @@ summary() {
 
 run() {
   local name=$1 pid=$2 port=$3
-  local before after out sent received lost rtt cpu
+  local before after out sent received lost rtt cpu drops_before peer_drops_before drops peer_drops
   before=$(cpu_ticks "$pid")
   drops_before=$(udp_drops "$pid"); peer_drops_before=$(udp_drops "$peer_pid")
   out=$(timeout 120 turnutils_uclient -c -u tool -w pass -e 127.0.0.1 -r "$peer_port" -m "$clients" -n "$messages" \

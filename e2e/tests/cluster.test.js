@@ -9,8 +9,8 @@ import {
 } from '../lib/harness.js';
 
 const env = { redis: null, nodes: [], browser: null };
-// Each hook and test gets less than the runner's 180 s, so that a hang is reported as the step it is in.
-const STEP_TIMEOUT_MS = HOOK_TIMEOUT_MS;
+// Each hook and test gets less than the runner's 180 s (HOOK_TIMEOUT_MS), so that a hang is reported as the step it
+// is in.
 
 before(async () => {
   env.redis = await startRedis();
@@ -20,7 +20,7 @@ before(async () => {
   env.nodes.push(await startServer(args));
   env.nodes.push(await startServer(args));
   env.browser = await launchBrowser();
-}, { timeout: STEP_TIMEOUT_MS });
+}, { timeout: HOOK_TIMEOUT_MS });
 
 after(async () => {
   try {
@@ -29,9 +29,9 @@ after(async () => {
     for (const node of env.nodes) await node.stop();
     await env.redis?.stop();
   }
-}, { timeout: STEP_TIMEOUT_MS });
+}, { timeout: HOOK_TIMEOUT_MS });
 
-test('two pages on two nodes see each other and call with video both ways', { timeout: STEP_TIMEOUT_MS }, async () => {
+test('two pages on two nodes see each other and call with video both ways', { timeout: HOOK_TIMEOUT_MS }, async () => {
   const [nodeA, nodeB] = env.nodes;
   assert.notEqual(nodeA.url, nodeB.url);
   const alice = await openClient(env.browser.context, nodeA, 'alice');
@@ -69,7 +69,7 @@ test('two pages on two nodes see each other and call with video both ways', { ti
   await alice.close();
 });
 
-test('a tutorial page on one node calls the web client on the other', { timeout: STEP_TIMEOUT_MS }, async () => {
+test('a tutorial page on one node calls the web client on the other', { timeout: HOOK_TIMEOUT_MS }, async () => {
   const [nodeA, nodeB] = env.nodes;
   const tutor = await openTutorial(env.browser.context, nodeA, 'tutor');
   const wendy = await openClient(env.browser.context, nodeB, 'wendy');

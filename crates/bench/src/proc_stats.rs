@@ -94,8 +94,8 @@ fn drops_of(table: &str, inodes: &std::collections::HashSet<u64>) -> u64 {
         .lines()
         .skip(1)
         .filter_map(|row| {
-            let columns: Vec<&str> = row.split_whitespace().collect();
-            let inode: u64 = columns.get(9)?.parse().ok()?;
+            let mut columns = row.split_whitespace();
+            let inode: u64 = columns.nth(9)?.parse().ok()?;
             let drops: u64 = columns.last()?.parse().ok()?;
             inodes.contains(&inode).then_some(drops)
         })
