@@ -14,7 +14,9 @@
 # SKIP_TUTORIAL=1 (only Switchboard's v1 dialect); MATCHBOX_PORT (18101), PEERJS_PORT (18102);
 # RATE (messages/s over all pairs, default 0: as fast as the windows allow; a fixed rate compares CPU per message
 # at equal load); TURNS (which end of a pair sends when a window slot frees: `answer`, the default, or `alternate`, or
-# both, "answer alternate", each run against the same server start).
+# both, "answer alternate", each run against the same server start); PIN=SERVER_CPUS:TOOL_CPUS (e.g. `1:0` or `0:0`)
+# runs every server and the load generator under `taskset -c` with those CPU lists: at 1 x 1 the latency is mostly
+# the wake-up of a thread on another CPU, which the scheduler places differently for each server unless pinned.
 #
 # The comparison servers come from their registries into that directory, never into the repository: matchbox_server
 # with `cargo install --root` (crates.io), PeerJS server with `npm install --prefix` (npm package `peer`). Every run
@@ -35,6 +37,17 @@ matchbox_port=${MATCHBOX_PORT:-18101}
 peerjs_port=${PEERJS_PORT:-18102}
 rate=${RATE:-0}
 turns=${TURNS:-answer}
+pin=${PIN:-}
+server_cpus=()
+tool_cpus=()
+if [ -n "$pin" ]; then
+  if [[ ! "$pin" =~ ^[0-9,-]+:[0-9,-]+$ ]]; then
+    echo "PIN must be SERVER_CPUS:TOOL_CPUS, such as 1:0, not $pin" >&2
+    exit 2
+  fi
+  server_cpus=(taskset -c "${pin%%:*}")
+  tool_cpus=(taskset -c "${pin##*:}")
+fi
 
 if [ -n "${BENCH_COMPARE_DIR:-}" ]; then
   work=$BENCH_COMPARE_DIR
@@ -85,8 +98,8 @@ failures=0
 run() {
   local name=$1 dialect=$2 url=$3 out order
   for order in $turns; do
-    echo "--- $name: $pairs pairs x window $window ($order turns), ${warmup}s warm-up + ${seconds}s"
-    if out=$("$bin/switchboard-bench" relay --url "$url" --dialect "$dialect" --pairs "$pairs" --window "$window" \
+    echo "--- $name: $pairs pairs x window $window ($order turns${pin:+, CPUs server:tool $pin}), ${warmup}s warm-up + ${seconds}s"
+    if out=$("${tool_cpus[@]}" "$bin/switchboard-bench" relay --url "$url" --dialect "$dialect" --pairs "$pairs" --window "$window" \
       --turns "$order" --rate "$rate" --warmup "$warmup" --duration "$seconds" --server-pid "$server_pid" \
       --timeout $((seconds * 3 + 60)) --json); then
       :
@@ -94,7 +107,7 @@ run() {
       echo "$name: the run reported faults or failed" >&2
       failures=$((failures + 1))
     fi
-    if [ -n "$out" ]; then echo "{\"server\":\"$name\",\"result\":$out}" >>"$results"; fi
+    if [ -n "$out" ]; then echo "{\"server\":\"$name\",\"pin\":\"$pin\",\"result\":$out}" >>"$results"; fi
   done
 }
 
@@ -106,7 +119,7 @@ stop_server() {
 
 switchboard() {
   local dialect=$1 path=$2 log="$work/switchboard.log" addr
-  RUST_LOG=warn "$bin/switchboard" --http 127.0.0.1:0 --turn off --rate-per-second 0 >"$log" 2>&1 &
+  RUST_LOG=warn "${server_cpus[@]}" "$bin/switchboard" --http 127.0.0.1:0 --turn off --rate-per-second 0 >"$log" 2>&1 &
   server_pid=$!
   addr=$(switchboard_address "$log") || exit 1
   run "switchboard-$dialect" "$dialect" "ws://$addr$path"
@@ -114,7 +127,7 @@ switchboard() {
 }
 
 matchbox() {
-  RUST_LOG=warn "$work/matchbox/bin/matchbox_server" "127.0.0.1:$matchbox_port" >"$work/matchbox.log" 2>&1 &
+  RUST_LOG=warn "${server_cpus[@]}" "$work/matchbox/bin/matchbox_server" "127.0.0.1:$matchbox_port" >"$work/matchbox.log" 2>&1 &
   server_pid=$!
   wait_port "$matchbox_port"
   run matchbox matchbox "ws://127.0.0.1:$matchbox_port/"
@@ -123,7 +136,7 @@ matchbox() {
 
 forwarder() {
   local log="$work/forwarder.log" addr
-  "$bin/switchboard-bench" forwarder --listen 127.0.0.1:0 >"$log" 2>&1 &
+  "${server_cpus[@]}" "$bin/switchboard-bench" forwarder --listen 127.0.0.1:0 >"$log" 2>&1 &
   server_pid=$!
   # Its banner names the port the kernel chose, so a stale listener can never stand in for it.
   addr=$(logged_address "$log" ws forwarder) || exit 1
@@ -132,7 +145,7 @@ forwarder() {
 }
 
 peerjs() {
-  node "$work/peerjs/node_modules/peer/dist/bin/peerjs.js" --host 127.0.0.1 --port "$peerjs_port" \
+  "${server_cpus[@]}" node "$work/peerjs/node_modules/peer/dist/bin/peerjs.js" --host 127.0.0.1 --port "$peerjs_port" \
     >"$work/peerjs.log" 2>&1 &
   server_pid=$!
   wait_port "$peerjs_port"
