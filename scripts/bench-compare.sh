@@ -180,7 +180,7 @@ console.log(["server".padEnd(22), "turns".padEnd(9), pad("msg/s", 9), pad("MB/s"
 for (const line of lines) {
   const { server, result: r } = JSON.parse(line);
   const ms = (us) => (us / 1000).toFixed(2);
-  console.log([server.padEnd(22), (r.turns || "alternate").padEnd(9), pad(r.messages_per_second.toFixed(0), 9), pad((r.bytes_per_second / 1e6).toFixed(2), 7),
+  console.log([server.padEnd(22), r.turns.padEnd(9), pad(r.messages_per_second.toFixed(0), 9), pad((r.bytes_per_second / 1e6).toFixed(2), 7),
     pad(ms(r.latency.p50_us), 8), pad(ms(r.latency.p99_us), 8), pad(ms(r.latency.p999_us), 9), pad(ms(r.latency.max_us), 8),
     pad(r.server_cpu_us_per_unit == null ? "-" : r.server_cpu_us_per_unit.toFixed(2), 11),
     pad(r.server_kernel_us_per_unit == null ? "-" : r.server_kernel_us_per_unit.toFixed(2), 7),
